@@ -1,0 +1,270 @@
+//! The desired state a user declares: which repository, which branch, how
+//! often, what to keep. Pure types; the API server enforces the validation
+//! written here (OpenAPI bounds and CEL rules), so a bad manifest is refused at
+//! `kubectl apply` with a message that names the fix.
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::ProjectSyncStatus;
+
+/// A repository kept mirrored into Postgres, diff-aware: each run fetches and
+/// processes only the files that changed since the last completed sync.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "projectsync.dev",
+    version = "v1alpha1",
+    kind = "ProjectSync",
+    plural = "projectsyncs",
+    shortname = "psync",
+    category = "projectsync",
+    namespaced,
+    status = "ProjectSyncStatus",
+    printcolumn(name = "Repository", type_ = "string", json_path = ".status.repository", description = "owner/repo on GitHub, or the git URL"),
+    printcolumn(name = "Branch", type_ = "string", json_path = ".spec.branch"),
+    printcolumn(name = "Commit", type_ = "string", json_path = ".status.lastSync.shortCommit", description = "commit of the last completed sync"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Files", type_ = "integer", json_path = ".status.lastSync.files.total", description = "files in the last completed sync"),
+    printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSync.finishedAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", priority = 1),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    printcolumn(name = "Stage", type_ = "string", json_path = ".status.progress.stage", priority = 1, description = "pipeline stage of the run in progress"),
+    printcolumn(name = "Interval", type_ = "string", json_path = ".spec.interval", priority = 1),
+    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend", priority = 1),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message", priority = 1)
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectSyncSpec {
+    /// Where the repository lives: exactly one of `github` or `git`.
+    pub source: SourceSpec,
+
+    /// Branch to follow, for example `main`. Must be a valid git branch name.
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new(BRANCH_RULE).message(
+        "branch must be a valid git branch name: no spaces, '..', '//', '@{', control characters or any of ~^:?*[\\, must not start with '-', '/' or '.', and must not end with '/', '.' or '.lock'"
+    ))]
+    pub branch: String,
+
+    /// Pin the sync to this commit (a full 40- or 64-character hex SHA) instead of
+    /// following the head of `branch`. The commit should be reachable from the branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9a-f]{40}|[0-9a-f]{64})$')").message(
+        "commit must be a full lowercase hex commit SHA (40 characters, or 64 for SHA-256 repositories)"
+    ))]
+    pub commit: Option<String>,
+
+    /// How often to check the branch for a new commit, as a duration such as
+    /// `30s`, `5m` or `1h30m`. At least 30s. An unchanged branch costs one
+    /// conditional request per check.
+    #[serde(default = "default_interval")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) >= duration('30s')"
+    ).message("interval must be a duration of at least 30s, such as 30s, 5m or 1h30m"))]
+    pub interval: String,
+
+    /// Stop syncing while true. The last completed sync stays current.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// Only files whose path matches one of these globs are synced (all files
+    /// when empty). Globs use `**` for any number of directories, e.g. `src/**/*.rs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
+    pub include: Vec<String>,
+
+    /// Files whose path matches one of these globs are skipped, even when included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
+    pub exclude: Vec<String>,
+
+    /// Files larger than this are recorded but not fetched or chunked: a number
+    /// of bytes or a quantity such as `512Ki` or `2Mi`. Defaults to 1Mi.
+    #[serde(default = "default_max_file_size")]
+    #[x_kube(validation = Rule::new(
+        "type(self) == int ? self > 0 : (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')))"
+    ).message("maxFileSize must be a positive number of bytes or a positive quantity such as 512Ki or 2Mi"))]
+    pub max_file_size: IntOrString,
+
+    /// How chunks of code get embeddings. Without it, no embeddings are computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingSpec>,
+
+    /// How many runs `status.history` keeps, newest first (1 to 100, default 10).
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub history_limit: i32,
+
+    /// What happens to the rows in Postgres when this resource is deleted:
+    /// `Retain` (default) keeps them, `Delete` removes the project's data.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// The git rules of `git check-ref-format --branch`, as one CEL expression.
+const BRANCH_RULE: &str = "!self.startsWith('-') && !self.startsWith('/') && !self.startsWith('.') \
+    && !self.endsWith('/') && !self.endsWith('.') && !self.endsWith('.lock') \
+    && !self.contains('..') && !self.contains('//') && !self.contains('/.') && !self.contains('@{') \
+    && self != '@' && !self.matches('[\\\\x00-\\\\x20\\\\x7f~^:?*\\\\[\\\\\\\\]')";
+
+fn default_interval() -> String {
+    "5m".to_string()
+}
+
+fn default_max_file_size() -> IntOrString {
+    IntOrString::String("1Mi".to_string())
+}
+
+fn default_history_limit() -> i32 {
+    10
+}
+
+/// Where the repository is read from. Exactly one field is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.github) != has(self.git)").message(
+    "exactly one of source.github or source.git must be set"
+))]
+pub struct SourceSpec {
+    /// A repository on GitHub or GitHub Enterprise Server, read through the REST
+    /// API without cloning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GitHubSource>,
+    /// Any git remote (https, ssh, git, or file when the operator allows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+}
+
+/// A GitHub repository.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitHubSource {
+    /// The user or organization that owns the repository.
+    #[schemars(length(min = 1, max = 39))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$')").message(
+        "owner must be a GitHub user or organization name: letters, digits and hyphens, not starting or ending with a hyphen, at most 39 characters"
+    ))]
+    pub owner: String,
+
+    /// The repository name, without `.git`.
+    #[schemars(length(min = 1, max = 100))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._-]+$') && self != '.' && self != '..' && !self.endsWith('.git')").message(
+        "repo must be a GitHub repository name: letters, digits, '.', '-' and '_', at most 100 characters, without a .git suffix"
+    ))]
+    pub repo: String,
+
+    /// Base URL of the REST API, for GitHub Enterprise Server
+    /// (`https://HOST/api/v3`). Defaults to `https://api.github.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))").message(
+        "apiUrl must be an http(s) URL such as https://github.example.com/api/v3"
+    ))]
+    pub api_url: Option<String>,
+
+    /// A Secret in the same namespace holding a token (or a GitHub App's
+    /// credentials). Without it, the repository is read anonymously.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+}
+
+/// A plain git remote.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSource {
+    /// The remote URL: `https://`, `http://`, `ssh://`, `git://`, scp-like
+    /// `user@host:path`, or `file://` (only when the operator allows it).
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^(https?|ssh|git|file)://[^\\\\s]+$') || self.matches('^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\\\\s]+$')"
+    ).message("url must be a git remote URL: https://, http://, ssh://, git://, file:// or user@host:path"))]
+    pub url: String,
+
+    /// A Secret in the same namespace with credentials: `username` and
+    /// `password` (or `token`) for http(s), `identity` and `known_hosts` for ssh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalSecretRef>,
+}
+
+/// A key of a Secret in the resource's own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret. Defaults to `token`.
+    #[serde(default = "default_token_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_token_key() -> String {
+    "token".to_string()
+}
+
+/// A Secret in the resource's own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalSecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// How chunks get embeddings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.provider == 'None' || (has(self.endpoint) && has(self.model))").message(
+    "embedding.endpoint and embedding.model are required when embedding.provider is OpenAI"
+))]
+pub struct EmbeddingSpec {
+    /// `None` (no embeddings) or `OpenAI`: any OpenAI-compatible `/v1/embeddings`
+    /// endpoint (OpenAI, Ollama, vLLM, TEI).
+    #[serde(default)]
+    pub provider: EmbeddingProvider,
+    /// Base URL of the endpoint, e.g. `https://api.openai.com/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self)").message("embedding.endpoint must be a URL"))]
+    pub endpoint: Option<String>,
+    /// Model name, e.g. `text-embedding-3-small`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub model: Option<String>,
+    /// Secret key holding the API key, sent as a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// Chunks per request (1 to 2048, default 64).
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1, max = 2048))]
+    pub batch_size: i32,
+}
+
+fn default_batch_size() -> i32 {
+    64
+}
+
+/// Which embedding provider computes vectors.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EmbeddingProvider {
+    /// No embeddings.
+    #[default]
+    None,
+    /// An OpenAI-compatible `/v1/embeddings` endpoint.
+    OpenAI,
+}
+
+/// What happens to a project's rows when its resource is deleted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Keep the rows: history stays queryable after the resource is gone.
+    #[default]
+    Retain,
+    /// Remove the project's files, memory entries and sync runs.
+    Delete,
+}

@@ -1,0 +1,15 @@
+//! Project Sync: a Kubernetes operator that mirrors code repositories into
+//! Postgres, diff-aware, so that only what changed is fetched and processed.
+//!
+//! The modules follow the architecture: [`api`] holds the `ProjectSync` custom
+//! resource types, [`controller`] the kube-runtime glue, [`pipeline`] the four
+//! sync stages, [`source`] the repository providers, [`store`] Postgres, and
+//! [`telemetry`] logging and tracing set-up.
+
+pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod pipeline;
+pub mod source;
+pub mod store;
+pub mod telemetry;

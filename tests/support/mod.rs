@@ -1,0 +1,22 @@
+//! Test support shared by every integration test: the real control plane and
+//! Postgres that `hack/testenv up` started, with one namespace and one
+//! database per test so tests run in parallel without seeing each other.
+//!
+//! Nothing here skips: when the environment is missing or unreachable the
+//! test panics with the command that fixes it.
+#![allow(dead_code, unused_imports)]
+
+pub mod env;
+pub mod kube;
+pub mod kubectl;
+pub mod postgres;
+
+pub use env::testenv;
+pub use kube::{TestNamespace, ensure_crd, fresh_namespace, kube_client};
+pub use kubectl::{KubectlOutput, kubectl};
+pub use postgres::{TestDb, fresh_database};
+
+/// A short random suffix for names that must be unique across parallel tests.
+pub fn unique_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_string()
+}
