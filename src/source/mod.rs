@@ -1,1 +1,212 @@
-//! Placeholder: filled in by its own issue.
+//! Sources: where the pipeline reads a repository from (I/O layer).
+//!
+//! The pipeline asks a [`Source`] four questions — which branches exist,
+//! which commit a branch points at, what the tree of a commit is, what the
+//! bytes of a blob are — plus, where the provider answers it cheaply, which
+//! files changed between two commits. Two implementations sit behind the one
+//! trait: [`github::GithubSource`] (the REST API through octocrab, no clone)
+//! and [`git::GitSource`] (any git remote through the git CLI, shallow fetches
+//! into a per-repository cache directory).
+//!
+//! The cheap way to sync, which [`Source`] is shaped for: ask
+//! [`Source::fetch_branch_head`] with the cached head (an unchanged branch
+//! ends there, on GitHub with a free 304); read [`Source::fetch_tree`] with
+//! the previous sync's tree (on GitHub a truncated tree is walked only where
+//! subtree ids changed); compare blob ids with the previous tree; fetch only
+//! added and modified blobs. `fetch_changes` can replace the tree read when
+//! the provider answers completely, but it carries no modes.
+//!
+//! Every error carries what to do next ([`Retry`]) and a short static
+//! [`SourceError::reason`] used for condition reasons, event reasons and
+//! metric labels. The pure parts — content classification ([`content`]),
+//! credentials from a Secret ([`credentials`]) and git tree hashing
+//! ([`tree`]) — do no I/O and are tested beside the code.
+
+pub mod backoff;
+pub mod content;
+pub mod credentials;
+pub mod git;
+pub mod github;
+pub mod stats;
+pub mod tree;
+
+use std::fmt;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+
+pub use backoff::RetryPolicy;
+pub use credentials::{Credentials, CredentialsError, build_credentials_from_secret};
+pub use stats::{RateLimit, SourceStats};
+pub use tree::{EntryKind, RejectedEntry, Tree, TreeEntry};
+
+/// A branch and the commit it points at.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Branch {
+    pub name: String,
+    pub commit_sha: String,
+}
+
+/// What the caller remembers of a branch head from the previous poll.
+///
+/// `etag` is the validator the provider returned with that answer (GitHub);
+/// sources without conditional requests compare `sha` only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadCache {
+    pub sha: String,
+    pub etag: Option<String>,
+}
+
+/// The answer to "where does this branch point now?".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeadLookup {
+    /// The branch still points at the cached commit (GitHub: a 304, which
+    /// costs no rate limit).
+    Unchanged,
+    /// A new answer: the branch points at `sha`; keep `etag` for the next
+    /// poll. `sha` can equal the cached one when only the provider's
+    /// validator changed, so callers compare commits, not variants.
+    Changed { sha: String, etag: Option<String> },
+}
+
+impl HeadLookup {
+    /// The new commit, if the branch moved.
+    pub fn changed_sha(&self) -> Option<&str> {
+        match self {
+            HeadLookup::Unchanged => None,
+            HeadLookup::Changed { sha, .. } => Some(sha),
+        }
+    }
+}
+
+/// How a path changed between two commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeStatus {
+    Added,
+    Modified,
+    Removed,
+}
+
+/// One changed path between two commits, as a provider reports it.
+///
+/// A rename is reported as a removal of the old path and an addition of the
+/// new one, so callers apply changes path by path. `blob_sha` is the object
+/// at `head` (`None` for removals).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Change {
+    pub path: String,
+    pub status: ChangeStatus,
+    pub blob_sha: Option<String>,
+}
+
+/// What to do about a failed source call; the one place the controller
+/// reads to pick stall / wait / back off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// The user must change something (credentials, URL, branch, access);
+    /// retrying unchanged input gives the same answer.
+    Stalled,
+    /// Retry no earlier than this instant (rate limit reset, `Retry-After`).
+    WaitUntil(DateTime<Utc>),
+    /// Transient (5xx, timeouts, connection errors): retry with backoff.
+    Transient,
+}
+
+/// A source failure: the provider family's own error, wrapped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Github(#[from] github::GithubError),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
+}
+
+impl SourceError {
+    /// Short CamelCase category for condition reasons, event reasons and
+    /// metric labels. A fixed set of static strings.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SourceError::Github(e) => e.reason(),
+            SourceError::Git(e) => e.reason(),
+        }
+    }
+
+    /// What the caller should do next.
+    pub fn retry(&self) -> Retry {
+        match self {
+            SourceError::Github(e) => e.retry(),
+            SourceError::Git(e) => e.retry(),
+        }
+    }
+}
+
+/// The result type of every source call.
+pub type SourceResult<T> = Result<T, SourceError>;
+
+/// A repository provider. Object-safe: the pipeline holds an
+/// `Arc<dyn Source>`.
+pub trait Source: Send + Sync + fmt::Debug {
+    /// A short description for logs and events (`github:owner/repo`,
+    /// `git:https://host/repo.git`), never containing credentials.
+    fn describe(&self) -> String;
+
+    /// Every branch with its head commit, sorted by name. Paginated and
+    /// bounded: a repository with more branches than the bound fails with a
+    /// specific error rather than returning a silent prefix.
+    fn fetch_branches(&self) -> BoxFuture<'_, SourceResult<Vec<Branch>>>;
+
+    /// Where `branch` points now; `Unchanged` when it still points at
+    /// `cached` (GitHub asks conditionally, so this costs no rate limit).
+    fn fetch_branch_head<'a>(
+        &'a self,
+        branch: &'a str,
+        cached: Option<&'a HeadCache>,
+    ) -> BoxFuture<'a, SourceResult<HeadLookup>>;
+
+    /// The full recursive tree of `commit`. With `previous` (the tree of an
+    /// earlier commit of the same repository, e.g. rebuilt from the last
+    /// sync), a source that walks subtrees skips every subtree whose hash
+    /// is unchanged.
+    fn fetch_tree<'a>(
+        &'a self,
+        commit: &'a str,
+        previous: Option<&'a Tree>,
+    ) -> BoxFuture<'a, SourceResult<Tree>>;
+
+    /// The bytes of blob `sha`, refusing blobs larger than `max_size` bytes
+    /// before reading them where the provider allows.
+    fn fetch_blob<'a>(&'a self, sha: &'a str, max_size: u64) -> BoxFuture<'a, SourceResult<Bytes>>;
+
+    /// The changed paths from `base` to `head` when the provider can say so
+    /// cheaply and completely; `None` means "compute it from the trees".
+    fn fetch_changes<'a>(
+        &'a self,
+        base: &'a str,
+        head: &'a str,
+    ) -> BoxFuture<'a, SourceResult<Option<Vec<Change>>>>;
+
+    /// Requests made so far, by endpoint and status, and the last rate limit
+    /// the provider reported.
+    fn stats(&self) -> SourceStats;
+}
+
+/// True when `s` looks like a full hex object id (SHA-1 or SHA-256).
+pub fn is_object_id(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_ids_are_forty_or_sixty_four_hex_digits() {
+        assert!(is_object_id("a12243f2e0d67a9ab5e1c0e3b3c9bd9c8f2b6e0b"));
+        assert!(!is_object_id("main"));
+        assert!(!is_object_id("a12243f2"));
+        assert!(!is_object_id(
+            "../../../../../../../../../../etc/passwd0000"
+        ));
+    }
+}

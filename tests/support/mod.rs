@@ -7,9 +7,12 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod env;
+pub mod git_server;
+pub mod github;
 pub mod kube;
 pub mod kubectl;
 pub mod postgres;
+pub mod repo;
 
 pub use env::testenv;
 pub use kube::{TestNamespace, ensure_crd, fresh_namespace, kube_client};

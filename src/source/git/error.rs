@@ -1,0 +1,245 @@
+//! Git source errors, and the mapping from git's own messages to them
+//! (pure, no I/O).
+
+use crate::source::Retry;
+
+/// Everything that can go wrong reading a git remote.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("git url {url:?} is not supported: {detail}")]
+    UnsupportedUrl { url: String, detail: &'static str },
+    #[error(
+        "git url {url:?} reads the operator's own filesystem; file:// sources need --allow-file-urls"
+    )]
+    FileUrlNotAllowed { url: String },
+    #[error("git {url}: authentication failed: {detail}")]
+    AuthenticationFailed { url: String, detail: String },
+    #[error("git {url}: the server's host key is not in known_hosts or does not match")]
+    HostKeyVerificationFailed { url: String },
+    #[error("git {url}: repository not found, or the credentials have no access to it")]
+    RepositoryNotFound { url: String },
+    #[error("git {url}: branch {branch:?} not found")]
+    BranchNotFound { url: String, branch: String },
+    #[error("git {url}: {branch:?} is not a valid branch name")]
+    InvalidBranchName { url: String, branch: String },
+    #[error("git {url}: commit {commit} not found on the remote")]
+    CommitNotFound { url: String, commit: String },
+    #[error("git {url}: repository is empty (no branches)")]
+    EmptyRepository { url: String },
+    #[error("git {url}: object {sha} is not in the cache; fetch its commit's tree first")]
+    ObjectNotFound { url: String, sha: String },
+    #[error("git {url}: object {sha} is a {kind}, not a blob")]
+    NotABlob {
+        url: String,
+        sha: String,
+        kind: String,
+    },
+    #[error("git {url}: blob {sha} is {size} bytes, over the limit of {max} bytes")]
+    BlobTooLarge {
+        url: String,
+        sha: String,
+        size: u64,
+        max: u64,
+    },
+    #[error("git {url}: {what:?} is not a full object id")]
+    InvalidObjectId { url: String, what: String },
+    #[error("git {url}: remote unreachable: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("git {url}: {operation} timed out after {seconds}s")]
+    Timeout {
+        url: String,
+        operation: &'static str,
+        seconds: u64,
+    },
+    #[error("git {url}: {operation} failed ({status}): {detail}")]
+    CommandFailed {
+        url: String,
+        operation: &'static str,
+        status: String,
+        detail: String,
+    },
+    #[error("git {url}: {operation} gave unexpected output: {detail}")]
+    InvalidOutput {
+        url: String,
+        operation: &'static str,
+        detail: String,
+    },
+    #[error("git {url}: running {operation}")]
+    Io {
+        url: String,
+        operation: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("git cache directory {path} is unusable")]
+    CacheDirectory {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl GitError {
+    /// Short static category (condition reason, event reason, metric label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GitError::UnsupportedUrl { .. } => "UnsupportedUrl",
+            GitError::FileUrlNotAllowed { .. } => "FileUrlNotAllowed",
+            GitError::AuthenticationFailed { .. } => "AuthenticationFailed",
+            GitError::HostKeyVerificationFailed { .. } => "HostKeyVerificationFailed",
+            GitError::RepositoryNotFound { .. } => "RepositoryNotFound",
+            GitError::BranchNotFound { .. } => "BranchNotFound",
+            GitError::InvalidBranchName { .. } => "InvalidBranchName",
+            GitError::CommitNotFound { .. } => "CommitNotFound",
+            GitError::EmptyRepository { .. } => "EmptyRepository",
+            GitError::ObjectNotFound { .. } => "ObjectNotFound",
+            GitError::NotABlob { .. } => "NotABlob",
+            GitError::BlobTooLarge { .. } => "BlobTooLarge",
+            GitError::InvalidObjectId { .. } => "InvalidObjectId",
+            GitError::Unreachable { .. } => "RemoteUnreachable",
+            GitError::Timeout { .. } => "GitTimeout",
+            GitError::CommandFailed { .. } => "GitCommandFailed",
+            GitError::InvalidOutput { .. } => "InvalidGitOutput",
+            GitError::Io { .. } => "GitNotRunnable",
+            GitError::CacheDirectory { .. } => "CacheDirectoryUnusable",
+        }
+    }
+
+    /// Stall (user must act) or back off; git has no rate limits to wait on.
+    pub fn retry(&self) -> Retry {
+        match self {
+            GitError::Unreachable { .. }
+            | GitError::Timeout { .. }
+            | GitError::CommandFailed { .. }
+            | GitError::InvalidOutput { .. }
+            | GitError::ObjectNotFound { .. } => Retry::Transient,
+            GitError::UnsupportedUrl { .. }
+            | GitError::FileUrlNotAllowed { .. }
+            | GitError::AuthenticationFailed { .. }
+            | GitError::HostKeyVerificationFailed { .. }
+            | GitError::RepositoryNotFound { .. }
+            | GitError::BranchNotFound { .. }
+            | GitError::InvalidBranchName { .. }
+            | GitError::CommitNotFound { .. }
+            | GitError::EmptyRepository { .. }
+            | GitError::NotABlob { .. }
+            | GitError::BlobTooLarge { .. }
+            | GitError::InvalidObjectId { .. }
+            | GitError::Io { .. }
+            | GitError::CacheDirectory { .. } => Retry::Stalled,
+        }
+    }
+}
+
+/// Maps a failed remote operation to an error from git's stderr. Git's
+/// messages are stable enough across versions for these phrases; anything
+/// else is a generic, retried failure.
+pub(crate) fn build_error_from_stderr(
+    url: &str,
+    operation: &'static str,
+    status: String,
+    stderr: &str,
+) -> GitError {
+    let url = url.to_string();
+    let lower = stderr.to_ascii_lowercase();
+    let detail = summarise(stderr);
+    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    if has(&[
+        "host key verification failed",
+        "no matching host key",
+        "remote host identification has changed",
+    ]) {
+        GitError::HostKeyVerificationFailed { url }
+    } else if has(&[
+        "authentication failed",
+        "could not read username",
+        "could not read password",
+        "terminal prompts disabled",
+        "permission denied (publickey",
+        "http basic: access denied",
+        "the requested url returned error: 401",
+        "the requested url returned error: 403",
+    ]) {
+        GitError::AuthenticationFailed { url, detail }
+    } else if has(&[
+        "repository not found",
+        "does not appear to be a git repository",
+        "no such repository",
+        "not found",
+        "the requested url returned error: 404",
+        "access denied",
+    ]) {
+        GitError::RepositoryNotFound { url }
+    } else if has(&[
+        "could not resolve host",
+        "connection refused",
+        "connection timed out",
+        "unable to connect",
+        "failed to connect",
+        "network is unreachable",
+        "early eof",
+        "the remote end hung up",
+        "returned error: 5",
+        "rpc failed",
+    ]) {
+        GitError::Unreachable { url, detail }
+    } else {
+        GitError::CommandFailed {
+            url,
+            operation,
+            status,
+            detail,
+        }
+    }
+}
+
+/// The last meaningful lines of stderr, bounded.
+fn summarise(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let text = lines[lines.len().saturating_sub(3)..].join("; ");
+    text.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(stderr: &str) -> &'static str {
+        build_error_from_stderr("u", "ls-remote", "exit status: 128".into(), stderr).reason()
+    }
+
+    #[test]
+    fn git_messages_map_to_specific_reasons() {
+        assert_eq!(
+            reason("fatal: could not read Username for 'http://x': terminal prompts disabled"),
+            "AuthenticationFailed"
+        );
+        assert_eq!(
+            reason("fatal: Authentication failed for 'http://x/'"),
+            "AuthenticationFailed"
+        );
+        assert_eq!(
+            reason("fatal: remote error: access denied or repository not exported: /r.git"),
+            "RepositoryNotFound"
+        );
+        assert_eq!(
+            reason("fatal: repository 'http://x/r.git/' not found"),
+            "RepositoryNotFound"
+        );
+        assert_eq!(
+            reason(
+                "fatal: unable to connect to 127.0.0.1:\n127.0.0.1[0: 127.0.0.1]: errno=Connection refused"
+            ),
+            "RemoteUnreachable"
+        );
+        assert_eq!(
+            reason("Host key verification failed.\nfatal: Could not read from remote repository."),
+            "HostKeyVerificationFailed"
+        );
+        assert_eq!(reason("fatal: something new"), "GitCommandFailed");
+    }
+}

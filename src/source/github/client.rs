@@ -1,0 +1,260 @@
+//! The HTTP layer of the GitHub source (I/O): one `GET` through octocrab
+//! with bounded concurrency, a per-request timeout, retries with backoff and
+//! jitter on 5xx and transport errors only, request accounting and rate-limit
+//! observation. Rate limits are never retried here: they surface as errors
+//! carrying the reset time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use octocrab::Octocrab;
+use tokio::sync::Semaphore;
+
+use super::GithubError;
+use crate::source::backoff::RetryPolicy;
+use crate::source::stats::{RateLimit, StatsRecorder};
+
+/// A GitHub answer read in full.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One request to make.
+pub(crate) struct Request<'a> {
+    pub endpoint: &'static str,
+    /// Path and query, starting with `/` (relative to the API URL).
+    pub path: &'a str,
+    pub accept: &'static str,
+    pub if_none_match: Option<&'a str>,
+    /// Refuse bodies larger than this many bytes.
+    pub body_limit: usize,
+}
+
+pub(crate) struct Client {
+    pub octocrab: Octocrab,
+    pub repo: String,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    pub permits: Arc<Semaphore>,
+    pub stats: StatsRecorder,
+}
+
+/// Leaves out the HTTP client: octocrab's `Debug` prints basic-auth
+/// passwords.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("repo", &self.repo)
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Sends `req`, retrying transient failures. Returns every HTTP answer
+    /// that is not a retried 5xx, so callers map statuses in context.
+    pub async fn get(&self, req: Request<'_>) -> Result<Answer, GithubError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = self.get_once(&req).await;
+            let retryable = match &outcome {
+                Ok(answer) => answer.status.is_server_error(),
+                Err(Failure::Timeout | Failure::Transport(_)) => true,
+                Err(Failure::BodyTooLarge) => false,
+            };
+            if !retryable || attempt >= self.retry.attempts {
+                return self.finish(&req, outcome, attempt);
+            }
+            let delay = self.retry.delay(attempt);
+            tracing::debug!(repo = %self.repo, endpoint = req.endpoint, attempt, ?delay, "retrying github request");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn finish(
+        &self,
+        req: &Request<'_>,
+        outcome: Result<Answer, Failure>,
+        attempts: u32,
+    ) -> Result<Answer, GithubError> {
+        let repo = self.repo.clone();
+        let endpoint = req.endpoint;
+        match outcome {
+            Ok(answer) if answer.status.is_server_error() => Err(GithubError::ServerError {
+                repo,
+                endpoint,
+                status: answer.status.as_u16(),
+                attempts,
+            }),
+            Ok(answer) => Ok(answer),
+            Err(Failure::Timeout) => Err(GithubError::Timeout {
+                repo,
+                endpoint,
+                attempts,
+            }),
+            Err(Failure::Transport(source)) => Err(GithubError::Transport {
+                repo,
+                endpoint,
+                attempts,
+                source: Box::new(source),
+            }),
+            Err(Failure::BodyTooLarge) => Err(GithubError::ResponseTooLarge {
+                repo,
+                endpoint,
+                limit: req.body_limit,
+            }),
+        }
+    }
+
+    async fn get_once(&self, req: &Request<'_>) -> Result<Answer, Failure> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static(req.accept));
+        headers.insert(
+            "x-github-api-version",
+            HeaderValue::from_static("2022-11-28"),
+        );
+        if let Some(tag) = req
+            .if_none_match
+            .and_then(|t| HeaderValue::from_str(t).ok())
+        {
+            headers.insert(header::IF_NONE_MATCH, tag);
+        }
+        let call = async {
+            let response = self
+                .octocrab
+                ._get_with_headers(req.path, Some(headers))
+                .await
+                .map_err(Failure::Transport)?;
+            let (parts, body) = response.into_parts();
+            self.stats.record(req.endpoint, parts.status.as_u16());
+            self.observe_rate_limit(&parts.headers);
+            let declared = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+            if declared.is_some_and(|n| n > req.body_limit) {
+                return Err(Failure::BodyTooLarge);
+            }
+            let body = Limited::new(body, req.body_limit)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        Failure::BodyTooLarge
+                    } else {
+                        match e.downcast::<octocrab::Error>() {
+                            Ok(e) => Failure::Transport(*e),
+                            Err(_) => Failure::BodyTooLarge,
+                        }
+                    }
+                })?;
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body: body.to_bytes(),
+            })
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Err(Failure::Transport(e))) => {
+                self.stats.record(req.endpoint, 0);
+                Err(Failure::Transport(e))
+            }
+            Ok(result) => result,
+            Err(_) => {
+                self.stats.record(req.endpoint, 0);
+                Err(Failure::Timeout)
+            }
+        }
+    }
+
+    fn observe_rate_limit(&self, headers: &HeaderMap) {
+        let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+        if let Some(remaining) = number("x-ratelimit-remaining") {
+            let reset = number("x-ratelimit-reset")
+                .and_then(|s| DateTime::<Utc>::from_timestamp(s as i64, 0));
+            self.stats.observe_rate_limit(RateLimit {
+                limit: number("x-ratelimit-limit"),
+                remaining,
+                reset,
+            });
+        }
+    }
+}
+
+enum Failure {
+    Timeout,
+    Transport(octocrab::Error),
+    BodyTooLarge,
+}
+
+/// The `rel="next"` target of a `Link` header.
+pub(crate) fn next_link(link: &str) -> Option<&str> {
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"));
+        is_next.then(|| url.trim().trim_start_matches('<').trim_end_matches('>'))
+    })
+}
+
+/// Percent-encodes a branch name for a URL path, keeping `/` (GitHub
+/// accepts slashes in ref paths) and unreserved characters.
+pub(crate) fn encode_ref(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_link_is_found_among_others() {
+        let link = r#"<https://api.github.com/repositories/3430433/git/refs?per_page=100&page=2>; rel="next", <https://api.github.com/repositories/3430433/git/refs?per_page=100&page=7>; rel="last""#;
+        assert_eq!(
+            next_link(link),
+            Some("https://api.github.com/repositories/3430433/git/refs?per_page=100&page=2")
+        );
+        assert_eq!(
+            next_link(r#"<https://x/?page=1>; rel="first", <https://x/?page=6>; rel="prev""#),
+            None
+        );
+    }
+
+    #[test]
+    fn branch_names_keep_slashes_and_escape_the_rest() {
+        assert_eq!(
+            encode_ref("feature/#123-fragment-url"),
+            "feature/%23123-fragment-url"
+        );
+        assert_eq!(encode_ref("a b?c"), "a%20b%3Fc");
+    }
+}

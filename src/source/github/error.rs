@@ -1,0 +1,352 @@
+//! GitHub source errors and how each maps to what the caller does next
+//! (pure, no I/O). Classification of HTTP answers lives in
+//! [`build_error_from_response`] so every endpoint maps statuses the same way.
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use http::{HeaderMap, StatusCode};
+
+use crate::source::Retry;
+
+/// Everything that can go wrong talking to GitHub, one actionable kind each.
+#[derive(Debug, thiserror::Error)]
+pub enum GithubError {
+    #[error("github {repo}: bad credentials (the token is invalid, expired or revoked)")]
+    BadCredentials { repo: String },
+    #[error("github {repo}: repository not found, or the credentials have no access to it")]
+    RepositoryNotFound { repo: String },
+    #[error("github {repo}: access denied: {message}")]
+    AccessDenied { repo: String, message: String },
+    #[error("github {repo}: the organization requires SAML single sign-on for this token{}", .url.as_deref().map(|u| format!("; authorize it at {u}")).unwrap_or_default())]
+    SsoRequired { repo: String, url: Option<String> },
+    #[error("github {repo}: branch {branch:?} not found")]
+    BranchNotFound { repo: String, branch: String },
+    #[error("github {repo}: commit {commit} not found")]
+    CommitNotFound { repo: String, commit: String },
+    #[error("github {repo}: repository is empty (no commits yet)")]
+    EmptyRepository { repo: String },
+    #[error("github {repo}: rate limit exhausted until {until}")]
+    RateLimited { repo: String, until: DateTime<Utc> },
+    #[error("github {repo}: secondary rate limit hit, retry after {until}")]
+    SecondaryRateLimited { repo: String, until: DateTime<Utc> },
+    #[error("github {repo}: {endpoint} answered {status} after {attempts} attempts")]
+    ServerError {
+        repo: String,
+        endpoint: &'static str,
+        status: u16,
+        attempts: u32,
+    },
+    #[error("github {repo}: {endpoint} timed out after {attempts} attempts")]
+    Timeout {
+        repo: String,
+        endpoint: &'static str,
+        attempts: u32,
+    },
+    #[error("github {repo}: {endpoint} unreachable after {attempts} attempts")]
+    Transport {
+        repo: String,
+        endpoint: &'static str,
+        attempts: u32,
+        #[source]
+        source: Box<octocrab::Error>,
+    },
+    #[error("github {repo}: {endpoint} answered with a body larger than {limit} bytes")]
+    ResponseTooLarge {
+        repo: String,
+        endpoint: &'static str,
+        limit: usize,
+    },
+    #[error("github {repo}: {endpoint} gave an invalid response: {detail}")]
+    InvalidResponse {
+        repo: String,
+        endpoint: &'static str,
+        detail: String,
+    },
+    #[error("github {repo}: {endpoint} answered unexpected status {status}: {message}")]
+    UnexpectedStatus {
+        repo: String,
+        endpoint: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("github {repo}: blob {sha} is {} bytes, over the limit of {max} bytes", .size.map(|s| s.to_string()).unwrap_or_else(|| "more than that".into()))]
+    BlobTooLarge {
+        repo: String,
+        sha: String,
+        size: Option<u64>,
+        max: u64,
+    },
+    #[error("github {repo}: blob {sha} content is corrupt: {detail}")]
+    BlobCorrupt {
+        repo: String,
+        sha: String,
+        detail: String,
+    },
+    #[error("github {repo}: more than {max} branches; raise the branch page limit")]
+    TooManyBranches { repo: String, max: usize },
+    #[error("github {repo}: {what:?} is not a full object id")]
+    InvalidObjectId { repo: String, what: String },
+    #[error("github source configuration is invalid: {detail}")]
+    InvalidConfig { detail: String },
+}
+
+impl GithubError {
+    /// Short static category (condition reason, event reason, metric label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GithubError::BadCredentials { .. } => "BadCredentials",
+            GithubError::RepositoryNotFound { .. } => "RepositoryNotFound",
+            GithubError::AccessDenied { .. } => "AccessDenied",
+            GithubError::SsoRequired { .. } => "SamlSsoRequired",
+            GithubError::BranchNotFound { .. } => "BranchNotFound",
+            GithubError::CommitNotFound { .. } => "CommitNotFound",
+            GithubError::EmptyRepository { .. } => "EmptyRepository",
+            GithubError::RateLimited { .. } => "RateLimited",
+            GithubError::SecondaryRateLimited { .. } => "SecondaryRateLimited",
+            GithubError::ServerError { .. } => "ProviderUnavailable",
+            GithubError::Timeout { .. } => "ProviderTimeout",
+            GithubError::Transport { .. } => "ProviderUnreachable",
+            GithubError::InvalidResponse { .. } => "InvalidProviderResponse",
+            GithubError::ResponseTooLarge { .. } => "ProviderResponseTooLarge",
+            GithubError::UnexpectedStatus { .. } => "UnexpectedProviderResponse",
+            GithubError::BlobTooLarge { .. } => "BlobTooLarge",
+            GithubError::BlobCorrupt { .. } => "BlobCorrupt",
+            GithubError::TooManyBranches { .. } => "TooManyBranches",
+            GithubError::InvalidObjectId { .. } => "InvalidObjectId",
+            GithubError::InvalidConfig { .. } => "InvalidSourceConfig",
+        }
+    }
+
+    /// Stall (user must act), wait until a known time, or back off.
+    pub fn retry(&self) -> Retry {
+        match self {
+            GithubError::RateLimited { until, .. }
+            | GithubError::SecondaryRateLimited { until, .. } => Retry::WaitUntil(*until),
+            GithubError::ServerError { .. }
+            | GithubError::Timeout { .. }
+            | GithubError::Transport { .. }
+            | GithubError::InvalidResponse { .. }
+            | GithubError::UnexpectedStatus { .. }
+            | GithubError::BlobCorrupt { .. } => Retry::Transient,
+            GithubError::BadCredentials { .. }
+            | GithubError::RepositoryNotFound { .. }
+            | GithubError::AccessDenied { .. }
+            | GithubError::SsoRequired { .. }
+            | GithubError::BranchNotFound { .. }
+            | GithubError::CommitNotFound { .. }
+            | GithubError::EmptyRepository { .. }
+            | GithubError::BlobTooLarge { .. }
+            | GithubError::ResponseTooLarge { .. }
+            | GithubError::TooManyBranches { .. }
+            | GithubError::InvalidObjectId { .. }
+            | GithubError::InvalidConfig { .. } => Retry::Stalled,
+        }
+    }
+}
+
+/// How long to wait on a secondary limit that names no time: GitHub's
+/// documentation says "at least one minute".
+const SECONDARY_LIMIT_DEFAULT_WAIT: i64 = 60;
+
+/// What a 404 means at the endpoint that got it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Missing<'a> {
+    Repository,
+    Commit(&'a str),
+}
+
+/// Maps a non-success answer to the specific error. `now` is passed in so
+/// the mapping stays pure.
+pub(crate) fn build_error_from_response(
+    repo: &str,
+    endpoint: &'static str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    missing: Missing<'_>,
+    now: DateTime<Utc>,
+) -> GithubError {
+    let repo = repo.to_string();
+    let message = error_message(body);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let lower = message.to_ascii_lowercase();
+    let retry_after = header("retry-after").and_then(|v| v.trim().parse::<i64>().ok());
+    match status.as_u16() {
+        401 => GithubError::BadCredentials { repo },
+        403 | 429 => {
+            if let Some(sso) = header("x-github-sso") {
+                let url = sso
+                    .split(';')
+                    .find_map(|p| p.trim().strip_prefix("url="))
+                    .map(str::to_string);
+                return GithubError::SsoRequired { repo, url };
+            }
+            if lower.contains("saml") {
+                return GithubError::SsoRequired { repo, url: None };
+            }
+            if let Some(seconds) = retry_after {
+                return GithubError::SecondaryRateLimited {
+                    repo,
+                    until: now + ChronoDuration::seconds(seconds),
+                };
+            }
+            let remaining =
+                header("x-ratelimit-remaining").and_then(|v| v.trim().parse::<u64>().ok());
+            if remaining == Some(0) {
+                let until = header("x-ratelimit-reset")
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+                    .and_then(|s| DateTime::from_timestamp(s, 0))
+                    .unwrap_or(now + ChronoDuration::seconds(SECONDARY_LIMIT_DEFAULT_WAIT));
+                return GithubError::RateLimited { repo, until };
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS
+                || lower.contains("secondary rate limit")
+                || lower.contains("abuse detection")
+                || lower.contains("rate limit")
+            {
+                let until = now + ChronoDuration::seconds(SECONDARY_LIMIT_DEFAULT_WAIT);
+                return GithubError::SecondaryRateLimited { repo, until };
+            }
+            GithubError::AccessDenied { repo, message }
+        }
+        404 => match missing {
+            Missing::Repository => GithubError::RepositoryNotFound { repo },
+            Missing::Commit(commit) => GithubError::CommitNotFound {
+                repo,
+                commit: commit.to_string(),
+            },
+        },
+        409 => GithubError::EmptyRepository { repo },
+        422 => match missing {
+            Missing::Commit(commit) => GithubError::CommitNotFound {
+                repo,
+                commit: commit.to_string(),
+            },
+            Missing::Repository => GithubError::UnexpectedStatus {
+                repo,
+                endpoint,
+                status: 422,
+                message,
+            },
+        },
+        s => GithubError::UnexpectedStatus {
+            repo,
+            endpoint,
+            status: s,
+            message,
+        },
+    }
+}
+
+/// The `message` of a GitHub error body, or a short prefix of the body.
+fn error_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        message: String,
+    }
+    match serde_json::from_slice::<Body>(body) {
+        Ok(b) => b.message,
+        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(status: u16, headers: &[(&str, &str)], body: &str) -> GithubError {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        build_error_from_response(
+            "o/r",
+            "ref",
+            StatusCode::from_u16(status).unwrap(),
+            &map,
+            body.as_bytes(),
+            Missing::Repository,
+            now,
+        )
+    }
+
+    #[test]
+    fn a_primary_limit_waits_until_the_reset_header() {
+        let e = classify(
+            403,
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1700000500"),
+            ],
+            "{}",
+        );
+        assert_eq!(e.reason(), "RateLimited");
+        assert_eq!(
+            e.retry(),
+            Retry::WaitUntil(DateTime::from_timestamp(1_700_000_500, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn a_secondary_limit_waits_for_retry_after_or_a_minute() {
+        let e = classify(429, &[("retry-after", "30")], "{}");
+        assert_eq!(
+            e.retry(),
+            Retry::WaitUntil(DateTime::from_timestamp(1_700_000_030, 0).unwrap())
+        );
+        let e = classify(
+            403,
+            &[],
+            r#"{"message":"You have exceeded a secondary rate limit."}"#,
+        );
+        assert_eq!(
+            (e.reason(), e.retry()),
+            (
+                "SecondaryRateLimited",
+                Retry::WaitUntil(DateTime::from_timestamp(1_700_000_060, 0).unwrap())
+            )
+        );
+    }
+
+    #[test]
+    fn saml_enforcement_is_reported_with_the_authorization_url() {
+        let e = classify(
+            403,
+            &[(
+                "x-github-sso",
+                "required; url=https://github.com/orgs/o/sso?authorization_request=x",
+            )],
+            "{}",
+        );
+        assert!(
+            matches!(&e, GithubError::SsoRequired { url: Some(u), .. } if u.contains("authorization_request"))
+        );
+        assert_eq!(e.retry(), Retry::Stalled);
+    }
+
+    #[test]
+    fn other_statuses_map_to_their_own_kinds() {
+        assert_eq!(
+            classify(401, &[], r#"{"message":"Bad credentials"}"#).reason(),
+            "BadCredentials"
+        );
+        assert_eq!(classify(404, &[], "{}").reason(), "RepositoryNotFound");
+        assert_eq!(
+            classify(409, &[], r#"{"message":"Git Repository is empty."}"#).reason(),
+            "EmptyRepository"
+        );
+        assert_eq!(
+            classify(403, &[], r#"{"message":"Must have admin rights"}"#).reason(),
+            "AccessDenied"
+        );
+        assert_eq!(classify(418, &[], "teapot").retry(), Retry::Transient);
+    }
+}

@@ -1,0 +1,438 @@
+//! The GitHub source (I/O): the REST API through octocrab, without cloning.
+//!
+//! Endpoints used, each chosen for what it costs:
+//! - `GET /repos/{o}/{r}/branches` (100 per page, `Link` pagination, bounded);
+//! - `GET /repos/{o}/{r}/git/ref/heads/{branch}` with `If-None-Match`: an
+//!   exact ref match, and an unchanged branch is a 304 that GitHub does not
+//!   count against the rate limit;
+//! - `GET /repos/{o}/{r}/git/trees/{sha}?recursive=1`, walking subtrees when
+//!   GitHub answers `truncated: true` (see [`walk`]);
+//! - `GET /repos/{o}/{r}/git/blobs/{sha}` (base64 checked, size and object
+//!   id verified);
+//! - `GET /repos/{o}/{r}/compare/{base}...{head}` when complete.
+//!
+//! The connector only knows an API URL: GitHub, GitHub Enterprise Server
+//! (`https://host/api/v3`) or the test stand-in are the same to it.
+
+mod client;
+mod compare;
+mod error;
+mod walk;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{StatusCode, Uri, header};
+use octocrab::Octocrab;
+use octocrab::service::middleware::retry::RetryConfig;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+pub use error::GithubError;
+
+use self::client::{Answer, Client, Request, encode_ref, next_link};
+use self::error::{Missing, build_error_from_response};
+use super::backoff::RetryPolicy;
+use super::stats::StatsRecorder;
+use super::tree::build_blob_sha1;
+use super::{
+    Branch, Change, Credentials, HeadCache, HeadLookup, Source, SourceResult, SourceStats, Tree,
+};
+
+/// The public API of github.com.
+pub const DEFAULT_API_URL: &str = "https://api.github.com";
+const JSON: &str = "application/vnd.github+json";
+/// Bound on JSON answers other than blobs (a truncated tree is ~7 MB).
+const JSON_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// How to reach one GitHub repository.
+#[derive(Clone, Debug)]
+pub struct GithubConfig {
+    pub owner: String,
+    pub repo: String,
+    /// `https://api.github.com`, or `https://host/api/v3` for Enterprise.
+    pub api_url: String,
+    pub credentials: Credentials,
+    /// Branch pages of 100 to read at most; more branches is an error.
+    pub max_branch_pages: usize,
+    pub retry: RetryPolicy,
+    /// Per-request timeout (connect + answer + body).
+    pub request_timeout: Duration,
+    /// Requests in flight at once (blobs are fetched concurrently).
+    pub max_concurrent_requests: usize,
+}
+
+impl GithubConfig {
+    /// Defaults for `owner/repo` on github.com, anonymous.
+    pub fn new(owner: impl Into<String>, repo: impl Into<String>) -> Self {
+        GithubConfig {
+            owner: owner.into(),
+            repo: repo.into(),
+            api_url: DEFAULT_API_URL.to_string(),
+            credentials: Credentials::Anonymous,
+            max_branch_pages: 100,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 8,
+        }
+    }
+}
+
+/// A repository on GitHub.
+#[derive(Debug)]
+pub struct GithubSource {
+    client: Client,
+    owner: String,
+    name: String,
+    base: Uri,
+    max_branch_pages: usize,
+}
+
+impl GithubSource {
+    /// Builds the client; needs a Tokio runtime. Fails on an invalid API
+    /// URL, owner or repository name, or SSH credentials.
+    pub fn new(config: GithubConfig) -> Result<Self, GithubError> {
+        let invalid = |detail: String| GithubError::InvalidConfig { detail };
+        for (what, value) in [("owner", &config.owner), ("repo", &config.repo)] {
+            let ok = !value.is_empty()
+                && value != "."
+                && value != ".."
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !ok {
+                return Err(invalid(format!(
+                    "{what} {value:?} is not a valid GitHub name"
+                )));
+            }
+        }
+        let base: Uri = config
+            .api_url
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|_| invalid(format!("apiUrl {:?} is not a URL", config.api_url)))?;
+        if !matches!(base.scheme_str(), Some("https" | "http")) || base.authority().is_none() {
+            return Err(invalid(format!(
+                "apiUrl {:?} must be an http(s) URL",
+                config.api_url
+            )));
+        }
+        let mut builder = Octocrab::builder()
+            .base_uri(base.clone())
+            .map_err(|e| invalid(format!("apiUrl {:?}: {e}", config.api_url)))?
+            .add_retry_config(RetryConfig::None);
+        builder = match &config.credentials {
+            Credentials::Anonymous => builder,
+            Credentials::Token(token) => builder.personal_token(token.clone()),
+            Credentials::Basic { username, password } => {
+                builder.basic_auth(username.clone(), password.clone())
+            }
+            Credentials::SshKey { .. } => {
+                return Err(invalid(
+                    "an SSH key cannot authenticate to the GitHub API; use a token".into(),
+                ));
+            }
+        };
+        let octocrab = builder
+            .build()
+            .map_err(|e| invalid(format!("building the HTTP client: {e}")))?;
+        let repo = format!("{}/{}", config.owner, config.repo);
+        Ok(GithubSource {
+            client: Client {
+                octocrab,
+                repo,
+                retry: config.retry,
+                timeout: config.request_timeout,
+                permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
+                stats: StatsRecorder::default(),
+            },
+            owner: config.owner,
+            name: config.repo,
+            base,
+            max_branch_pages: config.max_branch_pages.max(1),
+        })
+    }
+
+    fn repo_path(&self) -> String {
+        format!("/repos/{}/{}", self.owner, self.name)
+    }
+
+    fn repo(&self) -> String {
+        self.client.repo.clone()
+    }
+
+    async fn get_json(&self, endpoint: &'static str, path: &str) -> Result<Answer, GithubError> {
+        let req = Request {
+            endpoint,
+            path,
+            accept: JSON,
+            if_none_match: None,
+            body_limit: JSON_BODY_LIMIT,
+        };
+        self.client.get(req).await
+    }
+
+    fn error_for(
+        &self,
+        endpoint: &'static str,
+        answer: &Answer,
+        missing: Missing<'_>,
+    ) -> GithubError {
+        build_error_from_response(
+            &self.client.repo,
+            endpoint,
+            answer.status,
+            &answer.headers,
+            &answer.body,
+            missing,
+            chrono::Utc::now(),
+        )
+    }
+
+    fn parse<T: for<'de> Deserialize<'de>>(
+        &self,
+        endpoint: &'static str,
+        answer: &Answer,
+    ) -> Result<T, GithubError> {
+        serde_json::from_slice(&answer.body).map_err(|e| GithubError::InvalidResponse {
+            repo: self.repo(),
+            endpoint,
+            detail: e.to_string(),
+        })
+    }
+
+    fn require_object_id(&self, what: &str) -> Result<(), GithubError> {
+        if super::is_object_id(what) {
+            Ok(())
+        } else {
+            Err(GithubError::InvalidObjectId {
+                repo: self.repo(),
+                what: what.to_string(),
+            })
+        }
+    }
+
+    /// Turns a `Link` URL into a path on the configured API host, refusing
+    /// links to any other host (credentials must not leave the API host).
+    fn relative_link(&self, link: &str) -> Result<String, GithubError> {
+        let uri: Uri = link.parse().map_err(|_| self.bad_link(link))?;
+        if uri.authority() != self.base.authority() {
+            return Err(self.bad_link(link));
+        }
+        Ok(uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default())
+    }
+
+    fn bad_link(&self, link: &str) -> GithubError {
+        GithubError::InvalidResponse {
+            repo: self.repo(),
+            endpoint: "branches",
+            detail: format!("unusable Link target {link:?}"),
+        }
+    }
+
+    async fn fetch_branches_impl(&self) -> Result<Vec<Branch>, GithubError> {
+        #[derive(Deserialize)]
+        struct Item {
+            name: String,
+            commit: Commit,
+        }
+        #[derive(Deserialize)]
+        struct Commit {
+            sha: String,
+        }
+        let mut path = format!("{}/branches?per_page=100", self.repo_path());
+        let mut branches = Vec::new();
+        for _ in 0..self.max_branch_pages {
+            let answer = self.get_json("branches", &path).await?;
+            if answer.status != StatusCode::OK {
+                return Err(self.error_for("branches", &answer, Missing::Repository));
+            }
+            let page: Vec<Item> = self.parse("branches", &answer)?;
+            branches.extend(page.into_iter().map(|i| Branch {
+                name: i.name,
+                commit_sha: i.commit.sha,
+            }));
+            match answer.header(header::LINK).and_then(next_link) {
+                Some(next) => path = self.relative_link(next)?,
+                None => {
+                    branches.sort();
+                    return Ok(branches);
+                }
+            }
+        }
+        Err(GithubError::TooManyBranches {
+            repo: self.repo(),
+            max: self.max_branch_pages * 100,
+        })
+    }
+
+    async fn fetch_branch_head_impl(
+        &self,
+        branch: &str,
+        cached: Option<&HeadCache>,
+    ) -> Result<HeadLookup, GithubError> {
+        #[derive(Deserialize)]
+        struct Ref {
+            object: Object,
+        }
+        #[derive(Deserialize)]
+        struct Object {
+            sha: String,
+        }
+        let path = format!("{}/git/ref/heads/{}", self.repo_path(), encode_ref(branch));
+        let etag = cached.and_then(|c| c.etag.as_deref());
+        let req = Request {
+            endpoint: "ref",
+            path: &path,
+            accept: JSON,
+            if_none_match: etag,
+            body_limit: JSON_BODY_LIMIT,
+        };
+        let answer = self.client.get(req).await?;
+        match answer.status {
+            StatusCode::NOT_MODIFIED if cached.is_some() => Ok(HeadLookup::Unchanged),
+            StatusCode::OK => {
+                let found: Ref = self.parse("ref", &answer)?;
+                let etag = answer.header(header::ETAG).map(str::to_string);
+                // Same commit and same validator: nothing new. Same commit
+                // with a new validator is reported so the caller keeps the
+                // new ETag (otherwise every later poll would be a full 200).
+                if cached.is_some_and(|c| c.sha == found.object.sha && c.etag == etag) {
+                    return Ok(HeadLookup::Unchanged);
+                }
+                Ok(HeadLookup::Changed {
+                    sha: found.object.sha,
+                    etag,
+                })
+            }
+            StatusCode::NOT_FOUND => Err(self.explain_missing_branch(branch).await),
+            _ => Err(self.error_for("ref", &answer, Missing::Repository)),
+        }
+    }
+
+    /// A 404 on a ref means a missing branch or a missing (or invisible)
+    /// repository; one request on the error path tells them apart.
+    async fn explain_missing_branch(&self, branch: &str) -> GithubError {
+        match self.get_json("repository", &self.repo_path()).await {
+            Ok(answer) if answer.status == StatusCode::OK => GithubError::BranchNotFound {
+                repo: self.repo(),
+                branch: branch.to_string(),
+            },
+            Ok(answer) => self.error_for("repository", &answer, Missing::Repository),
+            Err(e) => e,
+        }
+    }
+
+    async fn fetch_blob_impl(&self, sha: &str, max_size: u64) -> Result<Bytes, GithubError> {
+        #[derive(Deserialize)]
+        struct Blob {
+            content: String,
+            encoding: String,
+            size: u64,
+        }
+        self.require_object_id(sha)?;
+        let path = format!("{}/git/blobs/{sha}", self.repo_path());
+        // base64 (4/3) with a newline every 60 characters, plus the JSON.
+        let body_limit =
+            usize::try_from(max_size.saturating_mul(14) / 10 + 64 * 1024).unwrap_or(usize::MAX);
+        let req = Request {
+            endpoint: "blob",
+            path: &path,
+            accept: JSON,
+            if_none_match: None,
+            body_limit,
+        };
+        let too_large = |size| GithubError::BlobTooLarge {
+            repo: self.repo(),
+            sha: sha.to_string(),
+            size,
+            max: max_size,
+        };
+        let answer = match self.client.get(req).await {
+            Err(GithubError::ResponseTooLarge { .. }) => return Err(too_large(None)),
+            other => other?,
+        };
+        if answer.status != StatusCode::OK {
+            return Err(self.error_for("blob", &answer, Missing::Commit(sha)));
+        }
+        let blob: Blob = self.parse("blob", &answer)?;
+        if blob.size > max_size {
+            return Err(too_large(Some(blob.size)));
+        }
+        let corrupt = |detail: String| GithubError::BlobCorrupt {
+            repo: self.repo(),
+            sha: sha.to_string(),
+            detail,
+        };
+        if blob.encoding != "base64" {
+            return Err(corrupt(format!("unexpected encoding {:?}", blob.encoding)));
+        }
+        let compact: Vec<u8> = blob
+            .content
+            .bytes()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&compact)
+            .map_err(|e| corrupt(format!("base64: {e}")))?;
+        if bytes.len() as u64 != blob.size {
+            return Err(corrupt(format!(
+                "decoded {} bytes, expected {}",
+                bytes.len(),
+                blob.size
+            )));
+        }
+        if sha.len() == 40 && build_blob_sha1(&bytes) != sha.to_ascii_lowercase() {
+            return Err(corrupt("content does not hash to the blob id".into()));
+        }
+        Ok(Bytes::from(bytes))
+    }
+}
+
+impl Source for GithubSource {
+    fn describe(&self) -> String {
+        format!("github:{}", self.client.repo)
+    }
+
+    fn fetch_branches(&self) -> BoxFuture<'_, SourceResult<Vec<Branch>>> {
+        Box::pin(async move { Ok(self.fetch_branches_impl().await?) })
+    }
+
+    fn fetch_branch_head<'a>(
+        &'a self,
+        branch: &'a str,
+        cached: Option<&'a HeadCache>,
+    ) -> BoxFuture<'a, SourceResult<HeadLookup>> {
+        Box::pin(async move { Ok(self.fetch_branch_head_impl(branch, cached).await?) })
+    }
+
+    fn fetch_tree<'a>(
+        &'a self,
+        commit: &'a str,
+        previous: Option<&'a Tree>,
+    ) -> BoxFuture<'a, SourceResult<Tree>> {
+        Box::pin(async move { Ok(walk::fetch_tree(self, commit, previous).await?) })
+    }
+
+    fn fetch_blob<'a>(&'a self, sha: &'a str, max_size: u64) -> BoxFuture<'a, SourceResult<Bytes>> {
+        Box::pin(async move { Ok(self.fetch_blob_impl(sha, max_size).await?) })
+    }
+
+    fn fetch_changes<'a>(
+        &'a self,
+        base: &'a str,
+        head: &'a str,
+    ) -> BoxFuture<'a, SourceResult<Option<Vec<Change>>>> {
+        Box::pin(async move { Ok(compare::fetch_changes(self, base, head).await?) })
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.client.stats.snapshot()
+    }
+}

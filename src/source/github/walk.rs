@@ -1,0 +1,260 @@
+//! Reading a commit's tree from GitHub (I/O), at a cost that grows with the
+//! change rather than with the repository.
+//!
+//! One `recursive=1` request answers most repositories. When GitHub answers
+//! `truncated: true` (over 100,000 entries or 7 MB), the tree is walked one
+//! directory at a time. With the previous sync's tree, directory hashes are
+//! recomputed locally ([`build_directory_hashes`]) and every subtree whose
+//! id is unchanged is copied from the previous tree without a request: only
+//! the directories on the path to a change are listed. Subtrees new to the
+//! walk are tried with `recursive=1` first, since most fit in one answer.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use futures::future::try_join_all;
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::error::Missing;
+use super::{GithubError, GithubSource};
+use crate::source::content::classify_path;
+use crate::source::tree::{
+    RejectReason, RejectedEntry, Tree, TreeEntry, build_directory_hashes, build_tree_entry,
+};
+
+#[derive(Deserialize)]
+struct Listing {
+    sha: String,
+    tree: Vec<Item>,
+    #[serde(default)]
+    truncated: bool,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    path: String,
+    mode: String,
+    #[serde(rename = "type")]
+    kind: String,
+    sha: String,
+    size: Option<u64>,
+}
+
+/// The previous tree, indexed for the walk.
+struct Previous<'a> {
+    tree: &'a Tree,
+    hashes: HashMap<String, String>,
+}
+
+impl Previous<'_> {
+    fn unchanged(&self, dir: &str, sha: &str) -> bool {
+        self.hashes.get(dir).is_some_and(|h| h == sha)
+    }
+
+    fn has_dir(&self, dir: &str) -> bool {
+        self.hashes.contains_key(dir)
+    }
+
+    /// Entries and rejections at or below `dir` (the root is `""`).
+    fn under(&self, dir: &str) -> (Vec<TreeEntry>, Vec<RejectedEntry>) {
+        if dir.is_empty() {
+            return (self.tree.entries.clone(), self.tree.rejected.clone());
+        }
+        let prefix = format!("{dir}/");
+        let start = self
+            .tree
+            .entries
+            .partition_point(|e| e.path.as_str() < prefix.as_str());
+        let entries = self.tree.entries[start..]
+            .iter()
+            .take_while(|e| e.path.starts_with(&prefix))
+            .cloned()
+            .collect();
+        let rejected = self
+            .tree
+            .rejected
+            .iter()
+            .filter(|r| r.path.starts_with(&prefix))
+            .cloned()
+            .collect();
+        (entries, rejected)
+    }
+}
+
+/// One directory still to read.
+struct Pending {
+    sha: String,
+    prefix: String,
+    /// Known to be truncated with `recursive=1`: list it flat.
+    flat: bool,
+}
+
+#[derive(Default)]
+struct Found {
+    entries: Vec<TreeEntry>,
+    rejected: Vec<RejectedEntry>,
+    dirs: Vec<Pending>,
+}
+
+pub(super) async fn fetch_tree(
+    src: &GithubSource,
+    commit: &str,
+    previous: Option<&Tree>,
+) -> Result<Tree, GithubError> {
+    src.require_object_id(commit)?;
+    let sorted: Option<Cow<'_, Tree>> = previous.map(|tree| {
+        if tree.entries.is_sorted_by(|a, b| a.path <= b.path) {
+            Cow::Borrowed(tree)
+        } else {
+            let mut owned = tree.clone();
+            owned.normalise();
+            Cow::Owned(owned)
+        }
+    });
+    let prev = sorted.as_deref().and_then(|tree| {
+        build_directory_hashes(&tree.entries).map(|hashes| Previous { tree, hashes })
+    });
+
+    let mut found = Found::default();
+    let root_sha;
+    if let Some(p) = prev.as_ref().filter(|p| p.tree.walked) {
+        // The previous tree needed a walk: skip the recursive request that
+        // would be truncated again, and compare the root first.
+        let listing = fetch_listing(src, commit, false, commit).await?;
+        root_sha = listing.sha;
+        if p.unchanged("", &root_sha) {
+            (found.entries, found.rejected) = p.under("");
+        } else {
+            add_items(src, "", listing.tree, &mut found, true)?;
+        }
+    } else {
+        let listing = fetch_listing(src, commit, true, commit).await?;
+        root_sha = listing.sha;
+        if !listing.truncated {
+            add_items(src, "", listing.tree, &mut found, false)?;
+            return Ok(finish(commit, root_sha, found, false));
+        }
+        found.dirs.push(Pending {
+            sha: root_sha.clone(),
+            prefix: String::new(),
+            flat: true,
+        });
+    }
+    // Breadth first, one wave per depth; requests within a wave run
+    // concurrently under the client's request bound. The number of waves is
+    // bounded by the depth of the tree.
+    let mut pending = std::mem::take(&mut found.dirs);
+    while !pending.is_empty() {
+        let reads = pending
+            .into_iter()
+            .map(|dir| read_dir(src, commit, prev.as_ref(), dir));
+        pending = Vec::new();
+        for part in try_join_all(reads).await? {
+            found.entries.extend(part.entries);
+            found.rejected.extend(part.rejected);
+            pending.extend(part.dirs);
+        }
+    }
+    Ok(finish(commit, root_sha, found, true))
+}
+
+fn finish(commit: &str, tree_sha: String, found: Found, walked: bool) -> Tree {
+    let mut tree = Tree {
+        commit_sha: commit.to_string(),
+        tree_sha,
+        entries: found.entries,
+        rejected: found.rejected,
+        walked,
+    };
+    tree.normalise();
+    tree
+}
+
+/// Reads one directory: copied from the previous tree when its id is
+/// unchanged; one `recursive=1` request when it is new and fits; otherwise
+/// a flat listing whose subdirectories go to the next wave.
+async fn read_dir(
+    src: &GithubSource,
+    commit: &str,
+    prev: Option<&Previous<'_>>,
+    dir: Pending,
+) -> Result<Found, GithubError> {
+    let mut found = Found::default();
+    if let Some(p) = prev.filter(|p| p.unchanged(&dir.prefix, &dir.sha)) {
+        (found.entries, found.rejected) = p.under(&dir.prefix);
+        return Ok(found);
+    }
+    let known = prev.is_some_and(|p| p.has_dir(&dir.prefix));
+    if !dir.flat && !known {
+        let listing = fetch_listing(src, &dir.sha, true, commit).await?;
+        if !listing.truncated {
+            add_items(src, &dir.prefix, listing.tree, &mut found, false)?;
+            return Ok(found);
+        }
+    }
+    let listing = fetch_listing(src, &dir.sha, false, commit).await?;
+    add_items(src, &dir.prefix, listing.tree, &mut found, true)?;
+    Ok(found)
+}
+
+async fn fetch_listing(
+    src: &GithubSource,
+    sha: &str,
+    recursive: bool,
+    commit: &str,
+) -> Result<Listing, GithubError> {
+    let query = if recursive { "?recursive=1" } else { "" };
+    let path = format!("{}/git/trees/{sha}{query}", src.repo_path());
+    let answer = src.get_json("tree", &path).await?;
+    if answer.status != StatusCode::OK {
+        return Err(src.error_for("tree", &answer, Missing::Commit(commit)));
+    }
+    src.parse("tree", &answer)
+}
+
+fn add_items(
+    src: &GithubSource,
+    prefix: &str,
+    items: Vec<Item>,
+    found: &mut Found,
+    descend: bool,
+) -> Result<(), GithubError> {
+    for item in items {
+        let path = if prefix.is_empty() {
+            item.path
+        } else {
+            format!("{prefix}/{}", item.path)
+        };
+        let mode =
+            u32::from_str_radix(&item.mode, 8).map_err(|_| GithubError::InvalidResponse {
+                repo: src.repo(),
+                endpoint: "tree",
+                detail: format!("mode {:?} of {path:?} is not octal", item.mode),
+            })?;
+        if item.kind == "tree" {
+            if !descend {
+                continue;
+            }
+            match classify_path(path.as_bytes()) {
+                Ok(_) => found.dirs.push(Pending {
+                    sha: item.sha,
+                    prefix: path,
+                    flat: false,
+                }),
+                Err(issue) => found.rejected.push(RejectedEntry {
+                    path,
+                    object_sha: item.sha,
+                    mode,
+                    issue: RejectReason::UnsafePath(issue),
+                }),
+            }
+            continue;
+        }
+        match build_tree_entry(path.as_bytes(), mode, &item.sha, item.size) {
+            Ok(entry) => found.entries.push(entry),
+            Err(rejected) => found.rejected.push(rejected),
+        }
+    }
+    Ok(())
+}

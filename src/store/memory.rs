@@ -1,0 +1,251 @@
+//! Memory entries: recording the chunks of the file versions a run wrote (in
+//! bounded `UNNEST` batches), reusing embeddings by content hash, and the
+//! embedding backfill. Does I/O.
+
+use std::collections::HashMap;
+
+use sqlx::PgConnection;
+
+use super::batch::{
+    LOOKUP_BATCH, MEMORY_BATCH_BYTES, MEMORY_BATCH_ROWS, build_memory_columns, push_embedding,
+    split_batches,
+};
+use super::error::{db, violated_constraint};
+use super::model::{Embedding, MissingEmbedding, NewMemoryEntry, SyncStatus};
+use super::{ContentHash, FileId, MemoryEntryId, ProjectId, Store, StoreError, SyncId};
+
+/// Adds `n` to the run's count of written memory entries.
+pub(crate) async fn add_memory_written(
+    conn: &mut PgConnection,
+    sync: SyncId,
+    n: i64,
+) -> Result<(), StoreError> {
+    if n == 0 {
+        return Ok(());
+    }
+    sqlx::query!(
+        "UPDATE project_syncs SET memory_entries_written = memory_entries_written + $2 WHERE id = $1",
+        sync.0,
+        i32::try_from(n).unwrap_or(i32::MAX)
+    )
+    .execute(conn)
+    .await
+    .map_err(db("count memory entries"))?;
+    Ok(())
+}
+
+impl Store {
+    /// Records chunks of file versions this running run recorded. One
+    /// transaction; statements bounded by [`MEMORY_BATCH_ROWS`] rows and
+    /// [`MEMORY_BATCH_BYTES`] of content. Path, project and introducing run
+    /// are taken from the file row.
+    #[tracing::instrument(skip(self, entries), fields(rows = entries.len()))]
+    pub async fn record_memory(
+        &self,
+        sync: SyncId,
+        entries: &[NewMemoryEntry],
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(db("begin transaction"))?;
+        let batches = split_batches(entries, MEMORY_BATCH_ROWS, MEMORY_BATCH_BYTES, |e| {
+            e.content.len() + e.embedding.as_ref().map_or(0, |e| e.vector.len() * 4)
+        });
+        for batch in batches {
+            let c = build_memory_columns(batch)
+                .map_err(|reason| StoreError::InvalidInput { sync, reason })?;
+            let inserted = sqlx::query!(
+                r#"
+                INSERT INTO memory_entries (project_id, file_id, path, chunk_index, start_line, end_line,
+                                            language, content, content_hash, embedding, embedding_model,
+                                            introduced_sync_id)
+                SELECT f.project_id, f.id, f.path, u.chunk_index, u.start_line, u.end_line,
+                       u.language, u.content, u.content_hash,
+                       CASE WHEN u.emb_len IS NULL THEN NULL
+                            ELSE ($10::real[])[u.emb_off + 1 : u.emb_off + u.emb_len] END,
+                       u.model, f.introduced_sync_id
+                  FROM UNNEST($2::int8[], $3::int4[], $4::int4[], $5::int4[], $6::text[], $7::text[],
+                              $8::text[], $9::text[], $11::int4[], $12::int4[])
+                         AS u(file_id, chunk_index, start_line, end_line, language, content,
+                              content_hash, model, emb_off, emb_len)
+                  JOIN repository_files f ON f.id = u.file_id AND f.introduced_sync_id = $1
+                 WHERE EXISTS (SELECT 1 FROM project_syncs WHERE id = $1 AND status = 'IN_PROGRESS')
+                "#,
+                sync.0,
+                &c.file_ids,
+                &c.chunk_indexes,
+                &c.start_lines,
+                &c.end_lines,
+                &c.languages as &[Option<&str>],
+                &c.contents as &[&str],
+                &c.content_hashes as &[&str],
+                &c.models as &[Option<&str>],
+                &c.embeddings_flat,
+                &c.embedding_offsets as &[Option<i32>],
+                &c.embedding_lengths as &[Option<i32>],
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| match violated_constraint(&error) {
+                Some("memory_entries_file_chunk_key") => StoreError::InvalidInput {
+                    sync,
+                    reason: "a chunk index was recorded twice for one file version".to_string(),
+                },
+                _ => StoreError::Database {
+                    op: "record memory entries",
+                    source: error,
+                },
+            })?;
+            if inserted.rows_affected() != batch.len() as u64 {
+                drop(tx);
+                return Err(self.memory_error(sync, batch).await);
+            }
+        }
+        add_memory_written(&mut tx, sync, entries.len() as i64).await?;
+        tx.commit().await.map_err(db("commit memory entries"))?;
+        Ok(())
+    }
+
+    /// Why a batch of memory entries did not insert every row.
+    async fn memory_error(&self, sync: SyncId, batch: &[NewMemoryEntry]) -> StoreError {
+        match self.get_sync(sync).await {
+            Ok(run) if run.status == SyncStatus::InProgress => {}
+            Ok(_) => return self.not_live_error(sync, "record memory entries").await,
+            Err(error) => return error,
+        }
+        let ids: Vec<i64> = batch.iter().map(|e| e.file.0).collect();
+        let own = sqlx::query_scalar!(
+            "SELECT id FROM repository_files WHERE id = ANY($1) AND introduced_sync_id = $2",
+            &ids,
+            sync.0
+        )
+        .fetch_all(&self.pool)
+        .await;
+        match own {
+            Ok(own) => StoreError::FileNotUsable {
+                sync,
+                file: batch
+                    .iter()
+                    .map(|e| e.file)
+                    .find(|file| !own.contains(&file.0))
+                    .unwrap_or(FileId(0)),
+                reason: "memory entries may only be recorded for file versions this run recorded",
+            },
+            Err(source) => StoreError::Database {
+                op: "check memory entry files",
+                source,
+            },
+        }
+    }
+
+    /// Existing embeddings of `model` for these content hashes (any project,
+    /// any run): chunks with the same content need no new embedding.
+    pub async fn embeddings_by_hash(
+        &self,
+        model: &str,
+        hashes: &[ContentHash],
+    ) -> Result<HashMap<ContentHash, Vec<f32>>, StoreError> {
+        let mut found = HashMap::new();
+        for batch in hashes.chunks(LOOKUP_BATCH) {
+            let keys: Vec<String> = batch.iter().map(|h| h.as_str().to_string()).collect();
+            let rows = sqlx::query!(
+                r#"SELECT DISTINCT ON (content_hash) content_hash, embedding AS "embedding!"
+                     FROM memory_entries
+                    WHERE embedding_model = $1 AND content_hash = ANY($2) AND embedding IS NOT NULL"#,
+                model,
+                &keys
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("look up embeddings by content hash"))?;
+            for row in rows {
+                if let Some(hash) = ContentHash::parse(&row.content_hash) {
+                    found.insert(hash, row.embedding);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Sets embeddings on existing entries (the backfill, or a provider that
+    /// answers after import). Returns how many entries were updated.
+    #[tracing::instrument(skip(self, embeddings), fields(rows = embeddings.len()))]
+    pub async fn set_embeddings(
+        &self,
+        embeddings: &[(MemoryEntryId, Embedding)],
+    ) -> Result<u64, StoreError> {
+        let mut updated = 0;
+        for batch in embeddings.chunks(MEMORY_BATCH_ROWS) {
+            let mut ids = Vec::with_capacity(batch.len());
+            let mut models = Vec::with_capacity(batch.len());
+            let mut offsets = Vec::with_capacity(batch.len());
+            let mut lengths = Vec::with_capacity(batch.len());
+            let mut flat = Vec::new();
+            for (id, embedding) in batch {
+                let (offset, length) = push_embedding(&mut flat, embedding)
+                    .map_err(|reason| StoreError::InvalidEmbedding { entry: *id, reason })?;
+                ids.push(id.0);
+                models.push(embedding.model.clone());
+                offsets.push(offset);
+                lengths.push(length);
+            }
+            updated += sqlx::query!(
+                r#"
+                UPDATE memory_entries m
+                   SET embedding = ($2::real[])[u.off + 1 : u.off + u.len],
+                       embedding_model = u.model
+                  FROM UNNEST($1::int8[], $3::int4[], $4::int4[], $5::text[]) AS u(id, off, len, model)
+                 WHERE m.id = u.id
+                "#,
+                &ids,
+                &flat,
+                &offsets,
+                &lengths,
+                &models
+            )
+            .execute(&self.pool)
+            .await
+            .map_err(db("set embeddings"))?
+            .rows_affected();
+        }
+        Ok(updated)
+    }
+
+    /// Active entries of the project without an embedding of `model`, at
+    /// most `limit`, in id order (for the backfill).
+    pub async fn entries_missing_embedding(
+        &self,
+        project: ProjectId,
+        model: &str,
+        limit: u32,
+    ) -> Result<Vec<MissingEmbedding>, StoreError> {
+        let rows = sqlx::query!(
+            r#"SELECT id AS "id!", content_hash AS "content_hash!", content AS "content!"
+                 FROM active_memory_entries
+                WHERE project_id = $1 AND embedding_model IS DISTINCT FROM $2
+                ORDER BY id
+                LIMIT $3"#,
+            project.0,
+            model,
+            i64::from(limit)
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list entries missing embeddings"))?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(MissingEmbedding {
+                    id: MemoryEntryId(row.id),
+                    content_hash: ContentHash::parse(&row.content_hash).ok_or(
+                        StoreError::Corrupt {
+                            column: "memory_entries.content_hash",
+                            value: row.content_hash,
+                        },
+                    )?,
+                    content: row.content,
+                })
+            })
+            .collect()
+    }
+}

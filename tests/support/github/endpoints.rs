@@ -1,0 +1,450 @@
+//! The stand-in's endpoints: each reads the repository with the git CLI
+//! and answers in GitHub's shape.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use axum::http::StatusCode;
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::{COMPARE_FILE_LIMIT, Fault, Inner};
+
+/// The result of routing before headers are added.
+pub(super) struct Reply {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    pub link: Option<String>,
+    pub extra: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn json(value: Value) -> Self {
+        let body = serde_json::to_vec_pretty(&value).expect("json");
+        Reply {
+            status: StatusCode::OK,
+            body,
+            content_type: "application/json; charset=utf-8",
+            link: None,
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn error(status: u16, message: &str, docs: &str) -> Self {
+        let mut reply = Reply::json(json!({
+            "message": message,
+            "documentation_url": format!("https://docs.github.com/rest{docs}"),
+            "status": status.to_string(),
+        }));
+        reply.status = StatusCode::from_u16(status).expect("status");
+        reply
+    }
+
+    pub fn not_found() -> Self {
+        Reply::error(404, "Not Found", "")
+    }
+}
+
+pub(super) fn repository(inner: &Inner, base: &str) -> Reply {
+    let default_branch =
+        git(inner, &["symbolic-ref", "--short", "HEAD"]).map(|b| lossy(&b).trim().to_string());
+    Reply::json(json!({
+        "id": 1, "node_id": "R_1", "name": inner.name, "full_name": format!("{}/{}", inner.owner, inner.name),
+        "private": false, "owner": {"login": inner.owner, "id": 1, "type": "User"},
+        "url": base, "default_branch": default_branch.unwrap_or_else(|| "main".into()),
+    }))
+}
+
+pub(super) fn heads(inner: &Inner) -> Vec<(String, String)> {
+    let out = git(
+        inner,
+        &[
+            "for-each-ref",
+            "--format=%(refname:strip=2)%00%(objectname)",
+            "refs/heads/",
+        ],
+    )
+    .unwrap_or_default();
+    let mut heads: Vec<(String, String)> = lossy(&out)
+        .lines()
+        .filter_map(|l| {
+            l.split_once('\0')
+                .map(|(n, s)| (n.to_string(), s.to_string()))
+        })
+        .collect();
+    heads.sort();
+    heads
+}
+
+fn branch_json(base: &str, name: &str, sha: &str) -> Value {
+    json!({
+        "name": name,
+        "commit": {"sha": sha, "url": format!("{base}/commits/{sha}")},
+        "protected": false,
+    })
+}
+
+pub(super) fn branches(inner: &Inner, base: &str, query: &HashMap<String, String>) -> Reply {
+    let per_page = query
+        .get("per_page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page = query
+        .get("page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let all = heads(inner);
+    let last = all.len().div_ceil(per_page).max(1);
+    let items: Vec<Value> = all
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|(n, s)| branch_json(base, n, s))
+        .collect();
+    let mut reply = Reply::json(Value::Array(items));
+    let url = |p: usize| format!("<{base}/branches?per_page={per_page}&page={p}>");
+    let mut links = Vec::new();
+    if page > 1 {
+        links.push(format!("{}; rel=\"prev\"", url(page - 1)));
+    }
+    if page < last {
+        links.push(format!("{}; rel=\"next\"", url(page + 1)));
+        links.push(format!("{}; rel=\"last\"", url(last)));
+    }
+    if page > 1 {
+        links.push(format!("{}; rel=\"first\"", url(1)));
+    }
+    reply.link = (!links.is_empty()).then(|| links.join(", "));
+    reply
+}
+
+pub(super) fn is_empty_repo(inner: &Inner) -> bool {
+    heads(inner).is_empty()
+}
+
+pub(super) fn branch(inner: &Inner, base: &str, name: &str) -> Reply {
+    match heads(inner).into_iter().find(|(n, _)| n == name) {
+        Some((n, s)) => Reply::json(branch_json(base, &n, &s)),
+        None => Reply::error(404, "Branch not found", "/branches/branches#get-a-branch"),
+    }
+}
+
+pub(super) fn git_ref(inner: &Inner, base: &str, name: &str) -> Reply {
+    if is_empty_repo(inner) {
+        return Reply::error(409, "Git Repository is empty.", "/git/refs#get-a-reference");
+    }
+    let Some(branch) = name.strip_prefix("heads/") else {
+        return Reply::not_found();
+    };
+    match heads(inner).into_iter().find(|(n, _)| n == branch) {
+        Some((_, sha)) => Reply::json(json!({
+            "ref": format!("refs/heads/{branch}"),
+            "node_id": "REF_1",
+            "url": format!("{base}/git/refs/heads/{branch}"),
+            "object": {"sha": sha, "type": "commit", "url": format!("{base}/git/commits/{sha}")},
+        })),
+        None => Reply::error(404, "Not Found", "/git/refs#get-a-reference"),
+    }
+}
+
+pub(super) fn tree(inner: &Inner, base: &str, spec: &str, recursive: bool) -> Reply {
+    if is_empty_repo(inner) {
+        return Reply::error(409, "Git Repository is empty.", "/git/trees#get-a-tree");
+    }
+    if spec.is_empty() || spec.starts_with('-') || spec.contains(':') {
+        return Reply::not_found();
+    }
+    let Some(tree_sha) = git(
+        inner,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{spec}^{{tree}}"),
+        ],
+    ) else {
+        return Reply::error(404, "Not Found", "/git/trees#get-a-tree");
+    };
+    let tree_sha = lossy(&tree_sha).trim().to_string();
+    let mut args = vec!["ls-tree", "-l", "-z"];
+    if recursive {
+        args.extend(["-r", "-t"]);
+    }
+    args.push(&tree_sha);
+    let out = git(inner, &args).unwrap_or_default();
+    let limit = inner.config.lock().unwrap().tree_entry_limit;
+    let mut items = Vec::new();
+    let mut truncated = false;
+    for record in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        if recursive && items.len() >= limit {
+            truncated = true;
+            break;
+        }
+        let tab = record
+            .iter()
+            .position(|b| *b == b'\t')
+            .expect("ls-tree tab");
+        let meta = lossy(&record[..tab]);
+        let f: Vec<&str> = meta.split_ascii_whitespace().collect();
+        let (mode, kind, sha) = (f[0], f[1], f[2]);
+        let path = lossy(&record[tab + 1..]);
+        let mut item = json!({"path": path, "mode": mode, "type": kind, "sha": sha});
+        match kind {
+            "blob" => {
+                item["size"] = json!(f[3].parse::<u64>().unwrap_or(0));
+                item["url"] = json!(format!("{base}/git/blobs/{sha}"));
+            }
+            "tree" => item["url"] = json!(format!("{base}/git/trees/{sha}")),
+            _ => {}
+        }
+        items.push(item);
+    }
+    Reply::json(
+        json!({"sha": tree_sha, "url": format!("{base}/git/trees/{tree_sha}"), "tree": items, "truncated": truncated}),
+    )
+}
+
+pub(super) fn blob(
+    inner: &Inner,
+    base: &str,
+    sha: &str,
+    raw: bool,
+    fault: Option<&Fault>,
+) -> Reply {
+    if sha.len() != 40 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Reply::error(
+            422,
+            "The sha parameter must be exactly 40 characters and contain only [0-9a-f].",
+            "/git/blobs#get-a-blob",
+        );
+    }
+    let Some(mut content) = inner.cat_file.lock().unwrap().blob(sha) else {
+        return Reply::error(404, "Not Found", "/git/blobs#get-a-blob");
+    };
+    if raw {
+        let mut reply = Reply::json(Value::Null);
+        reply.body = content;
+        reply.content_type = "application/vnd.github.raw";
+        return reply;
+    }
+    let size = content.len();
+    if fault == Some(&Fault::WrongBlobContent) {
+        content.iter_mut().for_each(|b| *b ^= 0x20);
+    }
+    let mut encoded = base64::engine::general_purpose::STANDARD.encode(&content);
+    // GitHub wraps base64 every 60 characters.
+    encoded = encoded
+        .as_bytes()
+        .chunks(60)
+        .map(|c| std::str::from_utf8(c).expect("ascii"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if !encoded.is_empty() {
+        encoded.push('\n');
+    }
+    if fault == Some(&Fault::CorruptBlobBase64) {
+        encoded.insert_str(0, "!!not*base64!!");
+    }
+    Reply::json(json!({
+        "sha": sha, "node_id": format!("B_{sha}"), "size": size,
+        "url": format!("{base}/git/blobs/{sha}"), "content": encoded, "encoding": "base64",
+    }))
+}
+
+pub(super) fn compare(
+    inner: &Inner,
+    base_url: &str,
+    spec: &str,
+    query: &HashMap<String, String>,
+) -> Reply {
+    if is_empty_repo(inner) {
+        return Reply::error(
+            409,
+            "Git Repository is empty.",
+            "/commits/commits#compare-two-commits",
+        );
+    }
+    let Some((base, head)) = spec.split_once("...") else {
+        return Reply::not_found();
+    };
+    let resolve = |r: &str| {
+        (!r.starts_with('-'))
+            .then(|| {
+                git(
+                    inner,
+                    &[
+                        "rev-parse",
+                        "--verify",
+                        "--quiet",
+                        &format!("{r}^{{commit}}"),
+                    ],
+                )
+            })
+            .flatten()
+            .map(|o| lossy(&o).trim().to_string())
+    };
+    let (Some(base), Some(head)) = (resolve(base), resolve(head)) else {
+        return Reply::error(404, "Not Found", "/commits/commits#compare-two-commits");
+    };
+    let count = |range: String| {
+        lossy(&git(inner, &["rev-list", "--count", &range]).unwrap_or_default())
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    let ahead = count(format!("{base}..{head}"));
+    let behind = count(format!("{head}..{base}"));
+    let status = match (ahead, behind) {
+        (0, 0) => "identical",
+        (_, 0) => "ahead",
+        (0, _) => "behind",
+        _ => "diverged",
+    };
+    let merge_base = git(inner, &["merge-base", &base, &head])
+        .map(|o| lossy(&o).trim().to_string())
+        .unwrap_or(base.clone());
+    let raw = git(
+        inner,
+        &["diff-tree", "-r", "-z", "-M", "--raw", &merge_base, &head],
+    )
+    .unwrap_or_default();
+    let mut fields = raw.split(|b| *b == 0).filter(|f| !f.is_empty());
+    let mut files = Vec::new();
+    while let Some(meta) = fields.next() {
+        let meta = lossy(meta);
+        let parts: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
+        let (old_sha, new_sha, code) = (parts[2], parts[3], parts[4]);
+        let first = lossy(fields.next().expect("path"));
+        let (status, filename, previous) = match &code[..1] {
+            "A" => ("added", first, None),
+            "D" => ("removed", first, None),
+            "M" => ("modified", first, None),
+            "T" => ("changed", first, None),
+            "R" => (
+                "renamed",
+                lossy(fields.next().expect("new path")),
+                Some(first),
+            ),
+            "C" => (
+                "copied",
+                lossy(fields.next().expect("new path")),
+                Some(first),
+            ),
+            _ => ("changed", first, None),
+        };
+        let sha = if status == "removed" {
+            old_sha
+        } else {
+            new_sha
+        };
+        let mut file = json!({
+            "sha": sha, "filename": filename, "status": status, "additions": 0, "deletions": 0, "changes": 0,
+            "blob_url": format!("https://github.com/{}/{}/blob/{head}/{filename}", inner.owner, inner.name),
+            "raw_url": format!("https://github.com/{}/{}/raw/{head}/{filename}", inner.owner, inner.name),
+            "contents_url": format!("{base_url}/contents/{filename}?ref={head}"),
+        });
+        if let Some(previous) = previous {
+            file["previous_filename"] = json!(previous);
+        }
+        files.push(file);
+        if files.len() == COMPARE_FILE_LIMIT {
+            break;
+        }
+    }
+    let per_page = query
+        .get("per_page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(250)
+        .clamp(1, 250);
+    let log = git(
+        inner,
+        &["rev-list", "--reverse", &format!("{merge_base}..{head}")],
+    )
+    .unwrap_or_default();
+    let commits: Vec<Value> = lossy(&log)
+        .lines()
+        .take(per_page)
+        .map(|sha| json!({"sha": sha, "url": format!("{base_url}/commits/{sha}")}))
+        .collect();
+    let commit_ref = |sha: &str| json!({"sha": sha, "url": format!("{base_url}/commits/{sha}")});
+    Reply::json(json!({
+        "url": format!("{base_url}/compare/{spec}"),
+        "base_commit": commit_ref(&base), "merge_base_commit": commit_ref(&merge_base),
+        "status": status, "ahead_by": ahead, "behind_by": behind, "total_commits": ahead,
+        "commits": commits, "files": files,
+    }))
+}
+
+pub(super) fn git(inner: &Inner, args: &[&str]) -> Option<Vec<u8>> {
+    let out = Command::new("git")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .arg("--git-dir")
+        .arg(&inner.git_dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
+pub(super) fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A long-lived `git cat-file --batch` for blob reads.
+pub(super) struct CatFile {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl CatFile {
+    pub fn spawn(git_dir: &PathBuf) -> Self {
+        let mut child = Command::new("git")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .arg("--git-dir")
+            .arg(git_dir)
+            .args(["cat-file", "--batch"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("git cat-file");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        CatFile {
+            _child: child,
+            stdin,
+            stdout,
+        }
+    }
+
+    pub fn blob(&mut self, sha: &str) -> Option<Vec<u8>> {
+        writeln!(self.stdin, "{sha}").ok()?;
+        self.stdin.flush().ok()?;
+        let mut header = String::new();
+        self.stdout.read_line(&mut header).ok()?;
+        let f: Vec<&str> = header.trim_end().split(' ').collect();
+        if f.len() != 3 {
+            return None;
+        }
+        let size: usize = f[2].parse().ok()?;
+        let mut content = vec![0u8; size + 1];
+        self.stdout.read_exact(&mut content).ok()?;
+        content.pop();
+        (f[1] == "blob").then_some(content)
+    }
+}
+
+impl Drop for CatFile {
+    fn drop(&mut self) {
+        let _ = self._child.kill();
+        let _ = self._child.wait();
+    }
+}
