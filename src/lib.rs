@@ -3,10 +3,12 @@
 //!
 //! The modules follow the architecture: [`api`] holds the `ProjectSync` custom
 //! resource types, [`controller`] the kube-runtime glue, [`pipeline`] the four
-//! sync stages, [`source`] the repository providers, [`store`] Postgres, and
-//! [`telemetry`] logging and tracing set-up.
+//! sync stages, [`source`] the repository providers, [`store`] Postgres,
+//! [`chunk`] the splitting of files into memory entries,
+//! and [`telemetry`] logging and tracing set-up.
 
 pub mod api;
+pub mod chunk;
 pub mod cli;
 pub mod controller;
 pub mod pipeline;
