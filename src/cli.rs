@@ -29,6 +29,21 @@ pub enum Command {
     Crd,
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Make an earlier completed sync's files and memory current again (as a
+    /// new run). While the branch moves on, the next sync supersedes it:
+    /// suspend the ProjectSync or pin `spec.commit` to keep it.
+    Restore(RestoreArgs),
+}
+
+/// Settings of `projectsync restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The ProjectSync, as namespace/name.
+    pub project: String,
+    /// The id of the completed sync to restore (see `status.history`).
+    pub sync: String,
 }
 
 /// Where the store is.

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod chunk;
 pub mod cli;
+pub mod commands;
 pub mod controller;
 pub mod embed;
 pub mod http;

@@ -28,6 +28,17 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("database migrated");
         }
         Command::Run(args) => run(args).await?,
+        Command::Restore(args) => {
+            let store = Store::connect(&args.database.database_url).await?;
+            let record = projectsync::commands::restore::restore(&store, &args.project, &args.sync).await?;
+            println!(
+                "restored {} as sync {} (commit {}, {} files)",
+                args.sync,
+                record.id,
+                record.commit.as_deref().unwrap_or("-"),
+                record.files.total
+            );
+        }
     }
     Ok(())
 }

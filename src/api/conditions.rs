@@ -28,8 +28,6 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// A referenced Secret does not exist.
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
-    /// A referenced Secret lacks the key, or its content is unusable.
-    pub const INVALID_SECRET: &str = "InvalidSecret";
     /// The database could not be reached or refused a write.
     pub const STORE_FAILED: &str = "StoreFailed";
     /// Another run completed on the same base first.

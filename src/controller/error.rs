@@ -76,7 +76,7 @@ impl Error {
         match self {
             Error::Spec(_) => reason::INVALID_SPEC,
             Error::SecretNotFound { .. } => reason::SECRET_NOT_FOUND,
-            Error::InvalidSecret { .. } => reason::INVALID_SECRET,
+            Error::InvalidSecret { source, .. } => source.reason(),
             Error::Source(e) => e.reason(),
             Error::Embedding(e) => e.reason(),
             Error::Pipeline(e) => e.reason(),

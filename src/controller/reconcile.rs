@@ -120,7 +120,7 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
             if let Err(write_error) = writer.write(&status).await {
                 tracing::warn!(%write_error, "could not write the failure to status");
             }
-            publish(&ctx, &obj, EventType::Warning, "SyncFailed", error.to_string()).await;
+            publish(&ctx, &obj, EventType::Warning, "SyncFailed", error.reason(), error.to_string()).await;
             Err(error)
         }
     }
@@ -184,6 +184,7 @@ async fn apply_inner(
                 ctx,
                 obj,
                 EventType::Normal,
+                "Sync",
                 "SyncSucceeded",
                 format!(
                     "synced commit {}: {} added, {} modified, {} deleted, {} unchanged, {} skipped; {} memory entries",
@@ -236,7 +237,7 @@ async fn follow(
                 if let Err(error) = writer.write(status).await {
                     tracing::warn!(%error, "could not write progress to status");
                 }
-                publish(ctx, obj, EventType::Normal, "SyncStarted", format!("syncing commit {}", short(&commit))).await;
+                publish(ctx, obj, EventType::Normal, "Sync", "SyncStarted", format!("syncing commit {}", short(&commit))).await;
             }
             SyncEvent::StageStarted { stage } | SyncEvent::Progress { stage, .. } => {
                 // Before `Started` there is no run to show yet.
@@ -357,12 +358,15 @@ async fn cleanup(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Err
     Ok(Action::await_change())
 }
 
-async fn publish(ctx: &Context, obj: &ProjectSync, type_: EventType, reason: &str, note: String) {
+/// Publishes an event. Failures use the error's specific reason (what
+/// `kubectl describe` shows) with action `SyncFailed`, so that different
+/// failures are different events rather than one series under one reason.
+async fn publish(ctx: &Context, obj: &ProjectSync, type_: EventType, action: &str, reason: &str, note: String) {
     let event = KubeEvent {
         type_,
         reason: reason.to_string(),
         note: Some(note.chars().take(1000).collect()),
-        action: "Sync".to_string(),
+        action: action.to_string(),
         secondary: None,
     };
     if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {

@@ -8,9 +8,13 @@
 
 pub mod embed_server;
 pub mod env;
+pub mod git_server;
+pub mod github;
 pub mod kube;
 pub mod kubectl;
+pub mod operator;
 pub mod postgres;
+pub mod repo;
 
 pub use env::testenv;
 pub use kube::{TestNamespace, ensure_crd, fresh_namespace, kube_client};
