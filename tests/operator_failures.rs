@@ -248,4 +248,15 @@ async fn an_unreachable_embedding_endpoint_fails_the_run_with_retry_and_recovers
     .await
     .expect("count");
     assert!(embedded > 0, "memory entries carry embeddings");
+
+    // A new file whose content another file already has: its embedding is
+    // reused by content hash, and only the new content is sent.
+    let before = server.requests().iter().map(|r| r.inputs.len()).sum::<usize>();
+    repo.write("src/copy.rs", "pub fn answer() -> u32 {\n    42\n}\n");
+    repo.write("src/new.rs", "pub fn fresh() {}\n");
+    let next = repo.commit("copy and new");
+    request_sync(&api, "embedded", "copy").await;
+    wait_until(&api, "embedded", &operator, "synced", ready_at(next)).await;
+    let sent: Vec<String> = server.requests().iter().flat_map(|r| r.inputs.clone()).skip(before).collect();
+    assert_eq!(sent, vec!["pub fn fresh() {}\n".to_string()], "only new content is embedded");
 }

@@ -232,3 +232,31 @@ async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_co
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM project_syncs").fetch_one(&db.pool).await.expect("count runs");
     assert_eq!(runs, 3);
 }
+
+#[tokio::test]
+async fn deleting_a_resource_keeps_its_rows_with_retain_and_removes_them_with_delete() {
+    let ns = fresh_namespace("op-delete").await;
+    let db = fresh_database("op_delete").await;
+    let mut repo = TestRepo::new("doomed");
+    repo.write("a.txt", "a\n");
+    let head = repo.commit("a");
+    let daemon = GitDaemon::start(repo.root());
+    let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
+    let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
+    let spec = |policy: &str| json!({ "source": { "git": { "url": daemon.url("doomed") } }, "branch": "main", "deletionPolicy": policy });
+    create(&api, "kept", spec("Retain")).await;
+    create(&api, "dropped", spec("Delete")).await;
+    wait_until(&api, "kept", &operator, "synced", synced_at(head.clone())).await;
+    wait_until(&api, "dropped", &operator, "synced", synced_at(head)).await;
+
+    for name in ["kept", "dropped"] {
+        api.delete(name, &Default::default()).await.expect("delete");
+        let gone = await_condition(api.clone(), name, |obj: Option<&ProjectSync>| obj.is_none());
+        tokio::time::timeout(WAIT, gone).await.expect("the finalizer is released").expect("watch");
+    }
+    let projects: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM projects ORDER BY key").fetch_all(&db.pool).await.expect("projects");
+    assert_eq!(projects, vec![format!("{}/kept", ns.name)], "Delete removed its project, Retain kept it");
+    let kept = active_files(&db, &format!("{}/kept", ns.name)).await;
+    assert_eq!(kept.len(), 1, "a retained project's rows stay queryable");
+}
