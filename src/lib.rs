@@ -3,13 +3,20 @@
 //!
 //! The modules follow the architecture: [`api`] holds the `ProjectSync` custom
 //! resource types, [`controller`] the kube-runtime glue, [`pipeline`] the four
-//! sync stages, [`source`] the repository providers, [`store`] Postgres, and
-//! [`telemetry`] logging and tracing set-up.
+//! sync stages, [`source`] the repository providers, [`store`] Postgres,
+//! [`chunk`] and [`embed`] the processing of file content, and [`http`],
+//! [`metrics`], [`progress`] and [`telemetry`] what the operator shows.
 
 pub mod api;
+pub mod chunk;
 pub mod cli;
+pub mod commands;
 pub mod controller;
+pub mod embed;
+pub mod http;
+pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod source;
 pub mod store;
 pub mod telemetry;

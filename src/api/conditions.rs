@@ -26,6 +26,33 @@ pub mod reason {
     pub const SUSPENDED: &str = "Suspended";
     /// The spec cannot be acted on as written.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A referenced Secret does not exist.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// The database could not be reached or refused a write.
+    pub const STORE_FAILED: &str = "StoreFailed";
+    /// Another run completed on the same base first.
+    pub const CONCURRENT_SYNC: &str = "ConcurrentSync";
+    /// The API server refused a request of the operator.
+    pub const KUBERNETES_API_FAILED: &str = "KubernetesApiFailed";
+}
+
+/// The status of a condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    True,
+    False,
+    /// The controller is working on it (e.g. `Ready` while a run is in progress).
+    Unknown,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::True => "True",
+            Status::False => "False",
+            Status::Unknown => "Unknown",
+        }
+    }
 }
 
 /// Sets `type_` to the given status, reason and message. The transition time
@@ -33,13 +60,13 @@ pub mod reason {
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
-    status: bool,
+    status: Status,
     reason: &str,
     message: &str,
     generation: Option<i64>,
     now: &Time,
 ) {
-    let status = if status { "True" } else { "False" }.to_string();
+    let status = status.as_str().to_string();
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(existing) => {
             if existing.status != status {
@@ -82,14 +109,14 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_flips() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, READY, false, reason::PROGRESSING, "syncing", Some(1), &time(10));
-        set_condition(&mut conditions, READY, false, reason::PROGRESSING, "still", Some(2), &time(20));
+        set_condition(&mut conditions, READY, Status::False, reason::PROGRESSING, "syncing", Some(1), &time(10));
+        set_condition(&mut conditions, READY, Status::False, reason::PROGRESSING, "still", Some(2), &time(20));
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].last_transition_time, time(10));
         assert_eq!(conditions[0].message, "still");
         assert_eq!(conditions[0].observed_generation, Some(2));
 
-        set_condition(&mut conditions, READY, true, reason::SUCCEEDED, "done", Some(2), &time(30));
+        set_condition(&mut conditions, READY, Status::True, reason::SUCCEEDED, "done", Some(2), &time(30));
         assert_eq!(conditions[0].last_transition_time, time(30));
         assert_eq!(conditions[0].status, "True");
     }
@@ -97,8 +124,8 @@ mod tests {
     #[test]
     fn abnormal_conditions_are_removed_not_set_false() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, STALLED, true, reason::INVALID_SPEC, "bad", None, &time(1));
-        set_condition(&mut conditions, READY, false, reason::INVALID_SPEC, "bad", None, &time(1));
+        set_condition(&mut conditions, STALLED, Status::True, reason::INVALID_SPEC, "bad", None, &time(1));
+        set_condition(&mut conditions, READY, Status::False, reason::INVALID_SPEC, "bad", None, &time(1));
         remove_condition(&mut conditions, STALLED);
         assert!(find_condition(&conditions, STALLED).is_none());
         assert!(find_condition(&conditions, READY).is_some());

@@ -15,7 +15,9 @@ pub use spec::{
     DeletionPolicy, EmbeddingProvider, EmbeddingSpec, GitHubSource, GitSource, LocalSecretRef,
     ProjectSync, ProjectSyncSpec, SecretKeyRef, SourceSpec,
 };
-pub use status::{FileCounts, Phase, ProjectSyncStatus, Progress, StageDurations, SyncSummary};
+pub use status::{
+    FileCounts, ObservedInputs, Phase, ProjectSyncStatus, Progress, StageDurations, SyncSummary,
+};
 
 /// The annotation that requests a sync now; its value (any string, usually a
 /// timestamp) is echoed in `status.lastHandledRequestedAt` once handled.

@@ -58,6 +58,31 @@ pub struct ProjectSyncStatus {
     /// Branches of the repository (at most 100), as last discovered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub branches: Vec<String>,
+
+    /// The inputs that produced the last completed sync (as Flux's `observed*`
+    /// fields): when they change, the next run reprocesses what they affect
+    /// even if the commit did not move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_inputs: Option<ObservedInputs>,
+}
+
+/// The processing inputs of a completed sync.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedInputs {
+    /// `spec.include` at the time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// `spec.exclude` at the time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// `spec.maxFileSize` in bytes.
+    pub max_file_size: i64,
+    /// The chunker's version and settings.
+    pub chunker: String,
+    /// The embedding model, when embeddings were computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<String>,
 }
 
 /// A one-word summary of where a ProjectSync stands.

@@ -1,1 +1,178 @@
-//! Placeholder: filled in by its own issue.
+//! The kube-runtime glue: watches ProjectSync resources (and the Secrets they
+//! reference), runs the pipeline for each, and reports through status,
+//! events and metrics. Only the replica holding the leader Lease reconciles.
+
+pub mod context;
+pub mod dereference;
+pub mod error;
+pub mod leader;
+pub mod reconcile;
+pub mod status;
+pub mod triggers;
+pub mod validate;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use futures::{FutureExt, StreamExt, future};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, ResourceExt,
+    core::PartialObjectMeta,
+    runtime::{
+        Controller, WatchStreamExt, predicates,
+        reflector::{self, ObjectRef},
+        utils::Predicate,
+        watcher,
+    },
+};
+
+use crate::api::ProjectSync;
+
+pub use context::Context;
+pub use dereference::SourceSettings;
+pub use leader::{Election, LeaderError, LeaseSettings};
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// Reconciles running at once (per watched namespace).
+    pub concurrency: u16,
+    /// Leader election; `None` runs without it (a single replica).
+    pub lease: Option<LeaseSettings>,
+    /// How long a running sync may take to finish after SIGTERM before it is
+    /// marked FAILED.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the controller stopped other than by a requested shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
+    #[error("cannot mark runs of a previous leader as failed: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Runs the controller until `shutdown` resolves (then lets running syncs
+/// finish within the grace period) or leadership is lost.
+pub async fn run(
+    ctx: Arc<Context>,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let shutdown = shutdown.shared();
+    let mut election = match options.lease.clone() {
+        Some(settings) => {
+            let mut election = Election::join(ctx.client.clone(), settings.clone()).await?;
+            tracing::info!(lease = %settings.name, identity = %settings.identity, "waiting to lead");
+            tokio::select! {
+                led = election.leading() => led?,
+                () = shutdown.clone() => {
+                    election.release().await;
+                    return Ok(());
+                }
+            }
+            tracing::info!(lease = %settings.name, "leading");
+            Some(election)
+        }
+        None => None,
+    };
+
+    // Runs a previous leader (or this process, before a crash) left behind
+    // can never finish: fail them so the next runs chain on the last
+    // completed sync.
+    let abandoned = ctx
+        .store
+        .fail_abandoned(None, Utc::now(), "the operator restarted (or a new leader took over) before the run finished")
+        .await?;
+    if !abandoned.is_empty() {
+        tracing::warn!(count = abandoned.len(), "marked runs of a previous operator FAILED");
+    }
+
+    let controllers = build_controllers(ctx.clone(), &options, shutdown.clone());
+    let grace = options.shutdown_grace;
+    let outcome = tokio::select! {
+        () = controllers => Ok(()),
+        () = async { shutdown.clone().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "running syncs did not finish within the shutdown grace period");
+            Ok(())
+        }
+        error = async {
+            match election.as_mut() {
+                Some(election) => election.lost().await,
+                None => future::pending().await,
+            }
+        } => Err(RunError::Leader(error)),
+    };
+
+    // Whatever did not finish is FAILED now, never left IN_PROGRESS.
+    match ctx.store.fail_abandoned(None, Utc::now(), "the operator shut down before the run finished").await {
+        Ok(failed) if !failed.is_empty() => tracing::warn!(count = failed.len(), "marked unfinished runs FAILED"),
+        Ok(_) => {}
+        Err(error) => tracing::error!(%error, "could not mark unfinished runs FAILED"),
+    }
+    if let Some(election) = election {
+        election.release().await;
+    }
+    outcome
+}
+
+/// One Controller per watched namespace (or one for all), sharing `ctx`.
+fn build_controllers(
+    ctx: Arc<Context>,
+    options: &Options,
+    shutdown: future::Shared<impl Future<Output = ()> + Send + 'static>,
+) -> impl Future<Output = ()> {
+    let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.namespaces.iter().cloned().map(Some).collect()
+    };
+    let runs = scopes.into_iter().map(|namespace| {
+        // Secrets are watched as metadata only: the controller needs to know
+        // that one changed, never its data.
+        let (resources, secrets): (Api<ProjectSync>, Api<PartialObjectMeta<Secret>>) = match &namespace {
+            Some(ns) => (Api::namespaced(ctx.client.clone(), ns), Api::namespaced(ctx.client.clone(), ns)),
+            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        };
+        let (reader, writer) = reflector::store();
+        // Status writes do not trigger reconciles: only spec (generation),
+        // annotations (the request annotation) and finalizers do, plus the
+        // interval requeue and changes of referenced Secrets.
+        let changes = watcher(resources, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(
+                predicates::generation.combine(predicates::annotations).combine(predicates::finalizers),
+                Default::default(),
+            );
+        let index = reader.clone();
+        let secret_changes = watcher(secrets, watcher::Config::default()).default_backoff().touched_objects();
+        Controller::for_stream(changes, reader)
+            .watches_stream(secret_changes, move |secret| {
+                let namespace = secret.namespace();
+                let name = secret.name_any();
+                index
+                    .state()
+                    .into_iter()
+                    .filter(|obj| obj.namespace() == namespace)
+                    .filter(|obj| dereference::referenced_secrets(obj).contains(&name.as_str()))
+                    .map(|obj| ObjectRef::from(obj.as_ref()))
+                    .collect::<Vec<_>>()
+            })
+            .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+            .for_each(|result| {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "controller event");
+                }
+                future::ready(())
+            })
+    });
+    future::join_all(runs).map(|_| ())
+}

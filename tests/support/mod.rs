@@ -6,11 +6,13 @@
 //! test panics with the command that fixes it.
 #![allow(dead_code, unused_imports)]
 
+pub mod embed_server;
 pub mod env;
 pub mod git_server;
 pub mod github;
 pub mod kube;
 pub mod kubectl;
+pub mod operator;
 pub mod postgres;
 pub mod repo;
 

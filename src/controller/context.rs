@@ -1,0 +1,128 @@
+//! What every reconcile shares: the clients, the metrics, the progress hub,
+//! and per-resource memory that is not worth a status field (consecutive
+//! failures for backoff, the built source with its remembered branch head).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use kube::{Client, runtime::events::Recorder};
+
+use crate::{
+    chunk::ChunkerConfig,
+    embed::EmbeddingProvider,
+    metrics::Metrics,
+    progress::ProgressHub,
+    source::{HeadCache, Source, SourceStats},
+    store::Store,
+};
+
+use super::dereference::SourceSettings;
+
+/// Shared by all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub hub: ProgressHub,
+    pub recorder: Recorder,
+    pub settings: SourceSettings,
+    pub chunker: ChunkerConfig,
+    resources: Mutex<HashMap<String, ResourceMemory>>,
+}
+
+/// A source built for a resource, kept while its spec and Secrets are unchanged.
+#[derive(Clone)]
+pub struct CachedSource {
+    pub fingerprint: String,
+    pub source: Arc<dyn Source>,
+    pub embedder: Arc<dyn EmbeddingProvider>,
+}
+
+#[derive(Default)]
+struct ResourceMemory {
+    failures: u32,
+    source: Option<CachedSource>,
+    head: Option<HeadCache>,
+    /// Source counters already exported to metrics.
+    exported: SourceStats,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        store: Store,
+        metrics: Metrics,
+        hub: ProgressHub,
+        recorder: Recorder,
+        settings: SourceSettings,
+        chunker: ChunkerConfig,
+    ) -> Self {
+        Context { client, store, metrics, hub, recorder, settings, chunker, resources: Mutex::default() }
+    }
+
+    fn with<T>(&self, key: &str, f: impl FnOnce(&mut ResourceMemory) -> T) -> T {
+        let mut resources = self.resources.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(resources.entry(key.to_string()).or_default())
+    }
+
+    /// Counts a failure; returns how many in a row.
+    pub fn record_failure(&self, key: &str) -> u32 {
+        self.with(key, |m| {
+            m.failures = m.failures.saturating_add(1);
+            m.failures
+        })
+    }
+
+    /// A success resets the backoff.
+    pub fn record_success(&self, key: &str) {
+        self.with(key, |m| m.failures = 0);
+    }
+
+    /// The cached source when its fingerprint still matches.
+    pub fn cached_source(&self, key: &str, fingerprint: &str) -> Option<CachedSource> {
+        self.with(key, |m| m.source.clone().filter(|c| c.fingerprint == fingerprint))
+    }
+
+    /// Keeps `source` for `key`; a different source forgets the branch head.
+    pub fn cache_source(&self, key: &str, source: CachedSource) {
+        self.with(key, |m| {
+            m.head = None;
+            m.exported = source.source.stats();
+            m.source = Some(source);
+        });
+    }
+
+    pub fn head(&self, key: &str) -> Option<HeadCache> {
+        self.with(key, |m| m.head.clone())
+    }
+
+    pub fn set_head(&self, key: &str, head: Option<HeadCache>) {
+        self.with(key, |m| m.head = head);
+    }
+
+    /// Exports the requests `source` made since the last export.
+    pub fn export_source_stats(&self, key: &str, source: &dyn Source, kind: &str) {
+        let now = source.stats();
+        let delta = self.with(key, |m| {
+            let delta = now.since(&m.exported);
+            m.exported = now.clone();
+            delta
+        });
+        for ((endpoint, status), count) in &delta.requests {
+            let status = if *status == 0 { "error".to_string() } else { status.to_string() };
+            self.metrics.source_requests.with_label_values(&[*endpoint, status.as_str()]).inc_by(*count);
+        }
+        if let Some(limit) = now.rate_limit {
+            self.metrics.rate_limit_remaining.with_label_values(&[kind]).set(i64::try_from(limit.remaining).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Forgets a deleted resource.
+    pub fn forget(&self, key: &str) {
+        let mut resources = self.resources.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        resources.remove(key);
+        self.hub.remove(key);
+    }
+}

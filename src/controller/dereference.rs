@@ -1,0 +1,164 @@
+//! The dereference step: reads the Secrets a ProjectSync references (same
+//! namespace only) and builds what a run talks to: the source, with its
+//! credentials, and the embedding provider, with its key. I/O against the
+//! API server; building the clients makes no request.
+
+use std::{collections::BTreeMap, path::Path, sync::Arc};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
+
+use crate::{
+    api::{ProjectSync, SourceSpec},
+    embed::{EmbeddingProvider, build_provider},
+    source::{
+        Credentials, Source, build_credentials_from_secret,
+        git::{GitConfig, GitSource},
+        github::{GithubConfig, GithubSource},
+    },
+    store::{ProjectIdentity, ProjectSource},
+};
+
+use super::error::Error;
+
+/// The operator-wide settings that shape sources.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// Where git sources keep their caches (one directory per resource).
+    pub cache_dir: std::path::PathBuf,
+    /// Whether `file://` git URLs are allowed.
+    pub allow_file_urls: bool,
+}
+
+/// What a run of one resource talks to.
+pub struct Resolved {
+    pub source: Arc<dyn Source>,
+    pub embedder: Arc<dyn EmbeddingProvider>,
+    /// Changes whenever the source or its credentials change, so a cached
+    /// source (and its remembered branch head) is rebuilt.
+    pub fingerprint: String,
+}
+
+/// The store identity of a resource: `namespace/name` plus where it reads from.
+pub fn build_identity(obj: &ProjectSync) -> ProjectIdentity {
+    ProjectIdentity {
+        key: project_key(obj),
+        source: match &obj.spec.source {
+            SourceSpec { github: Some(github), .. } => ProjectSource::GitHub { owner: github.owner.clone(), repo: github.repo.clone() },
+            SourceSpec { git: Some(git), .. } => ProjectSource::Git { url: git.url.clone() },
+            // The CRD's CEL rule guarantees exactly one source.
+            SourceSpec { github: None, git: None } => ProjectSource::Git { url: String::new() },
+        },
+        branch: obj.spec.branch.clone(),
+    }
+}
+
+/// `namespace/name`: the project key in the store and the progress hub.
+pub fn project_key(obj: &ProjectSync) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// What `kubectl get` shows as the repository.
+pub fn describe_repository(spec: &SourceSpec) -> String {
+    match spec {
+        SourceSpec { github: Some(github), .. } => format!("{}/{}", github.owner, github.repo),
+        SourceSpec { git: Some(git), .. } => git.url.clone(),
+        SourceSpec { .. } => String::new(),
+    }
+}
+
+/// Reads the Secrets and builds the source and the embedding provider.
+pub async fn resolve(client: &Client, obj: &ProjectSync, settings: &SourceSettings) -> Result<Resolved, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let mut fingerprint = serde_json::to_string(&obj.spec.source).unwrap_or_default();
+
+    let source: Arc<dyn Source> = match &obj.spec.source {
+        SourceSpec { github: Some(github), .. } => {
+            let mut config = GithubConfig::new(&github.owner, &github.repo);
+            if let Some(api_url) = &github.api_url {
+                config.api_url = api_url.clone();
+            }
+            if let Some(secret_ref) = &github.secret_ref {
+                let (data, version) = fetch_secret(&secrets, &namespace, &secret_ref.name, "spec.source.github.secretRef").await?;
+                fingerprint.push_str(&version);
+                config.credentials = build_credentials_from_secret(&data, Some(&secret_ref.key))
+                    .map_err(|source| invalid_secret(&namespace, &secret_ref.name, "spec.source.github.secretRef", source))?;
+            }
+            Arc::new(GithubSource::new(config).map_err(|e| Error::Source(e.into()))?)
+        }
+        SourceSpec { git: Some(git), .. } => {
+            let cache = cache_dir_for(&settings.cache_dir, obj);
+            let mut config = GitConfig::new(&git.url, cache);
+            config.allow_file_urls = settings.allow_file_urls;
+            if let Some(secret_ref) = &git.secret_ref {
+                let (data, version) = fetch_secret(&secrets, &namespace, &secret_ref.name, "spec.source.git.secretRef").await?;
+                fingerprint.push_str(&version);
+                config.credentials = build_credentials_from_secret(&data, None)
+                    .map_err(|source| invalid_secret(&namespace, &secret_ref.name, "spec.source.git.secretRef", source))?;
+            }
+            // Prepares the cache repository once (a quick local `git init`).
+            Arc::new(GitSource::new(config).map_err(|e| Error::Source(e.into()))?)
+        }
+        SourceSpec { github: None, git: None } => {
+            return Err(Error::Spec(super::validate::SpecError::NoSource));
+        }
+    };
+
+    let mut api_key = None;
+    if let Some(secret_ref) = obj.spec.embedding.as_ref().and_then(|e| e.secret_ref.as_ref()) {
+        let (data, version) = fetch_secret(&secrets, &namespace, &secret_ref.name, "spec.embedding.secretRef").await?;
+        fingerprint.push_str(&version);
+        let credentials = build_credentials_from_secret(&data, Some(&secret_ref.key))
+            .map_err(|source| invalid_secret(&namespace, &secret_ref.name, "spec.embedding.secretRef", source))?;
+        if let Credentials::Token(key) = credentials {
+            api_key = Some(key);
+        }
+    }
+    fingerprint.push_str(&serde_json::to_string(&obj.spec.embedding).unwrap_or_default());
+    let embedder = build_provider(obj.spec.embedding.as_ref(), api_key).map_err(Error::Embedding)?;
+    Ok(Resolved { source, embedder, fingerprint })
+}
+
+/// The names of the Secrets `obj` references (to map Secret events to it).
+pub fn referenced_secrets(obj: &ProjectSync) -> Vec<&str> {
+    let spec = &obj.spec;
+    [
+        spec.source.github.as_ref().and_then(|g| g.secret_ref.as_ref()).map(|r| r.name.as_str()),
+        spec.source.git.as_ref().and_then(|g| g.secret_ref.as_ref()).map(|r| r.name.as_str()),
+        spec.embedding.as_ref().and_then(|e| e.secret_ref.as_ref()).map(|r| r.name.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+async fn fetch_secret(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+    field: &'static str,
+) -> Result<(BTreeMap<String, Vec<u8>>, String), Error> {
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::Kube { action: "read a referenced Secret", source })?
+        .ok_or_else(|| Error::SecretNotFound { namespace: namespace.to_string(), name: name.to_string(), field })?;
+    let version = secret.resource_version().unwrap_or_default();
+    let mut data: BTreeMap<String, Vec<u8>> =
+        secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+    // stringData is write-only in the API, but tolerate objects built by hand.
+    for (key, value) in secret.string_data.unwrap_or_default() {
+        data.entry(key).or_insert_with(|| value.into_bytes());
+    }
+    Ok((data, version))
+}
+
+fn invalid_secret(namespace: &str, name: &str, field: &'static str, source: crate::source::CredentialsError) -> Error {
+    Error::InvalidSecret { namespace: namespace.to_string(), name: name.to_string(), field, source }
+}
+
+fn cache_dir_for(root: &Path, obj: &ProjectSync) -> std::path::PathBuf {
+    // The uid keeps a deleted-and-recreated resource from reusing a cache.
+    root.join(obj.uid().unwrap_or_else(|| project_key(obj).replace('/', "_")))
+}

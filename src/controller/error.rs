@@ -1,0 +1,150 @@
+//! Errors of a reconcile and the one function that decides what each means:
+//! stall until the user changes something, wait until a known time, or back
+//! off and retry. Every error has a short static reason used for the
+//! condition reason, the event reason and the metric label.
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    api::conditions::reason,
+    embed::EmbedError,
+    pipeline::PipelineError,
+    source::{CredentialsError, Retry, SourceError},
+    store::StoreError,
+};
+
+use super::validate::SpecError;
+
+/// A failed reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid spec: {0}")]
+    Spec(#[from] SpecError),
+
+    #[error("Secret {namespace}/{name} (referenced by {field}) not found")]
+    SecretNotFound { namespace: String, name: String, field: &'static str },
+
+    #[error("Secret {namespace}/{name} (referenced by {field}): {source}")]
+    InvalidSecret {
+        namespace: String,
+        name: String,
+        field: &'static str,
+        #[source]
+        source: CredentialsError,
+    },
+
+    #[error("cannot set up the source: {0}")]
+    Source(#[source] SourceError),
+
+    #[error("cannot set up embeddings: {0}")]
+    Embedding(#[source] EmbedError),
+
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+
+    #[error("kubernetes API: {action}: {source}")]
+    Kube {
+        action: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("the sync run was cancelled before it finished (operator shutting down)")]
+    Cancelled,
+
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// What the controller does after an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// The user must change something; check again only at the interval.
+    Stall,
+    /// Retry no earlier than this.
+    WaitUntil(DateTime<Utc>),
+    /// Retry with exponential backoff.
+    Backoff,
+}
+
+impl Error {
+    /// The short reason: condition reason, event reason, metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Spec(_) => reason::INVALID_SPEC,
+            Error::SecretNotFound { .. } => reason::SECRET_NOT_FOUND,
+            Error::InvalidSecret { source, .. } => source.reason(),
+            Error::Source(e) => e.reason(),
+            Error::Embedding(e) => e.reason(),
+            Error::Pipeline(e) => e.reason(),
+            Error::Store(StoreError::ConcurrentSync { .. }) => reason::CONCURRENT_SYNC,
+            Error::Store(_) => reason::STORE_FAILED,
+            Error::Kube { .. } => reason::KUBERNETES_API_FAILED,
+            Error::Cancelled => reason::PROGRESSING_WITH_RETRY,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
+                _ => reason::KUBERNETES_API_FAILED,
+            },
+        }
+    }
+
+    /// How to handle this error.
+    pub fn policy(&self) -> Policy {
+        match self {
+            Error::Spec(_) | Error::SecretNotFound { .. } | Error::InvalidSecret { .. } => Policy::Stall,
+            Error::Source(e) => from_retry(e.retry()),
+            Error::Pipeline(e) => from_retry(e.retry()),
+            Error::Embedding(e) => match e.retry() {
+                crate::embed::Retry::Stalled => Policy::Stall,
+                crate::embed::Retry::WaitUntil(at) => Policy::WaitUntil(at),
+                crate::embed::Retry::Transient => Policy::Backoff,
+            },
+            Error::Store(_) | Error::Kube { .. } | Error::Cancelled => Policy::Backoff,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.policy(),
+                _ => Policy::Backoff,
+            },
+        }
+    }
+}
+
+fn from_retry(retry: Retry) -> Policy {
+    match retry {
+        Retry::Stalled => Policy::Stall,
+        Retry::WaitUntil(at) => Policy::WaitUntil(at),
+        Retry::Transient => Policy::Backoff,
+    }
+}
+
+/// Backoff after `failures` consecutive failures: 5s doubling to 5 minutes,
+/// with up to 10% jitter so resources that failed together do not retry
+/// together.
+pub fn backoff_delay(failures: u32, jitter: f64) -> std::time::Duration {
+    let base = 5f64 * 2f64.powi(failures.saturating_sub(1).min(16) as i32);
+    let capped = base.min(300.0);
+    std::time::Duration::from_secs_f64(capped * (1.0 + jitter.clamp(0.0, 1.0) * 0.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_and_is_capped() {
+        let secs = |n| backoff_delay(n, 0.0).as_secs();
+        assert_eq!([secs(1), secs(2), secs(3), secs(4)], [5, 10, 20, 40]);
+        assert_eq!(secs(20), 300);
+        assert!(backoff_delay(1, 1.0).as_secs_f64() <= 5.5);
+    }
+
+    #[test]
+    fn user_fixable_errors_stall() {
+        let error = Error::SecretNotFound { namespace: "ns".into(), name: "s".into(), field: "spec.source.github.secretRef" };
+        assert_eq!(error.policy(), Policy::Stall);
+        assert_eq!(error.reason(), "SecretNotFound");
+        assert_eq!(error.to_string(), "Secret ns/s (referenced by spec.source.github.secretRef) not found");
+    }
+}

@@ -1,0 +1,285 @@
+//! Stage scan: the tree of the new commit against the base sync's files →
+//! added, modified, deleted, unchanged, renamed; plus what is recorded but
+//! not processed (too large, binary-by-kind, symlinks, submodules). The diff
+//! itself ([`build_plan`]) is pure; [`scan`] fetches the tree.
+
+use std::collections::HashMap;
+
+use crate::{
+    source::{EntryKind, Source, SourceError, Tree, TreeEntry},
+    store::{ActiveFile, FileId, FileKind},
+};
+
+use super::{ChangeCounts, ProcessingInputs};
+
+/// What happens to one added or modified path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Fetch the blob, classify, chunk and embed it.
+    Process,
+    /// Record the file row only; the reason is counted as skipped.
+    RecordOnly(SkipReason),
+    /// Same content as an existing version: copy that version's row and
+    /// memory entries inside the store, fetch nothing.
+    Reuse(FileId),
+}
+
+/// Why a recorded path gets no memory entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    TooLarge,
+    Symlink,
+    Submodule,
+}
+
+/// One path to record in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFile {
+    pub entry: TreeEntry,
+    pub action: Action,
+}
+
+impl PlannedFile {
+    /// The store's kind for the row (LFS pointers are found at import).
+    pub fn file_kind(&self) -> FileKind {
+        match self.entry.kind {
+            EntryKind::Symlink => FileKind::Symlink,
+            EntryKind::Submodule => FileKind::Submodule,
+            EntryKind::File | EntryKind::Executable => FileKind::File,
+        }
+    }
+}
+
+/// The scan's result: everything import and finalize need.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub files: Vec<PlannedFile>,
+    pub deleted_paths: Vec<String>,
+    pub counts: ChangeCounts,
+    /// Tree entries the source refused (unsafe paths, unknown modes), for display.
+    pub rejected: Vec<String>,
+}
+
+/// Diffs `tree` against the base picture `previous`. Paths the filter drops
+/// are not part of the mirror (a newly excluded path is deleted). With
+/// `reprocess_all` (the chunker or embedding model changed) every kept path
+/// is processed again; otherwise unchanged paths cost nothing and a path
+/// whose blob already has a version is reused, not refetched.
+pub fn build_plan(previous: &[ActiveFile], tree: &Tree, inputs: &ProcessingInputs) -> Plan {
+    let previous_by_path: HashMap<&str, &ActiveFile> = previous.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut reusable: HashMap<(&str, FileKind), FileId> = HashMap::new();
+    for file in previous {
+        reusable.entry((file.blob_sha.as_str(), file.kind)).or_insert(file.id);
+    }
+    let mut plan = Plan {
+        rejected: tree.rejected.iter().map(|r| r.path.clone()).collect(),
+        ..Plan::default()
+    };
+    plan.counts.skipped = tree.rejected.len() as u64;
+    let mut kept_paths = std::collections::HashSet::new();
+
+    for entry in &tree.entries {
+        if !inputs.filter.keeps(&entry.path) {
+            continue;
+        }
+        kept_paths.insert(entry.path.as_str());
+        let old = previous_by_path.get(entry.path.as_str());
+        let unchanged = old.is_some_and(|f| f.blob_sha == entry.blob_sha && f.mode == entry.mode);
+        // A version processed under other settings cannot be reused as it is.
+        let settings_changed = inputs.reprocess_all || crosses_size_limit(entry, inputs);
+        if unchanged && !settings_changed {
+            plan.counts.unchanged += 1;
+            continue;
+        }
+        match old {
+            Some(_) => plan.counts.modified += 1,
+            None => plan.counts.added += 1,
+        }
+        let mut planned = PlannedFile { entry: entry.clone(), action: Action::Process };
+        planned.action = match entry.kind {
+            EntryKind::Submodule => Action::RecordOnly(SkipReason::Submodule),
+            EntryKind::Symlink => Action::RecordOnly(SkipReason::Symlink),
+            _ if entry.size.unwrap_or(0) > inputs.max_file_size => Action::RecordOnly(SkipReason::TooLarge),
+            _ => match reusable.get(&(entry.blob_sha.as_str(), planned.file_kind())) {
+                Some(&id) if !settings_changed => {
+                    plan.counts.renamed += u64::from(old.is_none());
+                    Action::Reuse(id)
+                }
+                _ => Action::Process,
+            },
+        };
+        if matches!(planned.action, Action::RecordOnly(_)) {
+            plan.counts.skipped += 1;
+        }
+        plan.files.push(planned);
+    }
+    plan.deleted_paths = previous
+        .iter()
+        .filter(|f| !kept_paths.contains(f.path.as_str()))
+        .map(|f| f.path.clone())
+        .collect();
+    plan.counts.deleted = plan.deleted_paths.len() as u64;
+    plan.counts.total = kept_paths.len() as u64;
+    plan
+}
+
+/// Whether `maxFileSize` changed since the base so that this unchanged file
+/// is now on the other side of the limit and must be processed again.
+fn crosses_size_limit(entry: &TreeEntry, inputs: &ProcessingInputs) -> bool {
+    let Some(previous_max) = inputs.previous_max_file_size else {
+        return false;
+    };
+    let size = entry.size.unwrap_or(0);
+    (size > previous_max) != (size > inputs.max_file_size)
+}
+
+/// The base picture as a tree, so a source that walks subtrees can skip the
+/// ones whose hash did not change.
+pub fn build_previous_tree(previous: &[ActiveFile]) -> Tree {
+    Tree {
+        entries: previous
+            .iter()
+            .filter_map(|f| {
+                Some(TreeEntry {
+                    path: f.path.clone(),
+                    blob_sha: f.blob_sha.clone(),
+                    size: (f.kind != FileKind::Submodule).then_some(f.size),
+                    mode: f.mode,
+                    kind: EntryKind::from_mode(f.mode)?,
+                })
+            })
+            .collect(),
+        ..Tree::default()
+    }
+}
+
+/// Fetches the tree of `commit` (walking only changed subtrees when the
+/// source must) and diffs it against `previous`.
+pub async fn scan(
+    source: &dyn Source,
+    commit: &str,
+    previous: &[ActiveFile],
+    inputs: &ProcessingInputs,
+) -> Result<Plan, SourceError> {
+    let previous_tree = (!previous.is_empty()).then(|| build_previous_tree(previous));
+    let tree = source.fetch_tree(commit, previous_tree.as_ref()).await?;
+    Ok(build_plan(previous, &tree, inputs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::validate::PathFilter;
+
+    fn entry(path: &str, sha: &str, size: u64) -> TreeEntry {
+        TreeEntry { path: path.into(), blob_sha: sha.into(), size: Some(size), mode: 0o100644, kind: EntryKind::File }
+    }
+
+    fn active(id: i64, path: &str, sha: &str, size: u64) -> ActiveFile {
+        ActiveFile {
+            id: FileId(id),
+            path: path.into(),
+            blob_sha: sha.into(),
+            size,
+            mode: 0o100644,
+            kind: FileKind::File,
+        }
+    }
+
+    fn tree(entries: Vec<TreeEntry>) -> Tree {
+        Tree { entries, ..Tree::default() }
+    }
+
+    fn inputs() -> ProcessingInputs {
+        ProcessingInputs {
+            filter: PathFilter::all(),
+            max_file_size: 1 << 20,
+            previous_max_file_size: Some(1 << 20),
+            reprocess_all: false,
+        }
+    }
+
+    #[test]
+    fn a_first_sync_adds_every_path() {
+        let plan = build_plan(&[], &tree(vec![entry("a", "1", 1), entry("b", "2", 1)]), &inputs());
+        assert_eq!((plan.counts.added, plan.counts.total), (2, 2));
+        assert!(plan.files.iter().all(|f| f.action == Action::Process));
+    }
+
+    #[test]
+    fn only_changed_paths_are_planned() {
+        let previous = [active(1, "same", "s", 1), active(2, "edit", "old", 1), active(3, "gone", "g", 1)];
+        let plan = build_plan(&previous, &tree(vec![entry("same", "s", 1), entry("edit", "new", 1), entry("new", "n", 1)]), &inputs());
+        assert_eq!(plan.counts, ChangeCounts { added: 1, modified: 1, deleted: 1, unchanged: 1, renamed: 0, skipped: 0, total: 3 });
+        let paths: Vec<_> = plan.files.iter().map(|f| f.entry.path.as_str()).collect();
+        assert_eq!(paths, ["edit", "new"]);
+        assert_eq!(plan.deleted_paths, ["gone"]);
+    }
+
+    #[test]
+    fn a_moved_file_is_reused_not_refetched() {
+        let previous = [active(7, "old/name.rs", "blob", 10)];
+        let plan = build_plan(&previous, &tree(vec![entry("new/name.rs", "blob", 10)]), &inputs());
+        assert_eq!(plan.files[0].action, Action::Reuse(FileId(7)));
+        assert_eq!(plan.deleted_paths, ["old/name.rs"]);
+        assert_eq!(plan.counts.renamed, 1);
+    }
+
+    #[test]
+    fn large_files_symlinks_and_submodules_are_recorded_not_processed() {
+        let mut link = entry("link", "l", 5);
+        link.kind = EntryKind::Symlink;
+        link.mode = 0o120000;
+        let mut module = entry("vendor/lib", "c", 0);
+        module.kind = EntryKind::Submodule;
+        module.mode = 0o160000;
+        module.size = None;
+        let plan = build_plan(&[], &tree(vec![entry("big.bin", "b", 2 << 20), link, module]), &inputs());
+        let actions: Vec<_> = plan.files.iter().map(|f| f.action.clone()).collect();
+        assert_eq!(
+            actions,
+            [
+                Action::RecordOnly(SkipReason::TooLarge),
+                Action::RecordOnly(SkipReason::Symlink),
+                Action::RecordOnly(SkipReason::Submodule)
+            ]
+        );
+        assert_eq!(plan.counts.skipped, 3);
+    }
+
+    #[test]
+    fn a_newly_excluded_path_is_deleted_and_a_newly_included_one_added() {
+        let previous = [active(1, "src/a.rs", "a", 1), active(2, "docs/x.md", "x", 1)];
+        let mut with_filter = inputs();
+        with_filter.filter = PathFilter::build(&["src/**".into(), "README.md".into()], &[]).unwrap();
+        let plan = build_plan(
+            &previous,
+            &tree(vec![entry("src/a.rs", "a", 1), entry("docs/x.md", "x", 1), entry("README.md", "r", 1)]),
+            &with_filter,
+        );
+        assert_eq!(plan.deleted_paths, ["docs/x.md"]);
+        assert_eq!((plan.counts.added, plan.counts.unchanged, plan.counts.total), (1, 1, 2));
+    }
+
+    #[test]
+    fn raising_max_file_size_reprocesses_only_files_that_cross_it() {
+        let previous = [active(1, "small", "s", 10), active(2, "medium", "m", 500)];
+        let mut raised = inputs();
+        raised.previous_max_file_size = Some(100);
+        raised.max_file_size = 1000;
+        let plan = build_plan(&previous, &tree(vec![entry("small", "s", 10), entry("medium", "m", 500)]), &raised);
+        let paths: Vec<_> = plan.files.iter().map(|f| f.entry.path.as_str()).collect();
+        assert_eq!(paths, ["medium"]);
+        assert_eq!(plan.files[0].action, Action::Process, "same blob, but it was never chunked");
+    }
+
+    #[test]
+    fn a_chunker_change_reprocesses_everything() {
+        let previous = [active(1, "a", "a", 1)];
+        let mut all = inputs();
+        all.reprocess_all = true;
+        let plan = build_plan(&previous, &tree(vec![entry("a", "a", 1)]), &all);
+        assert_eq!(plan.files[0].action, Action::Process);
+        assert_eq!(plan.counts.modified, 1);
+    }
+}

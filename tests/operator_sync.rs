@@ -1,0 +1,262 @@
+//! The operator end to end: the real binary against the real API server,
+//! Postgres, `git daemon` and the GitHub stand-in. A ProjectSync becomes
+//! Ready with the right counts, the active views equal `git ls-tree -r`, and
+//! a change costs exactly the changed files.
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+    runtime::wait::await_condition,
+};
+use projectsync::api::{ProjectSync, REQUESTED_AT_ANNOTATION};
+use serde_json::json;
+use support::{
+    TestDb, fresh_database, fresh_namespace,
+    git_server::GitDaemon,
+    github::GithubStandIn,
+    operator::{Operator, OperatorConfig},
+    repo::TestRepo,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Creates a ProjectSync from a spec.
+async fn create(api: &Api<ProjectSync>, name: &str, spec: serde_json::Value) {
+    let object: ProjectSync = serde_json::from_value(json!({
+        "apiVersion": "projectsync.dev/v1alpha1",
+        "kind": "ProjectSync",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .expect("valid ProjectSync");
+    api.create(&PostParams::default(), &object).await.expect("create ProjectSync");
+}
+
+/// Waits (watching, bounded) until `condition` holds for the object.
+async fn wait_until(
+    api: &Api<ProjectSync>,
+    name: &str,
+    operator: &Operator,
+    what: &str,
+    condition: impl Fn(&ProjectSync) -> bool,
+) -> ProjectSync {
+    let watched = await_condition(api.clone(), name, move |obj: Option<&ProjectSync>| obj.is_some_and(&condition));
+    match tokio::time::timeout(WAIT, watched).await {
+        Ok(Ok(Some(obj))) => obj,
+        other => {
+            let current = api.get(name).await.ok().and_then(|o| serde_json::to_string_pretty(&o.status).ok());
+            panic!(
+                "{name}: not {what} within {WAIT:?} ({other:?})\nstatus: {}\noperator log:\n{}",
+                current.unwrap_or_default(),
+                operator.log_tail()
+            )
+        }
+    }
+}
+
+fn synced_at(commit: String) -> impl Fn(&ProjectSync) -> bool {
+    move |obj| {
+        obj.status.as_ref().is_some_and(|s| {
+            s.last_synced_commit.as_deref() == Some(commit.as_str())
+                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    }
+}
+
+/// Asks for a sync now, as a user would with `kubectl annotate`.
+async fn request_sync(api: &Api<ProjectSync>, name: &str, value: &str) {
+    let patch = json!({ "metadata": { "annotations": { REQUESTED_AT_ANNOTATION: value } } });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+}
+
+/// `(path, blob sha, size)` of the active view for a project.
+async fn active_files(db: &TestDb, project: &str) -> BTreeMap<String, (String, i64)> {
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT path, blob_sha, size FROM active_repository_files WHERE project = $1")
+            .bind(project)
+            .fetch_all(&db.pool)
+            .await
+            .expect("query the active view");
+    rows.into_iter().map(|(path, sha, size)| (path, (sha, size))).collect()
+}
+
+/// What `git ls-tree -r -l` says, in the same shape.
+fn git_tree(repo: &TestRepo, commit: &str) -> BTreeMap<String, (String, i64)> {
+    repo.ls_tree(commit)
+        .into_iter()
+        .map(|e| {
+            let path = String::from_utf8(e.path).expect("utf-8 test paths");
+            (path, (e.sha, e.size.map(|s| s as i64).unwrap_or(0)))
+        })
+        .collect()
+}
+
+async fn memory_of(db: &TestDb, project: &str, path: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT content FROM active_memory_entries WHERE project = $1 AND path = $2 ORDER BY start_line",
+    )
+    .bind(project)
+    .bind(path)
+    .fetch_all(&db.pool)
+    .await
+    .expect("query active memory")
+}
+
+#[tokio::test]
+async fn a_git_remote_syncs_to_ready_and_follows_adds_edits_deletes_renames_and_force_pushes() {
+    let ns = fresh_namespace("op-git").await;
+    let db = fresh_database("op_git").await;
+    let mut repo = TestRepo::new("app");
+    repo.write("README.md", "# app\n")
+        .write("src/main.rs", "fn main() {\n    println!(\"hi\");\n}\n")
+        .write("src/util.rs", "pub fn util() {}\n")
+        .write_executable("bin/run.sh", "#!/bin/sh\nexec app\n")
+        .symlink("docs/readme", "../README.md")
+        .write("assets/logo.bin", [0u8, 1, 2, 3, 0, 255]);
+    let first = repo.commit("initial");
+    let daemon = GitDaemon::start(repo.root());
+    let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
+    let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
+    let project = format!("{}/app", ns.name);
+
+    create(&api, "app", json!({ "source": { "git": { "url": daemon.url("app") } }, "branch": "main" })).await;
+    let obj = wait_until(&api, "app", &operator, "synced", synced_at(first.clone())).await;
+    let status = obj.status.expect("status");
+    let last = status.last_sync.expect("lastSync");
+    assert_eq!((last.files.added, last.files.total), (6, 6));
+    assert_eq!(status.phase, Some(projectsync::api::Phase::Synced));
+    assert_eq!(status.repository.as_deref(), Some(daemon.url("app").as_str()));
+    assert_eq!(active_files(&db, &project).await, git_tree(&repo, &first));
+    assert!(!memory_of(&db, &project, "src/main.rs").await.is_empty(), "text is chunked");
+    assert!(memory_of(&db, &project, "assets/logo.bin").await.is_empty(), "binary is not chunked");
+    assert!(memory_of(&db, &project, "docs/readme").await.is_empty(), "symlinks are not followed");
+
+    // Edit one file, delete one, rename one.
+    let util_memory = memory_of(&db, &project, "src/util.rs").await;
+    repo.write("src/main.rs", "fn main() {\n    println!(\"hello\");\n}\n")
+        .remove("assets/logo.bin")
+        .rename("src/util.rs", "src/helpers.rs");
+    let second = repo.commit("edit, delete, rename");
+    request_sync(&api, "app", "second").await;
+    let obj = wait_until(&api, "app", &operator, "synced", synced_at(second.clone())).await;
+    let last = obj.status.expect("status").last_sync.expect("lastSync");
+    assert_eq!(
+        (last.files.added, last.files.modified, last.files.deleted, last.files.unchanged, last.files.total),
+        (1, 1, 2, 3, 5),
+        "the rename is a new path plus a deleted one: {:?}",
+        last.files
+    );
+    assert_eq!(active_files(&db, &project).await, git_tree(&repo, &second));
+    assert_eq!(memory_of(&db, &project, "src/helpers.rs").await, util_memory, "a renamed file keeps its memory");
+    let superseded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM repository_files WHERE path = 'assets/logo.bin' AND superseded_sync_id IS NOT NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("query history");
+    assert_eq!(superseded, 1, "a deleted file is superseded, not removed");
+
+    // Force-push main back to the first commit: the tree diff handles it.
+    repo.force_branch("main", &first);
+    request_sync(&api, "app", "third").await;
+    let obj = wait_until(&api, "app", &operator, "synced", synced_at(first.clone())).await;
+    assert_eq!(active_files(&db, &project).await, git_tree(&repo, &first));
+    let history = obj.status.expect("status").history;
+    assert_eq!(history.len(), 3, "three runs in history, newest first");
+    assert_eq!(history[0].commit, first);
+    assert_eq!(history[1].commit, second);
+}
+
+#[tokio::test]
+async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_conditional_request() {
+    let ns = fresh_namespace("op-github").await;
+    let db = fresh_database("op_github").await;
+    let mut repo = TestRepo::new("service");
+    for i in 0..20 {
+        repo.write(&format!("src/mod{i}.rs"), format!("pub fn f{i}() -> u32 {{ {i} }}\n"));
+    }
+    let first = repo.commit("twenty files");
+    let github = GithubStandIn::start("acme", "service", repo.git_dir()).await;
+    let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
+    let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
+
+    create(
+        &api,
+        "service",
+        json!({
+            "source": { "github": { "owner": "acme", "repo": "service", "apiUrl": github.api_url() } },
+            "branch": "main",
+        }),
+    )
+    .await;
+    wait_until(&api, "service", &operator, "synced", synced_at(first)).await;
+    let blob_requests = |log: &[support::github::LoggedRequest]| log.iter().filter(|r| r.path.contains("/git/blobs/")).count();
+    assert_eq!(blob_requests(&github.requests()), 20, "the first sync fetches every blob once");
+
+    // One modified file: one blob.
+    github.clear_log();
+    repo.write("src/mod7.rs", "pub fn f7() -> u32 { 700 }\n");
+    let second = repo.commit("one change");
+    request_sync(&api, "service", "one-change").await;
+    let obj = wait_until(&api, "service", &operator, "synced", synced_at(second)).await;
+    let log = github.requests();
+    assert_eq!(blob_requests(&log), 1, "exactly the changed file is fetched: {log:#?}");
+    assert!(log.len() <= 1 + 3, "about k + 3 requests for k changed files, got {}: {log:#?}", log.len());
+    let last = obj.status.expect("status").last_sync.expect("lastSync");
+    assert_eq!((last.files.modified, last.files.unchanged), (1, 19));
+
+    // A rename fetches nothing.
+    github.clear_log();
+    repo.rename("src/mod3.rs", "src/moved/mod3.rs");
+    let third = repo.commit("rename");
+    request_sync(&api, "service", "rename").await;
+    wait_until(&api, "service", &operator, "synced", synced_at(third.clone())).await;
+    assert_eq!(blob_requests(&github.requests()), 0, "a renamed file is not re-fetched");
+
+    // Nothing changed: one conditional request, answered 304, and no new run.
+    github.clear_log();
+    request_sync(&api, "service", "no-change").await;
+    let obj = wait_until(&api, "service", &operator, "checked", |obj| {
+        obj.status.as_ref().is_some_and(|s| s.last_handled_requested_at.as_deref() == Some("no-change"))
+    })
+    .await;
+    let log = github.requests();
+    assert_eq!(log.len(), 1, "an unchanged poll is one request: {log:#?}");
+    assert_eq!(log[0].status, 304);
+    let status = obj.status.expect("status");
+    assert_eq!(status.last_sync.expect("lastSync").commit, third, "no new run");
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM project_syncs").fetch_one(&db.pool).await.expect("count runs");
+    assert_eq!(runs, 3);
+}
+
+#[tokio::test]
+async fn deleting_a_resource_keeps_its_rows_with_retain_and_removes_them_with_delete() {
+    let ns = fresh_namespace("op-delete").await;
+    let db = fresh_database("op_delete").await;
+    let mut repo = TestRepo::new("doomed");
+    repo.write("a.txt", "a\n");
+    let head = repo.commit("a");
+    let daemon = GitDaemon::start(repo.root());
+    let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
+    let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
+    let spec = |policy: &str| json!({ "source": { "git": { "url": daemon.url("doomed") } }, "branch": "main", "deletionPolicy": policy });
+    create(&api, "kept", spec("Retain")).await;
+    create(&api, "dropped", spec("Delete")).await;
+    wait_until(&api, "kept", &operator, "synced", synced_at(head.clone())).await;
+    wait_until(&api, "dropped", &operator, "synced", synced_at(head)).await;
+
+    for name in ["kept", "dropped"] {
+        api.delete(name, &Default::default()).await.expect("delete");
+        let gone = await_condition(api.clone(), name, |obj: Option<&ProjectSync>| obj.is_none());
+        tokio::time::timeout(WAIT, gone).await.expect("the finalizer is released").expect("watch");
+    }
+    let projects: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM projects ORDER BY key").fetch_all(&db.pool).await.expect("projects");
+    assert_eq!(projects, vec![format!("{}/kept", ns.name)], "Delete removed its project, Retain kept it");
+    let kept = active_files(&db, &format!("{}/kept", ns.name)).await;
+    assert_eq!(kept.len(), 1, "a retained project's rows stay queryable");
+}
