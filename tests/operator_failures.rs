@@ -9,61 +9,22 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::{
     Api,
-    api::{ListParams, Patch, PatchParams, PostParams},
-    runtime::wait::await_condition,
+    api::{ListParams, Patch, PatchParams},
 };
-use projectsync::api::{ProjectSync, REQUESTED_AT_ANNOTATION};
+use projectsync::api::ProjectSync;
 use serde_json::json;
 use support::{
     fresh_database, fresh_namespace,
     embed_server::EmbedServer,
     github::{Fault, GithubStandIn},
     operator::{Operator, OperatorConfig},
+    psync::{WAIT, condition, create, request_sync, wait_until},
     repo::TestRepo,
 };
 
-const WAIT: Duration = Duration::from_secs(60);
 
-async fn create(api: &Api<ProjectSync>, name: &str, spec: serde_json::Value) {
-    let object: ProjectSync = serde_json::from_value(json!({
-        "apiVersion": "projectsync.dev/v1alpha1",
-        "kind": "ProjectSync",
-        "metadata": { "name": name },
-        "spec": spec,
-    }))
-    .expect("valid ProjectSync");
-    api.create(&PostParams::default(), &object).await.expect("create ProjectSync");
-}
 
-async fn wait_until(
-    api: &Api<ProjectSync>,
-    name: &str,
-    operator: &Operator,
-    what: &str,
-    condition: impl Fn(&ProjectSync) -> bool,
-) -> ProjectSync {
-    let watched = await_condition(api.clone(), name, move |obj: Option<&ProjectSync>| obj.is_some_and(&condition));
-    match tokio::time::timeout(WAIT, watched).await {
-        Ok(Ok(Some(obj))) => obj,
-        other => {
-            let current = api.get(name).await.ok().and_then(|o| serde_json::to_string_pretty(&o.status).ok());
-            panic!(
-                "{name}: not {what} within {WAIT:?} ({other:?})\nstatus: {}\noperator log:\n{}",
-                current.unwrap_or_default(),
-                operator.log_tail()
-            )
-        }
-    }
-}
 
-fn condition(obj: &ProjectSync, type_: &str) -> Option<(String, String, String)> {
-    obj.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
 
 /// Ready=False with `reason`, and Stalled=True with it when `stalled`.
 fn failed_with(reason: &'static str, stalled: bool) -> impl Fn(&ProjectSync) -> bool {
@@ -83,10 +44,6 @@ fn ready_at(commit: String) -> impl Fn(&ProjectSync) -> bool {
     }
 }
 
-async fn request_sync(api: &Api<ProjectSync>, name: &str, value: &str) {
-    let patch = json!({ "metadata": { "annotations": { REQUESTED_AT_ANNOTATION: value } } });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
-}
 
 /// Waits for a Warning event with `reason` about `name` (the API server shows
 /// events.k8s.io events in the core Event API too).
@@ -143,7 +100,7 @@ async fn a_missing_secret_then_a_wrong_key_then_a_bad_token_stall_and_recover_wh
     )
     .await;
 
-    let obj = wait_until(&api, "private", &operator, "stalled on the missing Secret", failed_with("SecretNotFound", true)).await;
+    let obj = wait_until(&api, "private", || operator.log_tail(), "stalled on the missing Secret", failed_with("SecretNotFound", true)).await;
     let (_, _, message) = condition(&obj, "Stalled").expect("Stalled");
     assert!(message.contains(&format!("Secret {}/gh", ns.name)) && message.contains("not found"), "{message}");
     let event = wait_for_event(&ns, "private", "SecretNotFound").await;
@@ -151,17 +108,17 @@ async fn a_missing_secret_then_a_wrong_key_then_a_bad_token_stall_and_recover_wh
 
     // The Secret appears, with the wrong key: the Secret watch retriggers.
     secret(&ns, "gh", json!({ "password": "s3cret" })).await;
-    let obj = wait_until(&api, "private", &operator, "stalled on the key", failed_with("SecretKeyMissing", true)).await;
+    let obj = wait_until(&api, "private", || operator.log_tail(), "stalled on the key", failed_with("SecretKeyMissing", true)).await;
     assert!(condition(&obj, "Stalled").expect("Stalled").2.contains("\"token\""));
 
     // The right key with a bad token: GitHub says 401.
     secret(&ns, "gh", json!({ "token": "wrong" })).await;
-    wait_until(&api, "private", &operator, "stalled on bad credentials", failed_with("BadCredentials", true)).await;
+    wait_until(&api, "private", || operator.log_tail(), "stalled on bad credentials", failed_with("BadCredentials", true)).await;
     wait_for_event(&ns, "private", "BadCredentials").await;
 
     // Fixed: the next reconcile syncs and clears Stalled.
     secret(&ns, "gh", json!({ "token": "s3cret" })).await;
-    wait_until(&api, "private", &operator, "recovered", ready_at(head)).await;
+    wait_until(&api, "private", || operator.log_tail(), "recovered", ready_at(head)).await;
 }
 
 #[tokio::test]
@@ -181,11 +138,11 @@ async fn a_deleted_branch_and_a_vanished_repository_stall_and_keep_the_last_sync
         json!({ "source": { "github": { "owner": "acme", "repo": "gone", "apiUrl": github.api_url() } }, "branch": "release" }),
     )
     .await;
-    wait_until(&api, "gone", &operator, "synced", ready_at(head.clone())).await;
+    wait_until(&api, "gone", || operator.log_tail(), "synced", ready_at(head.clone())).await;
 
     repo.delete_branch("release");
     request_sync(&api, "gone", "branch-deleted").await;
-    let obj = wait_until(&api, "gone", &operator, "stalled", failed_with("BranchNotFound", true)).await;
+    let obj = wait_until(&api, "gone", || operator.log_tail(), "stalled", failed_with("BranchNotFound", true)).await;
     let status = obj.status.expect("status");
     assert_eq!(status.last_synced_commit.as_deref(), Some(head.as_str()), "the last completed sync stays current");
     let active: i64 = sqlx::query_scalar("SELECT count(*) FROM active_repository_files")
@@ -197,12 +154,12 @@ async fn a_deleted_branch_and_a_vanished_repository_stall_and_keep_the_last_sync
     repo.branch("release");
     github.set_fault(Fault::NotFound, None);
     request_sync(&api, "gone", "repo-gone").await;
-    wait_until(&api, "gone", &operator, "stalled", failed_with("RepositoryNotFound", true)).await;
+    wait_until(&api, "gone", || operator.log_tail(), "stalled", failed_with("RepositoryNotFound", true)).await;
     wait_for_event(&ns, "gone", "RepositoryNotFound").await;
 
     github.clear_fault();
     request_sync(&api, "gone", "back").await;
-    wait_until(&api, "gone", &operator, "recovered", ready_at(head)).await;
+    wait_until(&api, "gone", || operator.log_tail(), "recovered", ready_at(head)).await;
 }
 
 #[tokio::test]
@@ -227,7 +184,7 @@ async fn an_unreachable_embedding_endpoint_fails_the_run_with_retry_and_recovers
         }),
     )
     .await;
-    let obj = wait_until(&api, "embedded", &operator, "failed", failed_with("EmbeddingEndpointUnreachable", false)).await;
+    let obj = wait_until(&api, "embedded", || operator.log_tail(), "failed", failed_with("EmbeddingEndpointUnreachable", false)).await;
     assert!(condition(&obj, "Stalled").is_none(), "an unreachable endpoint is retried, not stalled");
     assert_eq!(condition(&obj, "Reconciling").expect("Reconciling").1, "ProgressingWithRetry");
     let failed: Vec<(String, Option<String>)> =
@@ -240,7 +197,7 @@ async fn an_unreachable_embedding_endpoint_fails_the_run_with_retry_and_recovers
     let server = EmbedServer::start().await;
     let patch = json!({ "spec": { "embedding": { "endpoint": server.endpoint() } } });
     api.patch("embedded", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
-    wait_until(&api, "embedded", &operator, "recovered", ready_at(head)).await;
+    wait_until(&api, "embedded", || operator.log_tail(), "recovered", ready_at(head)).await;
     let embedded: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM memory_entries m JOIN active_memory_entries a ON a.path = m.path WHERE m.embedding IS NOT NULL AND m.embedding_model = 'test-embed'",
     )
@@ -256,7 +213,7 @@ async fn an_unreachable_embedding_endpoint_fails_the_run_with_retry_and_recovers
     repo.write("src/new.rs", "pub fn fresh() {}\n");
     let next = repo.commit("copy and new");
     request_sync(&api, "embedded", "copy").await;
-    wait_until(&api, "embedded", &operator, "synced", ready_at(next)).await;
+    wait_until(&api, "embedded", || operator.log_tail(), "synced", ready_at(next)).await;
     let sent: Vec<String> = server.requests().iter().flat_map(|r| r.inputs.clone()).skip(before).collect();
     assert_eq!(sent, vec!["pub fn fresh() {}\n".to_string()], "only new content is embedded");
 }

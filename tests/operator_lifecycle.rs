@@ -9,61 +9,22 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
     Api,
-    api::{Patch, PatchParams, PostParams},
-    runtime::wait::await_condition,
+    api::{Patch, PatchParams},
 };
-use projectsync::api::{ProjectSync, REQUESTED_AT_ANNOTATION};
+use projectsync::api::ProjectSync;
 use serde_json::json;
 use support::{
     TestDb, fresh_database, fresh_namespace,
     github::{Fault, GithubStandIn},
     operator::{Operator, OperatorConfig},
+    psync::{WAIT, create, request_sync, synced_at, wait_until},
     repo::TestRepo,
 };
 
-const WAIT: Duration = Duration::from_secs(90);
 
-async fn create(api: &Api<ProjectSync>, name: &str, spec: serde_json::Value) {
-    let object: ProjectSync = serde_json::from_value(json!({
-        "apiVersion": "projectsync.dev/v1alpha1",
-        "kind": "ProjectSync",
-        "metadata": { "name": name },
-        "spec": spec,
-    }))
-    .expect("valid ProjectSync");
-    api.create(&PostParams::default(), &object).await.expect("create ProjectSync");
-}
 
-async fn wait_until(
-    api: &Api<ProjectSync>,
-    name: &str,
-    log: impl Fn() -> String,
-    what: &str,
-    condition: impl Fn(&ProjectSync) -> bool,
-) -> ProjectSync {
-    let watched = await_condition(api.clone(), name, move |obj: Option<&ProjectSync>| obj.is_some_and(&condition));
-    match tokio::time::timeout(WAIT, watched).await {
-        Ok(Ok(Some(obj))) => obj,
-        other => {
-            let current = api.get(name).await.ok().and_then(|o| serde_json::to_string_pretty(&o.status).ok());
-            panic!("{name}: not {what} within {WAIT:?} ({other:?})\nstatus: {}\nlog:\n{}", current.unwrap_or_default(), log())
-        }
-    }
-}
 
-fn synced_at(commit: String) -> impl Fn(&ProjectSync) -> bool {
-    move |obj| {
-        obj.status.as_ref().is_some_and(|s| {
-            s.last_synced_commit.as_deref() == Some(commit.as_str())
-                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-    }
-}
 
-async fn request_sync(api: &Api<ProjectSync>, name: &str, value: &str) {
-    let patch = json!({ "metadata": { "annotations": { REQUESTED_AT_ANNOTATION: value } } });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
-}
 
 fn github_spec(github: &GithubStandIn, repo: &str) -> serde_json::Value {
     json!({ "source": { "github": { "owner": "acme", "repo": repo, "apiUrl": github.api_url() } }, "branch": "main" })

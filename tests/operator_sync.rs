@@ -5,73 +5,27 @@
 
 mod support;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use kube::{
     Api,
-    api::{Patch, PatchParams, PostParams},
     runtime::wait::await_condition,
 };
-use projectsync::api::{ProjectSync, REQUESTED_AT_ANNOTATION};
+use projectsync::api::ProjectSync;
 use serde_json::json;
 use support::{
     TestDb, fresh_database, fresh_namespace,
     git_server::GitDaemon,
     github::GithubStandIn,
     operator::{Operator, OperatorConfig},
+    psync::{WAIT, create, request_sync, synced_at, wait_until},
     repo::TestRepo,
 };
 
-const WAIT: Duration = Duration::from_secs(60);
 
-/// Creates a ProjectSync from a spec.
-async fn create(api: &Api<ProjectSync>, name: &str, spec: serde_json::Value) {
-    let object: ProjectSync = serde_json::from_value(json!({
-        "apiVersion": "projectsync.dev/v1alpha1",
-        "kind": "ProjectSync",
-        "metadata": { "name": name },
-        "spec": spec,
-    }))
-    .expect("valid ProjectSync");
-    api.create(&PostParams::default(), &object).await.expect("create ProjectSync");
-}
 
-/// Waits (watching, bounded) until `condition` holds for the object.
-async fn wait_until(
-    api: &Api<ProjectSync>,
-    name: &str,
-    operator: &Operator,
-    what: &str,
-    condition: impl Fn(&ProjectSync) -> bool,
-) -> ProjectSync {
-    let watched = await_condition(api.clone(), name, move |obj: Option<&ProjectSync>| obj.is_some_and(&condition));
-    match tokio::time::timeout(WAIT, watched).await {
-        Ok(Ok(Some(obj))) => obj,
-        other => {
-            let current = api.get(name).await.ok().and_then(|o| serde_json::to_string_pretty(&o.status).ok());
-            panic!(
-                "{name}: not {what} within {WAIT:?} ({other:?})\nstatus: {}\noperator log:\n{}",
-                current.unwrap_or_default(),
-                operator.log_tail()
-            )
-        }
-    }
-}
 
-fn synced_at(commit: String) -> impl Fn(&ProjectSync) -> bool {
-    move |obj| {
-        obj.status.as_ref().is_some_and(|s| {
-            s.last_synced_commit.as_deref() == Some(commit.as_str())
-                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-    }
-}
 
-/// Asks for a sync now, as a user would with `kubectl annotate`.
-async fn request_sync(api: &Api<ProjectSync>, name: &str, value: &str) {
-    let patch = json!({ "metadata": { "annotations": { REQUESTED_AT_ANNOTATION: value } } });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
-}
 
 /// `(path, blob sha, size)` of the active view for a project.
 async fn active_files(db: &TestDb, project: &str) -> BTreeMap<String, (String, i64)> {
@@ -124,7 +78,7 @@ async fn a_git_remote_syncs_to_ready_and_follows_adds_edits_deletes_renames_and_
     let project = format!("{}/app", ns.name);
 
     create(&api, "app", json!({ "source": { "git": { "url": daemon.url("app") } }, "branch": "main" })).await;
-    let obj = wait_until(&api, "app", &operator, "synced", synced_at(first.clone())).await;
+    let obj = wait_until(&api, "app", || operator.log_tail(), "synced", synced_at(first.clone())).await;
     let status = obj.status.expect("status");
     let last = status.last_sync.expect("lastSync");
     assert_eq!((last.files.added, last.files.total), (6, 6));
@@ -142,7 +96,7 @@ async fn a_git_remote_syncs_to_ready_and_follows_adds_edits_deletes_renames_and_
         .rename("src/util.rs", "src/helpers.rs");
     let second = repo.commit("edit, delete, rename");
     request_sync(&api, "app", "second").await;
-    let obj = wait_until(&api, "app", &operator, "synced", synced_at(second.clone())).await;
+    let obj = wait_until(&api, "app", || operator.log_tail(), "synced", synced_at(second.clone())).await;
     let last = obj.status.expect("status").last_sync.expect("lastSync");
     assert_eq!(
         (last.files.added, last.files.modified, last.files.deleted, last.files.unchanged, last.files.total),
@@ -163,7 +117,7 @@ async fn a_git_remote_syncs_to_ready_and_follows_adds_edits_deletes_renames_and_
     // Force-push main back to the first commit: the tree diff handles it.
     repo.force_branch("main", &first);
     request_sync(&api, "app", "third").await;
-    let obj = wait_until(&api, "app", &operator, "synced", synced_at(first.clone())).await;
+    let obj = wait_until(&api, "app", || operator.log_tail(), "synced", synced_at(first.clone())).await;
     assert_eq!(active_files(&db, &project).await, git_tree(&repo, &first));
     let history = obj.status.expect("status").history;
     assert_eq!(history.len(), 3, "three runs in history, newest first");
@@ -193,7 +147,7 @@ async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_co
         }),
     )
     .await;
-    wait_until(&api, "service", &operator, "synced", synced_at(first)).await;
+    wait_until(&api, "service", || operator.log_tail(), "synced", synced_at(first)).await;
     let blob_requests = |log: &[support::github::LoggedRequest]| log.iter().filter(|r| r.path.contains("/git/blobs/")).count();
     assert_eq!(blob_requests(&github.requests()), 20, "the first sync fetches every blob once");
 
@@ -202,7 +156,7 @@ async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_co
     repo.write("src/mod7.rs", "pub fn f7() -> u32 { 700 }\n");
     let second = repo.commit("one change");
     request_sync(&api, "service", "one-change").await;
-    let obj = wait_until(&api, "service", &operator, "synced", synced_at(second)).await;
+    let obj = wait_until(&api, "service", || operator.log_tail(), "synced", synced_at(second)).await;
     let log = github.requests();
     assert_eq!(blob_requests(&log), 1, "exactly the changed file is fetched: {log:#?}");
     assert!(log.len() <= 1 + 3, "about k + 3 requests for k changed files, got {}: {log:#?}", log.len());
@@ -214,13 +168,13 @@ async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_co
     repo.rename("src/mod3.rs", "src/moved/mod3.rs");
     let third = repo.commit("rename");
     request_sync(&api, "service", "rename").await;
-    wait_until(&api, "service", &operator, "synced", synced_at(third.clone())).await;
+    wait_until(&api, "service", || operator.log_tail(), "synced", synced_at(third.clone())).await;
     assert_eq!(blob_requests(&github.requests()), 0, "a renamed file is not re-fetched");
 
     // Nothing changed: one conditional request, answered 304, and no new run.
     github.clear_log();
     request_sync(&api, "service", "no-change").await;
-    let obj = wait_until(&api, "service", &operator, "checked", |obj| {
+    let obj = wait_until(&api, "service", || operator.log_tail(), "checked", |obj| {
         obj.status.as_ref().is_some_and(|s| s.last_handled_requested_at.as_deref() == Some("no-change"))
     })
     .await;
@@ -246,8 +200,8 @@ async fn deleting_a_resource_keeps_its_rows_with_retain_and_removes_them_with_de
     let spec = |policy: &str| json!({ "source": { "git": { "url": daemon.url("doomed") } }, "branch": "main", "deletionPolicy": policy });
     create(&api, "kept", spec("Retain")).await;
     create(&api, "dropped", spec("Delete")).await;
-    wait_until(&api, "kept", &operator, "synced", synced_at(head.clone())).await;
-    wait_until(&api, "dropped", &operator, "synced", synced_at(head)).await;
+    wait_until(&api, "kept", || operator.log_tail(), "synced", synced_at(head.clone())).await;
+    wait_until(&api, "dropped", || operator.log_tail(), "synced", synced_at(head)).await;
 
     for name in ["kept", "dropped"] {
         api.delete(name, &Default::default()).await.expect("delete");

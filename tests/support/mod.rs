@@ -14,6 +14,7 @@ pub mod kube;
 pub mod kubectl;
 pub mod operator;
 pub mod postgres;
+pub mod psync;
 pub mod repo;
 
 pub use env::testenv;

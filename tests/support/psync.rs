@@ -1,0 +1,72 @@
+//! ProjectSync helpers for operator tests: create one from a spec, ask for a
+//! sync as a user would, and wait (watching, with a deadline) for a status.
+
+use std::time::Duration;
+
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+    runtime::wait::await_condition,
+};
+use projectsync::api::{ProjectSync, REQUESTED_AT_ANNOTATION};
+use serde_json::json;
+
+/// How long a test waits for the operator to reach a state.
+pub const WAIT: Duration = Duration::from_secs(90);
+
+/// Creates a ProjectSync named `name` with `spec`.
+pub async fn create(api: &Api<ProjectSync>, name: &str, spec: serde_json::Value) {
+    let object: ProjectSync = serde_json::from_value(json!({
+        "apiVersion": "projectsync.dev/v1alpha1",
+        "kind": "ProjectSync",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .expect("valid ProjectSync");
+    api.create(&PostParams::default(), &object).await.expect("create ProjectSync");
+}
+
+/// Asks for a sync now, as `kubectl annotate ... projectsync.dev/requested-at=VALUE` does.
+pub async fn request_sync(api: &Api<ProjectSync>, name: &str, value: &str) {
+    let patch = json!({ "metadata": { "annotations": { REQUESTED_AT_ANNOTATION: value } } });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+}
+
+/// Waits until `condition` holds; on timeout panics with the status and `log()`
+/// (the operator's log tail).
+pub async fn wait_until(
+    api: &Api<ProjectSync>,
+    name: &str,
+    log: impl Fn() -> String,
+    what: &str,
+    condition: impl Fn(&ProjectSync) -> bool,
+) -> ProjectSync {
+    let watched = await_condition(api.clone(), name, move |obj: Option<&ProjectSync>| obj.is_some_and(&condition));
+    match tokio::time::timeout(WAIT, watched).await {
+        Ok(Ok(Some(obj))) => obj,
+        other => {
+            let current = api.get(name).await.ok().and_then(|o| serde_json::to_string_pretty(&o.status).ok());
+            panic!("{name}: not {what} within {WAIT:?} ({other:?})\nstatus: {}\nlog:\n{}", current.unwrap_or_default(), log())
+        }
+    }
+}
+
+/// Ready=True at `commit`.
+pub fn synced_at(commit: String) -> impl Fn(&ProjectSync) -> bool {
+    move |obj| {
+        obj.status.as_ref().is_some_and(|s| {
+            s.last_synced_commit.as_deref() == Some(commit.as_str())
+                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    }
+}
+
+/// `(status, reason, message)` of a condition.
+pub fn condition(obj: &ProjectSync, type_: &str) -> Option<(String, String, String)> {
+    obj.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
