@@ -10,6 +10,7 @@ pub mod embed_server;
 pub mod env;
 pub mod git_server;
 pub mod github;
+pub mod helm;
 pub mod kube;
 pub mod kubectl;
 pub mod operator;
