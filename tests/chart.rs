@@ -296,3 +296,41 @@ fn values_that_cannot_work_fail_with_a_message_that_names_the_fix() {
         );
     }
 }
+
+#[test]
+fn the_packaged_chart_carries_the_crd_and_renders() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let chart = chart_dir();
+    let out = helm(&[
+        "package",
+        chart.to_str().expect("utf-8 path"),
+        "--destination",
+        dir.path().to_str().expect("utf-8 path"),
+    ]);
+    assert!(out.success, "helm package failed:\n{}", out.stderr);
+    let package = dir.path().join("projectsync-0.1.0.tgz");
+    assert!(package.exists(), "{}", out.stdout);
+    let out = helm(&[
+        "template",
+        "ps",
+        package.to_str().expect("utf-8 path"),
+        "--include-crds",
+    ]);
+    assert!(
+        out.success,
+        "helm template of the package failed:\n{}",
+        out.stderr
+    );
+    let docs = documents(&out.stdout);
+    let crds = of_kind(&docs, "CustomResourceDefinition");
+    assert_eq!(crds.len(), 1, "the package lost its CRD");
+    let committed: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("crds/projectsync.dev_projectsyncs.yaml"),
+        )
+        .expect("crds/ CRD"),
+    )
+    .expect("CRD YAML");
+    assert_eq!(crds[0], &committed);
+}

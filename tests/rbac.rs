@@ -11,38 +11,24 @@
 
 mod support;
 
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use kube::{Api, api::PostParams};
 use projectsync::api::ProjectSync;
 use serde_json::json;
 use serde_yaml::Value;
 use support::{
-    TestDb, TestNamespace, fresh_database, fresh_namespace,
+    TestDb, TestNamespace,
+    chart_install::{Install, install, kubectl_ok},
+    fresh_database, fresh_namespace,
     git_server::GitHttp,
-    helm::{documents, template, to_yaml},
     kubectl,
     operator::{Operator, OperatorConfig},
     repo::TestRepo,
-    testenv, unique_suffix,
 };
 
 /// How long a case may take to show its failure (or the baseline to sync).
 const WAIT: Duration = Duration::from_secs(45);
-
-/// The chart's operator identity, installed for real in its own namespace.
-struct Install {
-    namespace: TestNamespace,
-    service_account: String,
-    lease_name: String,
-    /// The ClusterRole and the leader-election Role, as rendered.
-    roles: Vec<Value>,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-}
 
 /// The git remote every case syncs: a private repository over smart HTTP.
 struct Remote {
@@ -54,101 +40,6 @@ struct Remote {
 
 const USER: &str = "projectsync";
 const PASSWORD: &str = "s3cret-for-rbac";
-
-fn run_kubectl(args: &[&str], stdin: &str) -> String {
-    let out = kubectl(args, stdin);
-    assert!(out.success, "kubectl {args:?} failed:\n{}", out.stderr);
-    out.stdout
-}
-
-/// Renders the chart with `sets` and applies its ServiceAccount and the
-/// operator's RBAC (not the aggregated user roles).
-async fn install(sets: &[&str]) -> Install {
-    let namespace = fresh_namespace("rbac").await;
-    let release = format!("ps-{}", unique_suffix());
-    let docs = documents(&template(&release, &namespace.name, sets));
-    let component = |doc: &Value| {
-        doc["metadata"]["labels"]["app.kubernetes.io/component"]
-            .as_str()
-            .map(str::to_string)
-    };
-    let wanted: Vec<&Value> = docs
-        .iter()
-        .filter(|d| {
-            matches!(d["kind"].as_str(), Some("ServiceAccount"))
-                || (matches!(
-                    d["kind"].as_str(),
-                    Some("ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
-                ) && component(d).is_some_and(|c| c == "operator" || c == "leader-election"))
-        })
-        .collect();
-    run_kubectl(&["apply", "-f", "-"], &to_yaml(&wanted));
-    let roles: Vec<Value> = wanted
-        .iter()
-        .filter(|d| matches!(d["kind"].as_str(), Some("ClusterRole" | "Role")))
-        .map(|d| (*d).clone())
-        .collect();
-    let service_account = format!("{release}-projectsync");
-    let deployment = docs
-        .iter()
-        .find(|d| d["kind"].as_str() == Some("Deployment"))
-        .expect("Deployment");
-    let lease_name = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-        .as_sequence()
-        .and_then(|env| {
-            env.iter()
-                .find(|e| e["name"].as_str() == Some("PROJECTSYNC_LEASE_NAME"))
-        })
-        .and_then(|e| e["value"].as_str())
-        .expect("PROJECTSYNC_LEASE_NAME")
-        .to_string();
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let kubeconfig = write_token_kubeconfig(dir.path(), &namespace.name, &service_account);
-    Install {
-        namespace,
-        service_account,
-        lease_name,
-        roles,
-        kubeconfig,
-        _dir: dir,
-    }
-}
-
-/// A kubeconfig that authenticates with a TokenRequest token of the
-/// ServiceAccount (what a pod gets mounted), against the testenv API server.
-fn write_token_kubeconfig(dir: &Path, namespace: &str, service_account: &str) -> PathBuf {
-    let token = run_kubectl(
-        &[
-            "create",
-            "token",
-            service_account,
-            "-n",
-            namespace,
-            "--duration",
-            "1h",
-        ],
-        "",
-    );
-    let admin: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(&testenv().kubeconfig).expect("admin kubeconfig"),
-    )
-    .expect("YAML");
-    let cluster = &admin["clusters"][0]["cluster"];
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{ "name": "testenv", "cluster": {
-            "server": cluster["server"].as_str().expect("server"),
-            "certificate-authority-data": cluster["certificate-authority-data"].as_str().expect("CA"),
-        }}],
-        "users": [{ "name": service_account, "user": { "token": token.trim() } }],
-        "contexts": [{ "name": "operator", "context": { "cluster": "testenv", "user": service_account, "namespace": namespace } }],
-        "current-context": "operator",
-    });
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&config).expect("YAML")).expect("write kubeconfig");
-    path
-}
 
 async fn remote() -> Remote {
     let mut repo = TestRepo::new("private");
@@ -166,15 +57,18 @@ async fn remote() -> Remote {
     }
 }
 
-/// A fresh namespace with the credentials Secret and a ProjectSync of the remote.
-async fn case_namespace(label: &str, remote: &Remote) -> TestNamespace {
+/// A fresh namespace with the credentials Secret and a ProjectSync of the
+/// remote; with `failing`, also a ProjectSync of a closed loopback port, whose
+/// retries (5s apart) repeat the same Warning event, which kube-runtime
+/// publishes as a series: a `patch` of the event.
+async fn case_namespace(label: &str, remote: &Remote, failing: bool) -> TestNamespace {
     let ns = fresh_namespace(label).await;
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": { "name": "git-credentials" },
         "stringData": { "username": USER, "password": PASSWORD },
     });
-    run_kubectl(&["apply", "-n", &ns.name, "-f", "-"], &secret.to_string());
+    kubectl_ok(&["apply", "-n", &ns.name, "-f", "-"], &secret.to_string());
     let object: ProjectSync = serde_json::from_value(json!({
         "apiVersion": "projectsync.dev/v1alpha1",
         "kind": "ProjectSync",
@@ -189,7 +83,52 @@ async fn case_namespace(label: &str, remote: &Remote) -> TestNamespace {
         .create(&PostParams::default(), &object)
         .await
         .expect("create ProjectSync");
+    if failing {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let object: ProjectSync = serde_json::from_value(json!({
+            "apiVersion": "projectsync.dev/v1alpha1",
+            "kind": "ProjectSync",
+            "metadata": { "name": "unreachable" },
+            "spec": {
+                "source": { "git": { "url": format!("http://127.0.0.1:{port}/closed.git") } },
+                "branch": "main",
+            },
+        }))
+        .expect("valid ProjectSync");
+        Api::<ProjectSync>::namespaced(ns.client.clone(), &ns.name)
+            .create(&PostParams::default(), &object)
+            .await
+            .expect("create ProjectSync");
+    }
     ns
+}
+
+/// Waits (bounded) until an event about `name` has become a series (count >= 2).
+async fn wait_for_event_series(operator: &Operator, ns: &TestNamespace, name: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = kubectl_ok(
+            &["get", "events.events.k8s.io", "-n", &ns.name, "-o", "json"],
+            "",
+        );
+        let list: serde_json::Value = serde_json::from_str(&out).expect("event list JSON");
+        let series = list["items"].as_array().into_iter().flatten().any(|e| {
+            e["regarding"]["name"].as_str() == Some(name)
+                && e["series"]["count"].as_i64().is_some_and(|c| c >= 2)
+        });
+        if series {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no repeated event about {name} within {WAIT:?}:\n{}",
+            operator.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Starts the operator as the ServiceAccount, watching `watched`, electing
@@ -266,7 +205,7 @@ async fn assert_full_sync(operator: &Operator, ns: &TestNamespace, remote: &Remo
     let paths: Vec<String> = rows.into_iter().map(|(p,)| p).collect();
     assert_eq!(paths, ["README.md", "docs/guide.md", "src/lib.rs"]);
     // The run published its events (the RBAC for events works) and nothing was refused.
-    let events = run_kubectl(
+    let events = kubectl_ok(
         &["get", "events.events.k8s.io", "-n", &ns.name, "-o", "name"],
         "",
     );
@@ -342,10 +281,7 @@ impl Case {
     }
 }
 
-/// Every rule of both roles, and every single verb of multi-verb rules,
-/// except `patch` on events: kube-runtime only patches an event when the same
-/// event recurs within its aggregation window, which a bounded test cannot
-/// provoke without waiting for a repeated failure (creating is proven).
+/// Every rule of both roles, and every single verb of multi-verb rules.
 fn cases(install: &Install) -> Vec<Case> {
     let mut cases = Vec::new();
     for (role_index, role) in install.roles.iter().enumerate() {
@@ -368,8 +304,7 @@ fn cases(install: &Install) -> Vec<Case> {
                 whole_rule: true,
             });
             if verbs.len() > 1 {
-                let events = rule["resources"][0].as_str() == Some("events");
-                for verb in verbs.into_iter().filter(|v| !(events && v == "patch")) {
+                for verb in verbs {
                     cases.push(Case {
                         role: role_index,
                         rule: rule_index,
@@ -386,7 +321,7 @@ fn cases(install: &Install) -> Vec<Case> {
 /// Replaces a role and waits until the authorizer sees the change for the
 /// ServiceAccount (`kubectl auth can-i` agrees with `allowed` on every denial).
 fn set_role(install: &Install, role: &Value, probe: &Case, watched: &str, allowed: bool) {
-    run_kubectl(
+    kubectl_ok(
         &["replace", "-f", "-"],
         &serde_yaml::to_string(role).expect("YAML"),
     );
@@ -460,9 +395,16 @@ async fn the_chart_rbac_is_enough_for_a_full_sync_and_every_rule_is_needed() {
     );
 
     // With exactly the chart's RBAC: a full sync of a private remote.
-    let ns = case_namespace("rbac-full", &remote).await;
+    let ns = case_namespace("rbac-full", &remote, true).await;
     let mut operator = start_operator(&install, &ns.name, &db);
     assert_full_sync(&operator, &ns, &remote, &db).await;
+    // A failure retried becomes an event series (the events `patch` verb).
+    wait_for_event_series(&operator, &ns, "unreachable").await;
+    let log = operator.log_text();
+    assert!(
+        !log.contains("forbidden"),
+        "a request was forbidden with the chart's RBAC:\n{log}"
+    );
     assert!(
         operator.terminate(Duration::from_secs(15)).await,
         "the operator did not stop on SIGTERM"
@@ -480,7 +422,11 @@ async fn the_chart_rbac_is_enough_for_a_full_sync_and_every_rule_is_needed() {
     for case in &cases {
         let what = case.describe(&install);
         let case_started = Instant::now();
-        let ns = case_namespace("rbac-case", &remote).await;
+        // Patching an event only happens when one repeats: provoke that.
+        let repeats_an_event = case.verbs.iter().any(|v| v == "patch")
+            && install.roles[case.role]["rules"][case.rule]["resources"][0].as_str()
+                == Some("events");
+        let ns = case_namespace("rbac-case", &remote, repeats_an_event).await;
         set_role(&install, &case.reduced(&install), case, &ns.name, false);
         let mut operator = start_operator(&install, &ns.name, &db);
         let denials = case.denials(&install);
@@ -536,7 +482,7 @@ async fn the_chart_rbac_is_enough_for_a_full_sync_and_every_rule_is_needed() {
 async fn the_chart_rbac_for_watched_namespaces_is_enough_for_a_full_sync() {
     let remote = remote().await;
     let db = fresh_database("rbac_scoped").await;
-    let ns = case_namespace("rbac-scoped", &remote).await;
+    let ns = case_namespace("rbac-scoped", &remote, false).await;
     let install = install(&[&format!("watchNamespaces={{{}}}", ns.name)]).await;
     let kinds: Vec<&str> = install
         .roles
