@@ -62,7 +62,7 @@ fn helm_lint_passes_with_default_and_with_every_option() {
         "--set",
         "watchNamespaces={team-a,team-b},replicaCount=2,podDisruptionBudget.enabled=true",
         "--set",
-        "serviceMonitor.enabled=true,logFormat=text,logLevel=debug,image.digest=sha256:0123",
+        "serviceMonitor.enabled=true,networkPolicy.enabled=true,logFormat=text,logLevel=debug,image.digest=sha256:0123",
     ]);
     assert!(
         out.success,
@@ -243,9 +243,22 @@ async fn optional_resources_render_and_the_api_server_accepts_them() {
         "replicaCount=2",
         "podDisruptionBudget.enabled=true",
         "serviceMonitor.enabled=true",
+        "networkPolicy.enabled=true",
+        "networkPolicy.from[0].namespaceSelector.matchLabels.team=monitoring",
     ];
     let docs = documents(&template(&release, &ns.name, &sets));
     assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
+    let policy = of_kind(&docs, "NetworkPolicy");
+    assert_eq!(policy.len(), 1);
+    assert_eq!(
+        policy[0]["spec"]["ingress"][0]["ports"][0]["port"].as_str(),
+        Some("http")
+    );
+    assert_eq!(
+        policy[0]["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["team"]
+            .as_str(),
+        Some("monitoring")
+    );
     assert_eq!(
         of_kind(&docs, "Deployment")[0]["spec"]["replicas"].as_u64(),
         Some(2)
@@ -333,4 +346,40 @@ fn the_packaged_chart_carries_the_crd_and_renders() {
     )
     .expect("CRD YAML");
     assert_eq!(crds[0], &committed);
+}
+
+#[test]
+fn every_setting_the_deployment_passes_is_one_the_binary_reads() {
+    // A renamed flag or variable would otherwise be ignored silently in a cluster.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_projectsync"))
+        .args(["run", "--help"])
+        .output()
+        .expect("run projectsync run --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let docs = documents(&template(
+        "ps",
+        "default",
+        &[
+            "watchNamespaces={a}",
+            "extraEnv[0].name=HTTPS_PROXY",
+            "extraEnv[0].value=x",
+        ],
+    ));
+    let container = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["args"][0].as_str(), Some("run"));
+    let names: Vec<&str> = container["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    // Read by libraries rather than by flags: the log filter, git's HOME, a proxy.
+    let not_flags = ["RUST_LOG", "HOME", "HTTPS_PROXY"];
+    for name in names.iter().filter(|n| !not_flags.contains(n)) {
+        assert!(
+            help.contains(&format!("[env: {name}")),
+            "the chart sets {name}, which `projectsync run` does not read:\n{help}"
+        );
+    }
+    assert!(names.contains(&"HTTPS_PROXY"), "extraEnv is passed through");
 }
