@@ -6,10 +6,12 @@
 //! test panics with the command that fixes it.
 #![allow(dead_code, unused_imports)]
 
+pub mod chart_install;
 pub mod embed_server;
 pub mod env;
 pub mod git_server;
 pub mod github;
+pub mod helm;
 pub mod kube;
 pub mod kubectl;
 pub mod operator;

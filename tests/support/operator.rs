@@ -5,7 +5,7 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -29,11 +29,22 @@ pub struct OperatorConfig<'a> {
     /// Replica name (the Lease identity).
     pub identity: &'a str,
     pub extra_args: Vec<String>,
+    /// Kubeconfig to run as (e.g. a ServiceAccount token); the admin one when `None`.
+    pub kubeconfig: Option<&'a Path>,
+    /// Namespace of the leader Lease; `namespace` when `None`.
+    pub lease_namespace: Option<&'a str>,
 }
 
 impl<'a> OperatorConfig<'a> {
     pub fn new(namespace: &'a str, database_url: &'a str) -> Self {
-        OperatorConfig { namespace, database_url, identity: "replica-a", extra_args: Vec::new() }
+        OperatorConfig {
+            namespace,
+            database_url,
+            identity: "replica-a",
+            extra_args: Vec::new(),
+            kubeconfig: None,
+            lease_namespace: None,
+        }
     }
 }
 
@@ -44,6 +55,14 @@ fn free_port() -> u16 {
 impl Operator {
     /// Starts the operator and waits until `/readyz` answers 200.
     pub async fn start(config: OperatorConfig<'_>) -> Self {
+        let mut operator = Self::spawn(config);
+        operator.wait_ready().await;
+        operator
+    }
+
+    /// Starts the operator without waiting for it (it may exit, e.g. when
+    /// RBAC forbids its Lease).
+    pub fn spawn(config: OperatorConfig<'_>) -> Self {
         let cache = tempfile::tempdir().expect("cache directory");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
         let log = std::env::temp_dir().join(format!("projectsync-operator-{}-{}.log", config.namespace, config.identity));
@@ -52,13 +71,13 @@ impl Operator {
             .arg("run")
             .args(["--namespace", config.namespace])
             .args(["--http-addr", &addr.to_string()])
-            .args(["--lease-namespace", config.namespace])
+            .args(["--lease-namespace", config.lease_namespace.unwrap_or(config.namespace)])
             .args(["--lease-duration", "6"])
             .args(["--identity", config.identity])
             .args(["--cache-dir", cache.path().to_str().expect("utf-8 path")])
             .args(["--shutdown-grace", "10"])
             .args(&config.extra_args)
-            .env("KUBECONFIG", &testenv().kubeconfig)
+            .env("KUBECONFIG", config.kubeconfig.unwrap_or(&testenv().kubeconfig))
             .env("DATABASE_URL", config.database_url)
             .env("RUST_LOG", "info,projectsync=debug")
             .stdin(Stdio::null())
@@ -66,9 +85,12 @@ impl Operator {
             .stderr(log_file)
             .spawn()
             .expect("start the projectsync binary");
-        let mut operator = Operator { child: Some(child), addr, log, _cache: cache };
-        operator.wait_ready().await;
-        operator
+        Operator { child: Some(child), addr, log, _cache: cache }
+    }
+
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     async fn wait_ready(&mut self) {
