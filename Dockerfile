@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The projectsync operator image.
 #
-#   docker build -t ghcr.io/projectsync/projectsync:0.1.0 .
+#   docker build -t projectsync/projectsync:0.1.0 .
 #
 # Base image trade-off: the git source runs the git CLI (fetch, ls-tree,
 # cat-file) and, for ssh remotes, ssh; the askpass helper is a /bin/sh
