@@ -67,57 +67,75 @@ pub fn describe_repository(spec: &SourceSpec) -> String {
     }
 }
 
-/// Reads the Secrets and builds the source and the embedding provider.
-pub async fn resolve(client: &Client, obj: &ProjectSync, settings: &SourceSettings) -> Result<Resolved, Error> {
+/// What the referenced Secrets hold for a resource, read once per reconcile.
+pub struct Dereferenced {
+    /// Changes whenever the source spec, the embedding spec or a referenced
+    /// Secret changes.
+    pub fingerprint: String,
+    source_credentials: Credentials,
+    api_key: Option<String>,
+}
+
+/// Reads the Secrets `obj` references (same namespace only). Builds nothing.
+pub async fn dereference(client: &Client, obj: &ProjectSync) -> Result<Dereferenced, Error> {
     let namespace = obj.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut fingerprint = serde_json::to_string(&obj.spec.source).unwrap_or_default();
+    fingerprint.push_str(&serde_json::to_string(&obj.spec.embedding).unwrap_or_default());
+    let mut read = async |name: &str, key: Option<&str>, field: &'static str| {
+        let (data, version) = fetch_secret(&secrets, &namespace, name, field).await?;
+        fingerprint.push_str(&version);
+        build_credentials_from_secret(&data, key).map_err(|source| invalid_secret(&namespace, name, field, source))
+    };
 
+    let source_credentials = match &obj.spec.source {
+        SourceSpec { github: Some(github), .. } => match &github.secret_ref {
+            Some(r) => read(&r.name, Some(&r.key), "spec.source.github.secretRef").await?,
+            None => Credentials::Anonymous,
+        },
+        SourceSpec { git: Some(git), .. } => match &git.secret_ref {
+            Some(r) => read(&r.name, None, "spec.source.git.secretRef").await?,
+            None => Credentials::Anonymous,
+        },
+        SourceSpec { github: None, git: None } => return Err(Error::Spec(super::validate::SpecError::NoSource)),
+    };
+    let api_key = match obj.spec.embedding.as_ref().and_then(|e| e.secret_ref.as_ref()) {
+        Some(r) => match read(&r.name, Some(&r.key), "spec.embedding.secretRef").await? {
+            Credentials::Token(key) => Some(key),
+            _ => None,
+        },
+        None => None,
+    };
+    Ok(Dereferenced { fingerprint, source_credentials, api_key })
+}
+
+/// Builds the source and the embedding provider from what the Secrets held.
+/// No network I/O (a git source prepares its cache with a local `git init`).
+pub fn build_clients(obj: &ProjectSync, inputs: Dereferenced, settings: &SourceSettings) -> Result<Resolved, Error> {
     let source: Arc<dyn Source> = match &obj.spec.source {
         SourceSpec { github: Some(github), .. } => {
             let mut config = GithubConfig::new(&github.owner, &github.repo);
             if let Some(api_url) = &github.api_url {
                 config.api_url = api_url.clone();
             }
-            if let Some(secret_ref) = &github.secret_ref {
-                let (data, version) = fetch_secret(&secrets, &namespace, &secret_ref.name, "spec.source.github.secretRef").await?;
-                fingerprint.push_str(&version);
-                config.credentials = build_credentials_from_secret(&data, Some(&secret_ref.key))
-                    .map_err(|source| invalid_secret(&namespace, &secret_ref.name, "spec.source.github.secretRef", source))?;
-            }
+            config.credentials = inputs.source_credentials;
             Arc::new(GithubSource::new(config).map_err(|e| Error::Source(e.into()))?)
         }
         SourceSpec { git: Some(git), .. } => {
-            let cache = cache_dir_for(&settings.cache_dir, obj);
-            let mut config = GitConfig::new(&git.url, cache);
+            let mut config = GitConfig::new(&git.url, cache_dir_for(&settings.cache_dir, obj));
             config.allow_file_urls = settings.allow_file_urls;
-            if let Some(secret_ref) = &git.secret_ref {
-                let (data, version) = fetch_secret(&secrets, &namespace, &secret_ref.name, "spec.source.git.secretRef").await?;
-                fingerprint.push_str(&version);
-                config.credentials = build_credentials_from_secret(&data, None)
-                    .map_err(|source| invalid_secret(&namespace, &secret_ref.name, "spec.source.git.secretRef", source))?;
-            }
-            // Prepares the cache repository once (a quick local `git init`).
+            config.credentials = inputs.source_credentials;
             Arc::new(GitSource::new(config).map_err(|e| Error::Source(e.into()))?)
         }
-        SourceSpec { github: None, git: None } => {
-            return Err(Error::Spec(super::validate::SpecError::NoSource));
-        }
+        SourceSpec { github: None, git: None } => return Err(Error::Spec(super::validate::SpecError::NoSource)),
     };
+    let embedder = build_provider(obj.spec.embedding.as_ref(), inputs.api_key).map_err(Error::Embedding)?;
+    Ok(Resolved { source, embedder, fingerprint: inputs.fingerprint })
+}
 
-    let mut api_key = None;
-    if let Some(secret_ref) = obj.spec.embedding.as_ref().and_then(|e| e.secret_ref.as_ref()) {
-        let (data, version) = fetch_secret(&secrets, &namespace, &secret_ref.name, "spec.embedding.secretRef").await?;
-        fingerprint.push_str(&version);
-        let credentials = build_credentials_from_secret(&data, Some(&secret_ref.key))
-            .map_err(|source| invalid_secret(&namespace, &secret_ref.name, "spec.embedding.secretRef", source))?;
-        if let Credentials::Token(key) = credentials {
-            api_key = Some(key);
-        }
-    }
-    fingerprint.push_str(&serde_json::to_string(&obj.spec.embedding).unwrap_or_default());
-    let embedder = build_provider(obj.spec.embedding.as_ref(), api_key).map_err(Error::Embedding)?;
-    Ok(Resolved { source, embedder, fingerprint })
+/// Reads the Secrets and builds the source and the embedding provider.
+pub async fn resolve(client: &Client, obj: &ProjectSync, settings: &SourceSettings) -> Result<Resolved, Error> {
+    build_clients(obj, dereference(client, obj).await?, settings)
 }
 
 /// The names of the Secrets `obj` references (to map Secret events to it).

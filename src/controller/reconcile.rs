@@ -26,7 +26,7 @@ use crate::{
 
 use super::{
     context::{CachedSource, Context},
-    dereference::{build_identity, describe_repository, project_key, resolve},
+    dereference::{build_clients, build_identity, dereference, describe_repository, project_key},
     error::{Error, Policy, backoff_delay},
     status::{self, StatusWriter},
     triggers::{self, Decision},
@@ -316,12 +316,14 @@ fn build_request(
 }
 
 /// The source and embedder for `obj`: reused while the spec and Secrets are
-/// unchanged (so the remembered branch head and the git cache carry over).
+/// unchanged (so the remembered branch head and the git cache carry over);
+/// the Secrets are read every time, the clients built only when they changed.
 async fn resolve_source(ctx: &Context, obj: &ProjectSync, key: &str) -> Result<CachedSource, Error> {
-    let resolved = resolve(&ctx.client, obj, &ctx.settings).await?;
-    if let Some(cached) = ctx.cached_source(key, &resolved.fingerprint) {
+    let inputs = dereference(&ctx.client, obj).await?;
+    if let Some(cached) = ctx.cached_source(key, &inputs.fingerprint) {
         return Ok(cached);
     }
+    let resolved = build_clients(obj, inputs, &ctx.settings)?;
     let cached = CachedSource { fingerprint: resolved.fingerprint, source: resolved.source, embedder: resolved.embedder };
     ctx.cache_source(key, cached.clone());
     Ok(cached)
