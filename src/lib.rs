@@ -17,6 +17,7 @@ pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;
+pub mod retry;
 pub mod source;
 pub mod store;
 pub mod telemetry;

@@ -97,11 +97,7 @@ impl Error {
             Error::Spec(_) | Error::SecretNotFound { .. } | Error::InvalidSecret { .. } => Policy::Stall,
             Error::Source(e) => from_retry(e.retry()),
             Error::Pipeline(e) => from_retry(e.retry()),
-            Error::Embedding(e) => match e.retry() {
-                crate::embed::Retry::Stalled => Policy::Stall,
-                crate::embed::Retry::WaitUntil(at) => Policy::WaitUntil(at),
-                crate::embed::Retry::Transient => Policy::Backoff,
-            },
+            Error::Embedding(e) => from_retry(e.retry()),
             Error::Store(_) | Error::Kube { .. } | Error::Cancelled => Policy::Backoff,
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.policy(),

@@ -1,7 +1,6 @@
 //! How long the embeddings client waits between attempts: exponential
 //! backoff with jitter, or the server's `Retry-After`. Pure, no I/O.
 
-use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -38,13 +37,7 @@ impl RetryPolicy {
     /// with "equal jitter" (half fixed, half random) so that many clients
     /// failing together spread out.
     pub fn backoff(&self, retry: u32) -> Duration {
-        let shift = retry.saturating_sub(1).min(20);
-        let capped = self
-            .base_delay
-            .saturating_mul(1u32 << shift)
-            .min(self.max_delay);
-        let half = capped / 2;
-        half + half.mul_f64(random_unit())
+        crate::retry::jittered_backoff(self.base_delay, self.max_delay, retry)
     }
 }
 
@@ -61,13 +54,6 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
             .to_std()
             .unwrap_or(Duration::ZERO),
     )
-}
-
-/// A uniformly distributed number in `[0, 1)` from the std hasher's random
-/// keys: enough for jitter without a random-number crate.
-fn random_unit() -> f64 {
-    let bits = RandomState::new().hash_one(std::time::Instant::now()) >> 11;
-    bits as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

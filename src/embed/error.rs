@@ -6,20 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-/// What to do about a failed embedding call; the one place the controller
-/// reads to pick stall / wait / back off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retry {
-    /// The user must change something (key, endpoint, model, batch size,
-    /// quota); retrying unchanged input gives the same answer.
-    Stalled,
-    /// Retry no earlier than this instant (a `Retry-After` longer than the
-    /// client waits by itself).
-    WaitUntil(DateTime<Utc>),
-    /// Transient (5xx, timeouts, connection errors, a garbled answer):
-    /// retry with backoff.
-    Transient,
-}
+pub use crate::retry::Retry;
 
 /// An embedding failure. Messages name the endpoint (never the key) and,
 /// where there is one, the server's own message.

@@ -60,11 +60,7 @@ impl PipelineError {
             // Anything else from the store is a bug or corruption: retrying
             // with backoff surfaces it without a hot loop.
             FailureKind::Store(_) => Retry::Transient,
-            FailureKind::Embedding(e) => match e.retry() {
-                crate::embed::Retry::Stalled => Retry::Stalled,
-                crate::embed::Retry::WaitUntil(at) => Retry::WaitUntil(at),
-                crate::embed::Retry::Transient => Retry::Transient,
-            },
+            FailureKind::Embedding(e) => e.retry(),
             FailureKind::SourceProtocol(_) => Retry::Transient,
         }
     }

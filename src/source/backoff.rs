@@ -29,20 +29,8 @@ impl RetryPolicy {
     /// "equal jitter" (half fixed, half random) so a burst of failing
     /// clients spreads out.
     pub fn delay(&self, retry: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << retry.saturating_sub(1).min(16));
-        let capped = exp.min(self.max_delay);
-        let half = capped / 2;
-        half + half.mul_f64(random_unit())
+        crate::retry::jittered_backoff(self.base_delay, self.max_delay, retry)
     }
-}
-
-/// A uniformly distributed number in `[0, 1)` from the std hasher's random
-/// keys: enough for jitter without a random-number crate.
-fn random_unit() -> f64 {
-    use std::hash::{BuildHasher, RandomState};
-    (RandomState::new().hash_one(std::time::Instant::now()) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

@@ -33,9 +33,9 @@ pub mod tree;
 use std::fmt;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
+pub use crate::retry::Retry;
 pub use backoff::RetryPolicy;
 pub use credentials::{Credentials, CredentialsError, build_credentials_from_secret};
 pub use stats::{RateLimit, SourceStats};
@@ -98,19 +98,6 @@ pub struct Change {
     pub path: String,
     pub status: ChangeStatus,
     pub blob_sha: Option<String>,
-}
-
-/// What to do about a failed source call; the one place the controller
-/// reads to pick stall / wait / back off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retry {
-    /// The user must change something (credentials, URL, branch, access);
-    /// retrying unchanged input gives the same answer.
-    Stalled,
-    /// Retry no earlier than this instant (rate limit reset, `Retry-After`).
-    WaitUntil(DateTime<Utc>),
-    /// Transient (5xx, timeouts, connection errors): retry with backoff.
-    Transient,
 }
 
 /// A source failure: the provider family's own error, wrapped.
