@@ -99,6 +99,19 @@ async fn a_shallow_tree_over_ssh_needs_one_fetch_and_leaves_one_commit_cached() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_an_ssh_server_without_protocol_v2_every_reachable_commit_still_matches_git() {
+    let repo = TestRepo::with_history("demo");
+    let server = SshServer::start_without_protocol_v2();
+    let cache = tempfile::tempdir().unwrap();
+    let source = source_for(&server.url(&repo.path), server.credentials(), &cache);
+    // The branch tips first (advertised, so fetched shallow by id), then
+    // older commits protocol v0 refuses by id.
+    let mut commits: Vec<String> = repo.branches().into_iter().map(|(_, sha)| sha).collect();
+    commits.extend(repo.reachable_commits());
+    assert_source_matches_git(&source, &repo, &commits).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_hosts_with_another_host_key_or_none_for_the_server_fail_host_key_verification() {
     let repo = TestRepo::with_history("demo");
     let server = SshServer::start();
