@@ -18,6 +18,7 @@ pub mod operator;
 pub mod postgres;
 pub mod psync;
 pub mod repo;
+pub mod ssh_server;
 
 pub use env::testenv;
 pub use kube::{TestNamespace, ensure_crd, fresh_namespace, kube_client};

@@ -195,8 +195,9 @@ impl GitSource {
     }
 
     /// Makes `commit` present in the cache: a shallow fetch of exactly that
-    /// commit, falling back to fetching every branch for servers that refuse
-    /// to serve a commit by id.
+    /// commit, falling back to fetching every branch with full history for
+    /// servers that refuse to serve a commit by id (protocol v0 serves only
+    /// advertised tips).
     async fn ensure_commit(&self, commit: &str) -> Result<(), GitError> {
         if !super::is_object_id(commit) {
             return Err(GitError::InvalidObjectId {
@@ -223,18 +224,15 @@ impl GitSource {
             Ok(_) => {}
             Err(GitError::CommandFailed { .. }) => {
                 let refspec = "+refs/heads/*:refs/remotes/origin/*";
-                self.remote(
-                    "fetch",
-                    &[
-                        "fetch",
-                        "--quiet",
-                        "--no-tags",
-                        "--no-recurse-submodules",
-                        &url,
-                        refspec,
-                    ],
-                )
-                .await?;
+                let mut args = vec!["fetch", "--quiet", "--no-tags", "--no-recurse-submodules"];
+                // A full fetch into a shallow cache stops at the shallow
+                // boundary, so a commit older than what earlier shallow
+                // fetches brought would stay missing.
+                if self.runner.git_dir.join("shallow").exists() {
+                    args.push("--unshallow");
+                }
+                args.extend([url.as_str(), refspec]);
+                self.remote("fetch", &args).await?;
             }
             Err(e) => return Err(e),
         }
