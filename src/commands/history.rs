@@ -163,7 +163,7 @@ pub fn build_runs_table(runs: &[RunRow]) -> String {
             run.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             status,
             short_commit(run.commit.as_deref()),
-            truncate(&run.trigger, 32),
+            truncate(&run.trigger, 48),
             run.files.added.to_string(),
             run.files.modified.to_string(),
             run.files.deleted.to_string(),
@@ -174,9 +174,20 @@ pub fn build_runs_table(runs: &[RunRow]) -> String {
                 .unwrap_or_else(|| "-".into()),
             run.error
                 .as_deref()
-                .map(|e| truncate(e, 80))
+                .map(|e| truncate(strip_run_prefix(e, run), 80))
                 .unwrap_or_default(),
         ]);
     }
     table.render()
+}
+
+/// The error without its "scan stage of sync <id>: " prefix, which the row
+/// already shows.
+fn strip_run_prefix<'a>(error: &'a str, run: &RunRow) -> &'a str {
+    let prefix = format!(
+        "{} stage of sync {}: ",
+        run.stage.as_deref().unwrap_or_default(),
+        run.id
+    );
+    error.strip_prefix(&prefix).unwrap_or(error)
 }
