@@ -158,7 +158,10 @@ async fn follow(
                         &commit[..commit.len().min(12)]
                     ));
                 }
-                SyncEvent::StageStarted { stage } => progress.set_prefix(stage.as_str()),
+                SyncEvent::StageStarted { stage } => {
+                    progress.set_prefix(stage.as_str());
+                    progress.set_length(0);
+                }
                 SyncEvent::Progress {
                     files_done,
                     files_total,
@@ -236,7 +239,7 @@ fn build_summary(report: &SyncReport) -> String {
     add(
         "fetched",
         format!(
-            "{} bytes in {} requests",
+            "{} bytes, {} source request(s)",
             summary.bytes_fetched, summary.source_requests
         ),
     );

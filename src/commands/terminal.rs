@@ -39,10 +39,24 @@ impl Progress {
         }
     }
 
+    /// Sets the number of items; 0 shows a spinner instead of a bar.
     pub fn set_length(&self, total: u64) {
-        if let Some(bar) = &self.bar {
-            bar.set_length(total);
+        let Some(bar) = &self.bar else { return };
+        if total == 0 {
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>9} {spinner} {elapsed} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        } else if bar.length() != Some(total) || bar.is_finished() || bar.position() == 0 {
+            bar.disable_steady_tick();
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {msg} ({eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
         }
+        bar.set_length(total);
     }
 
     pub fn set_position(&self, done: u64) {
