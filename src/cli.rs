@@ -29,7 +29,7 @@ pub enum Command {
     /// `--reference`, its field reference as Markdown).
     Crd(CrdArgs),
     /// Apply the database migrations and exit.
-    Migrate(DatabaseArgs),
+    Migrate(MigrateArgs),
     /// Make an earlier completed sync's files and memory current again (as a
     /// new run). While the branch moves on, the next sync supersedes it:
     /// suspend the ProjectSync or pin `spec.commit` to keep it.
@@ -52,9 +52,29 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct CrdArgs {
     /// Print the field reference (Markdown, as in docs/crd-reference.md)
-    /// instead of the YAML.
-    #[arg(long)]
+    /// instead of the manifest.
+    #[arg(long, conflicts_with = "format")]
     pub reference: bool,
+    /// Manifest format (both are accepted by `kubectl apply -f -`).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ManifestFormat::Yaml)]
+    pub format: ManifestFormat,
+}
+
+/// How `crd` prints the manifest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ManifestFormat {
+    #[default]
+    Yaml,
+    Json,
+}
+
+/// Settings of `projectsync migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// How results are printed.

@@ -8,7 +8,7 @@ use clap::Parser;
 use kube::runtime::events::{Recorder, Reporter};
 use projectsync::{
     chunk::ChunkerConfig,
-    cli::{Cli, Command, RunArgs},
+    cli::{Cli, Command, CrdArgs, ManifestFormat, RunArgs},
     commands,
     controller::{self, Context, LeaseSettings, Options, SourceSettings},
     http::{self, HttpState, Readiness},
@@ -23,14 +23,14 @@ async fn main() -> ExitCode {
     // The operator logs its work; user commands keep stderr for progress
     // and errors unless RUST_LOG asks for more.
     let default_level = match cli.command {
-        Command::Run(_) | Command::Migrate(_) => "info",
+        Command::Run(_) => "info",
         _ => "warn",
     };
     projectsync::telemetry::init_with_default(cli.log_format, default_level);
     let result = match cli.command {
         Command::Run(args) => return exit_from_anyhow(run(args).await),
-        Command::Migrate(args) => return exit_from_anyhow(migrate(&args.database_url).await),
-        Command::Crd(args) => print_crd(args.reference),
+        Command::Migrate(args) => commands::migrate::run(&args).await,
+        Command::Crd(args) => print_crd(&args),
         Command::Restore(args) => commands::restore::run(&args).await,
         Command::Branches(args) => commands::branches::run(&args).await,
         Command::History(args) => commands::history::run(&args).await,
@@ -58,20 +58,18 @@ fn exit_from_anyhow(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    let store = Store::connect(database_url)
-        .await
-        .context("check --database-url or DATABASE_URL")?;
-    store.migrate().await?;
-    tracing::info!("database migrated");
-    Ok(())
-}
-
-fn print_crd(reference: bool) -> Result<(), commands::CommandError> {
-    let text = if reference {
-        commands::crd_reference::build_crd_reference()
-    } else {
-        projectsync::api::crd_yaml().expect("the CRD serializes to YAML")
+fn print_crd(args: &CrdArgs) -> Result<(), commands::CommandError> {
+    let text = match (args.reference, args.format) {
+        (true, _) => commands::crd_reference::build_crd_reference(),
+        (false, ManifestFormat::Yaml) => {
+            projectsync::api::crd_yaml().expect("the CRD serializes to YAML")
+        }
+        (false, ManifestFormat::Json) => {
+            let mut json = serde_json::to_string_pretty(&projectsync::api::crd())
+                .expect("the CRD serializes to JSON");
+            json.push('\n');
+            json
+        }
     };
     commands::output::write_stdout(text)
 }

@@ -107,3 +107,27 @@ fn every_condition_reason_is_explained_in_docs_troubleshooting_md() {
         "docs/troubleshooting.md does not explain: {missing:?}"
     );
 }
+
+#[test]
+fn crd_prints_the_same_definition_as_yaml_and_as_json() {
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_projectsync"))
+            .args(args)
+            .output()
+            .expect("run projectsync crd");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let yaml: serde_json::Value = serde_yaml::from_str(&run(&["crd"])).expect("YAML");
+    let json: serde_json::Value = serde_json::from_str(&run(&["crd", "-o", "json"])).expect("JSON");
+    assert_eq!(yaml, json);
+    assert_eq!(json["metadata"]["name"], "projectsyncs.projectsync.dev");
+    assert_eq!(
+        read("crds/projectsync.dev_projectsyncs.yaml"),
+        run(&["crd"])
+    );
+}

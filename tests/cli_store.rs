@@ -9,7 +9,11 @@ use std::collections::BTreeSet;
 
 use cli_common::{assert_aligned, projectsync};
 use support::{
-    TestDb, embed_server::EmbedServer, fresh_database, git_server::GitDaemon, repo::TestRepo,
+    TestDb,
+    embed_server::{EmbedServer, Mode},
+    fresh_database,
+    git_server::GitDaemon,
+    repo::TestRepo,
 };
 
 /// A repository served by `git daemon`, with two commits.
@@ -388,6 +392,32 @@ async fn backfill_fills_missing_embeddings_once_per_content_and_reuses_them_acro
         found["hits"][0]["score"].as_f64().unwrap() > 0.999,
         "{found}"
     );
+    // The same model name served by an endpoint of another dimension.
+    embed.set_mode(Mode::OtherDimension);
+    let other = projectsync(
+        &db.url,
+        &[
+            "search",
+            "team/first",
+            "answer",
+            "--vector",
+            "--endpoint",
+            &endpoint,
+            "--model",
+            "fake-8",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        other
+            .error(1)
+            .contains("have 8 dimensions but the query's has 9"),
+        "{}",
+        other.stderr
+    );
+    embed.set_mode(Mode::Ok);
+
     let table = projectsync(
         &db.url,
         &[
@@ -535,4 +565,30 @@ async fn errors_are_one_line_that_says_what_to_do_with_an_exit_code_per_kind() {
         "{}",
         bad_glob.stderr
     );
+}
+
+#[tokio::test]
+async fn migrate_reports_what_it_applied_and_is_idempotent() {
+    let db = fresh_database("cli migrate").await;
+    let first = projectsync(&db.url, &["migrate", "-o", "json"], &[])
+        .await
+        .json();
+    let applied = first["newlyApplied"]
+        .as_array()
+        .expect("newlyApplied")
+        .len();
+    assert!(applied >= 5, "{first}");
+    assert_eq!(first["alreadyApplied"], serde_json::json!([]));
+    let second = projectsync(&db.url, &["migrate", "-o", "json"], &[])
+        .await
+        .json();
+    assert_eq!(second["newlyApplied"], serde_json::json!([]));
+    assert_eq!(second["alreadyApplied"].as_array().unwrap().len(), applied);
+    let table = projectsync(&db.url, &["migrate"], &[]).await;
+    assert!(
+        table.ok().starts_with("applied now:      none"),
+        "{}",
+        table.stdout
+    );
+    assert_eq!(table.stderr, "", "no log lines by default");
 }

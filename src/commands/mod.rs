@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod crd_reference;
 pub mod embedder;
 pub mod history;
+pub mod migrate;
 pub mod output;
 pub mod repository;
 pub mod restore;
@@ -58,6 +59,16 @@ pub enum CommandError {
          run `projectsync backfill-embeddings {project} --endpoint URL --model {model}` first"
     )]
     NoEmbeddings { project: String, model: String },
+    #[error(
+        "the embeddings of model {model:?} in project {project} have {stored} dimensions but the query's has {query}: \
+         embed the query with the same model and endpoint as the stored entries"
+    )]
+    DimensionMismatch {
+        project: String,
+        model: String,
+        stored: usize,
+        query: usize,
+    },
     #[error("embedding provider returned {got} vectors for {expected} inputs")]
     EmbeddingCount { expected: usize, got: usize },
     #[error("kubernetes API: cannot {action}")]

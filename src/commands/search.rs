@@ -78,11 +78,24 @@ pub async fn run(args: &SearchArgs) -> Result<(), CommandError> {
         let hits = store
             .search_vector(project.id, &model, &vector, args.limit)
             .await?;
-        if hits.is_empty() && count_embedded(&store, project.id, &model).await? == 0 {
-            return Err(CommandError::NoEmbeddings {
-                project: project.identity.key,
-                model,
-            });
+        if hits.is_empty() {
+            match fetch_stored_dimension(&store, project.id, &model).await? {
+                None => {
+                    return Err(CommandError::NoEmbeddings {
+                        project: project.identity.key,
+                        model,
+                    });
+                }
+                Some(stored) if stored != vector.len() => {
+                    return Err(CommandError::DimensionMismatch {
+                        project: project.identity.key,
+                        model,
+                        stored,
+                        query: vector.len(),
+                    });
+                }
+                Some(_) => {}
+            }
         }
         SearchReport {
             project: project.identity.key,
@@ -106,21 +119,27 @@ pub async fn run(args: &SearchArgs) -> Result<(), CommandError> {
     emit(args.output.format, &report, build_table)
 }
 
-/// Active entries of `project` embedded by `model`. (Not a store method yet:
-/// an unchecked query over the documented view.)
-async fn count_embedded(
+/// The dimension of the stored embeddings of `model` on the project's
+/// active entries, `None` when there are none. (Not a store method yet: an
+/// unchecked query over the documented view.)
+async fn fetch_stored_dimension(
     store: &Store,
     project: ProjectId,
     model: &str,
-) -> Result<i64, CommandError> {
-    sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM active_memory_entries WHERE project_id = $1 AND embedding_model = $2 AND embedding IS NOT NULL",
+) -> Result<Option<usize>, CommandError> {
+    let dimension = sqlx::query_scalar::<_, Option<i32>>(
+        "SELECT cardinality(embedding) FROM active_memory_entries \
+          WHERE project_id = $1 AND embedding_model = $2 AND embedding IS NOT NULL LIMIT 1",
     )
     .bind(project.get())
     .bind(model)
-    .fetch_one(store.pool())
+    .fetch_optional(store.pool())
     .await
-    .map_err(|source| CommandError::Store(crate::store::StoreError::Database { op: "count embedded entries", source }))
+    .map_err(|source| crate::store::StoreError::Database {
+        op: "read the dimension of stored embeddings",
+        source,
+    })?;
+    Ok(dimension.flatten().and_then(|d| usize::try_from(d).ok()))
 }
 
 /// `PATH LINES LANGUAGE MATCH`, with `SCORE` first for a vector search. The
