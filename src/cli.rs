@@ -25,14 +25,234 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator: reconcile ProjectSync resources.
     Run(RunArgs),
-    /// Print the ProjectSync CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the ProjectSync CustomResourceDefinition as YAML (or, with
+    /// `--reference`, its field reference as Markdown).
+    Crd(CrdArgs),
     /// Apply the database migrations and exit.
-    Migrate(DatabaseArgs),
+    Migrate(MigrateArgs),
     /// Make an earlier completed sync's files and memory current again (as a
     /// new run). While the branch moves on, the next sync supersedes it:
     /// suspend the ProjectSync or pin `spec.commit` to keep it.
     Restore(RestoreArgs),
+    /// List the branches of a repository, or of a ProjectSync's repository.
+    Branches(BranchesArgs),
+    /// List the sync runs of a project, newest first, from Postgres.
+    History(HistoryArgs),
+    /// Search a project's active memory entries by text, or by vector
+    /// similarity with `--vector`.
+    Search(SearchArgs),
+    /// Compute the missing embeddings of a project's active memory entries,
+    /// reusing stored embeddings of identical content.
+    BackfillEmbeddings(BackfillArgs),
+    /// Sync one repository into Postgres without a cluster.
+    Sync(SyncArgs),
+}
+
+/// Settings of `projectsync crd`.
+#[derive(Debug, Args)]
+pub struct CrdArgs {
+    /// Print the field reference (Markdown, as in docs/crd-reference.md)
+    /// instead of the manifest.
+    #[arg(long, conflicts_with = "format")]
+    pub reference: bool,
+    /// Manifest format (both are accepted by `kubectl apply -f -`).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = ManifestFormat::Yaml)]
+    pub format: ManifestFormat,
+}
+
+/// How `crd` prints the manifest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ManifestFormat {
+    #[default]
+    Yaml,
+    Json,
+}
+
+/// Settings of `projectsync migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for a terminal.
+    #[default]
+    Table,
+    /// One JSON document on stdout, for scripts and `jq`.
+    Json,
+}
+
+/// The output flag every user command takes.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// A repository named on the command line instead of through a ProjectSync.
+#[derive(Debug, Clone, Args)]
+pub struct RepositoryArgs {
+    /// A GitHub repository, as owner/repo.
+    #[arg(long, value_name = "OWNER/REPO", conflicts_with = "git")]
+    pub github: Option<String>,
+    /// The GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(long, value_name = "URL", requires = "github")]
+    pub api_url: Option<String>,
+    /// A git remote URL (https://, ssh://, git://, or a local path).
+    #[arg(long, value_name = "URL")]
+    pub git: Option<String>,
+    /// Name of the environment variable that holds the access token (GitHub
+    /// token, or the password for git over https).
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// Where git sources keep their cache (default: a temporary directory,
+    /// removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Settings of `projectsync branches`.
+#[derive(Debug, Args)]
+pub struct BranchesArgs {
+    /// A ProjectSync, as namespace/name (read through the kubeconfig);
+    /// or name the repository with --github or --git.
+    #[arg(value_name = "NAMESPACE/NAME", required_unless_present_any = ["github", "git"], conflicts_with_all = ["github", "git"])]
+    pub project: Option<String>,
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Settings of `projectsync history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The project, as namespace/name.
+    #[arg(value_name = "NAMESPACE/NAME")]
+    pub project: String,
+    /// Runs to show at most.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// An embedding endpoint named on the command line.
+#[derive(Debug, Clone, Args)]
+pub struct EmbeddingArgs {
+    /// OpenAI-compatible embeddings base URL, e.g. https://api.openai.com/v1
+    /// (without it: the ProjectSync's `spec.embedding`, read through the
+    /// kubeconfig).
+    #[arg(long, value_name = "URL", requires = "model")]
+    pub endpoint: Option<String>,
+    /// The embedding model (the key under which embeddings are stored).
+    #[arg(long, requires = "endpoint")]
+    pub model: Option<String>,
+    /// Name of the environment variable that holds the API key.
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
+    /// Inputs per embeddings request.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: u32,
+}
+
+/// Settings of `projectsync search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The project, as namespace/name.
+    #[arg(value_name = "NAMESPACE/NAME")]
+    pub project: String,
+    /// Text to find (case-insensitive substring), or with --vector the
+    /// question to embed.
+    pub query: String,
+    /// Rank by cosine similarity of embeddings instead of matching text.
+    #[arg(long)]
+    pub vector: bool,
+    #[command(flatten)]
+    pub embedding: EmbeddingArgs,
+    /// Hits to show at most.
+    #[arg(long, default_value_t = 10)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Settings of `projectsync backfill-embeddings`.
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The project, as namespace/name.
+    #[arg(value_name = "NAMESPACE/NAME")]
+    pub project: String,
+    #[command(flatten)]
+    pub embedding: EmbeddingArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Settings of `projectsync sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Run one sync and exit (the only mode: continuous syncing is the
+    /// operator's job).
+    #[arg(long)]
+    pub once: bool,
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
+    /// The branch to sync.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Sync this commit instead of the branch head.
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+    /// The project key in the database, as namespace/name (the other
+    /// commands take the same key).
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub project: String,
+    /// Only paths matching one of these globs (repeat).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Leave out paths matching one of these globs (repeat).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Files larger than this are recorded but not chunked (bytes, or a
+    /// quantity such as 512Ki).
+    #[arg(long, default_value = "1Mi")]
+    pub max_file_size: String,
+    /// OpenAI-compatible embeddings base URL (no embeddings without it).
+    #[arg(long, value_name = "URL", requires = "embedding_model")]
+    pub embedding_endpoint: Option<String>,
+    /// The embedding model.
+    #[arg(long, requires = "embedding_endpoint")]
+    pub embedding_model: Option<String>,
+    /// Name of the environment variable that holds the embeddings API key.
+    #[arg(long, value_name = "VAR")]
+    pub embedding_api_key_env: Option<String>,
+    /// Inputs per embeddings request.
+    #[arg(long, default_value_t = 64)]
+    pub embedding_batch_size: u32,
+    /// Completed runs whose rows are kept (older ones are pruned).
+    #[arg(long, default_value_t = 10)]
+    pub history_limit: u32,
+    /// Run even if the commit is already synced, and process every file
+    /// again (after changing the embedding model or chunking).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Settings of `projectsync restore`.
@@ -41,9 +261,12 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// The ProjectSync, as namespace/name.
+    #[arg(value_name = "NAMESPACE/NAME")]
     pub project: String,
-    /// The id of the completed sync to restore (see `status.history`).
+    /// The id of the completed sync to restore (see `projectsync history`).
     pub sync: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Where the store is.
@@ -65,7 +288,11 @@ pub struct RunArgs {
     pub http_addr: SocketAddr,
 
     /// Namespaces to watch (repeat, or comma-separated); all when empty.
-    #[arg(long = "namespace", env = "PROJECTSYNC_NAMESPACES", value_delimiter = ',')]
+    #[arg(
+        long = "namespace",
+        env = "PROJECTSYNC_NAMESPACES",
+        value_delimiter = ','
+    )]
     pub namespaces: Vec<String>,
 
     /// Syncs running at once.
@@ -81,7 +308,11 @@ pub struct RunArgs {
     pub lease_namespace: String,
 
     /// Name of the leader Lease.
-    #[arg(long, env = "PROJECTSYNC_LEASE_NAME", default_value = "projectsync-leader")]
+    #[arg(
+        long,
+        env = "PROJECTSYNC_LEASE_NAME",
+        default_value = "projectsync-leader"
+    )]
     pub lease_name: String,
 
     /// Seconds the Lease stays valid without renewal: the failover time.
@@ -93,7 +324,11 @@ pub struct RunArgs {
     pub identity: Option<String>,
 
     /// Directory for git source caches (bounded by the repositories synced).
-    #[arg(long, env = "PROJECTSYNC_CACHE_DIR", default_value = "/tmp/projectsync-cache")]
+    #[arg(
+        long,
+        env = "PROJECTSYNC_CACHE_DIR",
+        default_value = "/tmp/projectsync-cache"
+    )]
     pub cache_dir: PathBuf,
 
     /// Allow `file://` git sources. They read the operator's own filesystem:

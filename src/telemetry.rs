@@ -16,7 +16,14 @@ pub enum LogFormat {
 /// Installs the global subscriber. Spans (per reconcile, per stage) are
 /// printed with their fields so a log line says which resource and run it is about.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(format, "info");
+}
+
+/// Installs the global subscriber with `default` as the filter when
+/// `RUST_LOG` is unset (user commands default to `warn`, so their stderr
+/// carries progress and errors, not the store's info lines).
+pub fn init_with_default(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).init(),

@@ -281,7 +281,7 @@ async fn suspend_a_pinned_commit_the_interval_and_restore() {
         .output()
         .expect("run projectsync restore");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("restored {first_sync}")));
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("restore of {first_sync}")));
     let content: String = sqlx::query_scalar("SELECT content FROM active_memory_entries WHERE path = 'v.txt'")
         .fetch_one(&db.pool)
         .await

@@ -1,0 +1,193 @@
+//! `projectsync history NAMESPACE/NAME`: the runs of a project from Postgres,
+//! newest first, with status, commit, trigger, file counts, durations and
+//! the error of failed runs. Also the row format `restore` prints. Reads the
+//! store.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::{
+    cli::HistoryArgs,
+    store::{Store, SyncRecord},
+};
+
+use super::{
+    CommandError, find_project,
+    output::{Table, emit, human_duration, short_commit, truncate},
+};
+
+/// One run, as printed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRow {
+    pub id: String,
+    pub status: String,
+    /// The stage a live run is in, or the stage a failed run failed in.
+    pub stage: Option<String>,
+    pub branch: String,
+    pub commit: Option<String>,
+    pub trigger: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<u64>,
+    pub files: FileCountsRow,
+    pub memory_entries_written: u32,
+    pub bytes_fetched: u64,
+    pub api_calls: u32,
+    pub stage_durations_ms: StageDurationsRow,
+    pub restored_from: Option<String>,
+    /// Retention removed rows its picture needs: no longer restorable.
+    pub content_pruned: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileCountsRow {
+    pub added: u32,
+    pub modified: u32,
+    pub deleted: u32,
+    pub unchanged: u32,
+    pub skipped: u32,
+    pub total: u32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageDurationsRow {
+    pub prepare: Option<u64>,
+    pub scan: Option<u64>,
+    pub import: Option<u64>,
+    pub finalize: Option<u64>,
+}
+
+impl From<&SyncRecord> for RunRow {
+    fn from(record: &SyncRecord) -> Self {
+        let ms = |d: Option<std::time::Duration>| {
+            d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        };
+        RunRow {
+            id: record.id.to_string(),
+            status: record.status.to_string(),
+            stage: record
+                .failure
+                .as_ref()
+                .and_then(|f| f.stage)
+                .or(record.stage)
+                .map(|s| s.to_string()),
+            branch: record.branch.clone(),
+            commit: record.commit.clone(),
+            trigger: record.trigger.clone(),
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            duration_ms: record
+                .finished_at
+                .and_then(|end| u64::try_from((end - record.started_at).num_milliseconds()).ok()),
+            files: FileCountsRow {
+                added: record.files.added,
+                modified: record.files.modified,
+                deleted: record.files.deleted,
+                unchanged: record.files.unchanged,
+                skipped: record.files.skipped,
+                total: record.files.total,
+            },
+            memory_entries_written: record.memory_entries_written,
+            bytes_fetched: record.bytes_fetched,
+            api_calls: record.api_calls,
+            stage_durations_ms: StageDurationsRow {
+                prepare: ms(record.durations.prepare),
+                scan: ms(record.durations.scan),
+                import: ms(record.durations.import),
+                finalize: ms(record.durations.finalize),
+            },
+            restored_from: record.restored_from.map(|id| id.to_string()),
+            content_pruned: record.content_pruned,
+            error: record.failure.as_ref().map(|f| f.message.clone()),
+        }
+    }
+}
+
+/// What `history` prints.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryReport {
+    pub project: String,
+    pub runs: Vec<RunRow>,
+}
+
+/// The runs of the project, newest first.
+pub async fn fetch_history(
+    store: &Store,
+    key: &str,
+    limit: u32,
+) -> Result<HistoryReport, CommandError> {
+    let project = find_project(store, key).await?;
+    let records = store.history(project.id, limit).await?;
+    Ok(HistoryReport {
+        project: project.identity.key,
+        runs: records.iter().map(RunRow::from).collect(),
+    })
+}
+
+pub async fn run(args: &HistoryArgs) -> Result<(), CommandError> {
+    let store = Store::connect(&args.database.database_url).await?;
+    let report = fetch_history(&store, &args.project, args.limit).await?;
+    emit(args.output.format, &report, |r| build_runs_table(&r.runs))
+}
+
+/// `SYNC STARTED STATUS COMMIT TRIGGER +ADD ~MOD -DEL =SAME TOTAL DURATION ERROR`.
+pub fn build_runs_table(runs: &[RunRow]) -> String {
+    let mut table = Table::new(&[
+        "SYNC",
+        "STARTED",
+        "STATUS",
+        "COMMIT",
+        "TRIGGER",
+        "ADDED",
+        "MODIFIED",
+        "DELETED",
+        "UNCHANGED",
+        "TOTAL",
+        "DURATION",
+        "ERROR",
+    ]);
+    for run in runs {
+        let status = match (&run.status[..], &run.stage) {
+            ("FAILED", Some(stage)) => format!("FAILED({stage})"),
+            ("IN_PROGRESS", Some(stage)) => format!("IN_PROGRESS({stage})"),
+            (status, _) if run.content_pruned => format!("{status}(pruned)"),
+            (status, _) => status.to_string(),
+        };
+        table.row(vec![
+            run.id.clone(),
+            run.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            status,
+            short_commit(run.commit.as_deref()),
+            truncate(&run.trigger, 48),
+            run.files.added.to_string(),
+            run.files.modified.to_string(),
+            run.files.deleted.to_string(),
+            run.files.unchanged.to_string(),
+            run.files.total.to_string(),
+            run.duration_ms
+                .map(human_duration)
+                .unwrap_or_else(|| "-".into()),
+            run.error
+                .as_deref()
+                .map(|e| truncate(strip_run_prefix(e, run), 80))
+                .unwrap_or_default(),
+        ]);
+    }
+    table.render()
+}
+
+/// The error without its "scan stage of sync <id>: " prefix, which the row
+/// already shows.
+fn strip_run_prefix<'a>(error: &'a str, run: &RunRow) -> &'a str {
+    let prefix = format!(
+        "{} stage of sync {}: ",
+        run.stage.as_deref().unwrap_or_default(),
+        run.id
+    );
+    error.strip_prefix(&prefix).unwrap_or(error)
+}

@@ -1,0 +1,133 @@
+//! The documentation cannot drift from the code: the CRD reference is the
+//! output of `projectsync crd --reference`, docs/cli.md shows every user
+//! command and flag, and docs/troubleshooting.md explains every condition
+//! reason the code can set. Reads files and runs the binary; no cluster.
+
+use std::{collections::BTreeSet, path::Path, process::Command};
+
+use clap::CommandFactory;
+
+fn read(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
+}
+
+#[test]
+fn crd_reference_in_docs_is_what_the_crd_command_generates() {
+    let output = Command::new(env!("CARGO_BIN_EXE_projectsync"))
+        .args(["crd", "--reference"])
+        .output()
+        .expect("run projectsync crd --reference");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let generated = String::from_utf8(output.stdout).expect("utf-8");
+    assert!(
+        read("docs/crd-reference.md") == generated,
+        "docs/crd-reference.md is stale: run `{}`",
+        projectsync::commands::crd_reference::REGENERATE
+    );
+}
+
+#[test]
+fn every_user_command_and_flag_is_documented_in_docs_cli_md() {
+    let doc = read("docs/cli.md");
+    let cli = projectsync::cli::Cli::command();
+    let mut missing = Vec::new();
+    for command in cli.get_subcommands().filter(|c| c.get_name() != "run") {
+        let name = command.get_name();
+        if !doc.contains(&format!("## `projectsync {name}")) {
+            missing.push(format!("section `## projectsync {name}`"));
+        }
+        for arg in command.get_arguments() {
+            if let Some(long) = arg.get_long()
+                && !["help", "log-format"].contains(&long)
+                && !doc.contains(&format!("--{long}"))
+            {
+                missing.push(format!("{name} --{long}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/cli.md lacks: {missing:?}");
+}
+
+/// CamelCase string literals returned by `reason()` functions (`=> "X"`)
+/// and the documented constants of src/api/conditions.rs.
+fn reasons_in(path: &str) -> BTreeSet<String> {
+    let text = read(path);
+    // Only the code, not the tests beside it.
+    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+    let mut reasons = BTreeSet::new();
+    for line in code.lines() {
+        let literal = if let Some((_, rest)) = line.split_once("=> \"") {
+            rest.split('"').next()
+        } else if line.trim_start().starts_with("pub const") && line.contains(": &str = \"") {
+            line.split('"').nth(1)
+        } else {
+            None
+        };
+        if let Some(word) = literal
+            && word.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && word.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            reasons.insert(word.to_string());
+        }
+    }
+    reasons
+}
+
+#[test]
+fn every_condition_reason_is_explained_in_docs_troubleshooting_md() {
+    let doc = read("docs/troubleshooting.md");
+    let files = [
+        "src/api/conditions.rs",
+        "src/controller/error.rs",
+        "src/pipeline/error.rs",
+        "src/source/github/error.rs",
+        "src/source/git/error.rs",
+        "src/source/credentials.rs",
+        "src/embed/error.rs",
+    ];
+    let mut all = BTreeSet::new();
+    for file in files {
+        all.extend(reasons_in(file));
+    }
+    assert!(
+        all.contains("RateLimited") && all.contains("SecretNotFound"),
+        "the scan found {all:?}"
+    );
+    let missing: Vec<&String> = all
+        .iter()
+        .filter(|reason| !doc.contains(&format!("`{reason}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/troubleshooting.md does not explain: {missing:?}"
+    );
+}
+
+#[test]
+fn crd_prints_the_same_definition_as_yaml_and_as_json() {
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_projectsync"))
+            .args(args)
+            .output()
+            .expect("run projectsync crd");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let yaml: serde_json::Value = serde_yaml::from_str(&run(&["crd"])).expect("YAML");
+    let json: serde_json::Value = serde_json::from_str(&run(&["crd", "-o", "json"])).expect("JSON");
+    assert_eq!(yaml, json);
+    assert_eq!(json["metadata"]["name"], "projectsyncs.projectsync.dev");
+    assert_eq!(
+        read("crds/projectsync.dev_projectsyncs.yaml"),
+        run(&["crd"])
+    );
+}
