@@ -33,7 +33,9 @@ pub async fn request_sync(api: &Api<ProjectSync>, name: &str, value: &str) {
 }
 
 /// Waits until `condition` holds; on timeout panics with the status and `log()`
-/// (the operator's log tail).
+/// (the operator's log tail). A watch that ends with an error (e.g. 410
+/// "too old resource version" when the API server compacts) is restarted
+/// within the same deadline, as a real client would.
 pub async fn wait_until(
     api: &Api<ProjectSync>,
     name: &str,
@@ -41,14 +43,26 @@ pub async fn wait_until(
     what: &str,
     condition: impl Fn(&ProjectSync) -> bool,
 ) -> ProjectSync {
-    let watched = await_condition(api.clone(), name, move |obj: Option<&ProjectSync>| obj.is_some_and(&condition));
-    match tokio::time::timeout(WAIT, watched).await {
-        Ok(Ok(Some(obj))) => obj,
-        other => {
-            let current = api.get(name).await.ok().and_then(|o| serde_json::to_string_pretty(&o.status).ok());
-            panic!("{name}: not {what} within {WAIT:?} ({other:?})\nstatus: {}\nlog:\n{}", current.unwrap_or_default(), log())
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let condition = std::sync::Arc::new(condition);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        let condition = condition.clone();
+        let watched =
+            await_condition(api.clone(), name, move |obj: Option<&ProjectSync>| obj.is_some_and(|o| condition(o)));
+        match tokio::time::timeout_at(deadline, watched).await {
+            Ok(Ok(Some(obj))) => return obj,
+            Ok(other) => last = Some(format!("{other:?}")),
+            Err(_) => break,
         }
     }
+    let current = api.get(name).await.ok().and_then(|o| serde_json::to_string_pretty(&o.status).ok());
+    panic!(
+        "{name}: not {what} within {WAIT:?} (last watch result: {})\nstatus: {}\nlog:\n{}",
+        last.unwrap_or_else(|| "none".into()),
+        current.unwrap_or_default(),
+        log()
+    )
 }
 
 /// Ready=True at `commit`.
