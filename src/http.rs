@@ -1,7 +1,8 @@
 //! The operator's one HTTP port: `/metrics` (Prometheus), `/healthz` and
 //! `/readyz` (probes), and `/api/v1/events/project-sync/{namespace}/{name}`,
 //! which streams the live progress of a resource's run as Server-Sent Events
-//! (seed Task 5). Does network I/O.
+//! (seed Task 5), plus the webhook receiver's `/hooks/...` routes
+//! ([`crate::webhook`]). Does network I/O.
 
 use std::{
     convert::Infallible,
@@ -26,7 +27,7 @@ use axum::{
 use futures::{Stream, StreamExt, future, stream};
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
-use crate::{metrics::Metrics, pipeline::SyncEvent, progress::ProgressHub};
+use crate::{metrics::Metrics, pipeline::SyncEvent, progress::ProgressHub, webhook};
 
 /// Whether the operator can do its job; `/readyz` answers from it.
 #[derive(Clone, Default)]
@@ -50,16 +51,19 @@ pub struct HttpState {
     pub metrics: Metrics,
     pub hub: ProgressHub,
     pub readiness: Readiness,
+    pub webhooks: webhook::Receiver,
 }
 
 /// The routes.
 pub fn router(state: HttpState) -> Router {
+    let hooks = webhook::router(state.webhooks.clone());
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/events/project-sync/{namespace}/{name}", get(events))
         .with_state(state)
+        .merge(hooks)
 }
 
 /// Serves the routes on `listener` until `shutdown` resolves.

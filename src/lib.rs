@@ -5,7 +5,8 @@
 //! resource types, [`controller`] the kube-runtime glue, [`pipeline`] the four
 //! sync stages, [`source`] the repository providers, [`store`] Postgres,
 //! [`chunk`] and [`embed`] the processing of file content, and [`http`],
-//! [`metrics`], [`progress`] and [`telemetry`] what the operator shows.
+//! [`metrics`], [`progress`] and [`telemetry`] what the operator shows;
+//! [`webhook`] receives push notifications from git hosts.
 
 pub mod api;
 pub mod chunk;
@@ -21,3 +22,4 @@ pub mod retry;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;

@@ -103,6 +103,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         hub: hub.clone(),
         readiness: readiness.clone(),
+        webhooks: projectsync::webhook::Receiver::new(
+            client.clone(),
+            args.namespaces.clone(),
+            metrics.clone(),
+        ),
     };
     let server = tokio::spawn(http::serve(listener, http_state, shutdown()));
     tokio::spawn(async move {

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     /// Runs in progress right now.
     pub running_syncs: IntGauge,
+    /// Webhook deliveries by result: accepted, ping, ignored, unauthorized,
+    /// replayed, too_large, not_found, bad_request, error.
+    pub webhook_requests: IntCounterVec,
 }
 
 const DURATION_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
@@ -88,6 +91,7 @@ impl Metrics {
         let reconcile_errors = counter_vec("reconcile_errors_total", "Failed reconciliations by reason.", &["reason"]);
         let running_syncs = IntGauge::new("running_syncs", "Sync runs in progress.").expect("static metric definition");
         registry.register(Box::new(running_syncs.clone())).expect("metric registered once");
+        let webhook_requests = counter_vec("webhook_requests_total", "Webhook deliveries by result.", &["result"]);
         Metrics {
             registry,
             runs,
@@ -103,6 +107,7 @@ impl Metrics {
             reconciliations,
             reconcile_errors,
             running_syncs,
+            webhook_requests,
         }
     }
 

@@ -3,7 +3,8 @@
 //! TokenRequest token, no admin rights), passes a full sync of a private git
 //! remote; and with any one rule (or any one verb of a rule) taken away it
 //! fails with the API server's "forbidden" message naming that verb and
-//! resource, in status or in its log.
+//! resource, in status or in its log. A signed webhook delivery works with
+//! the same rules (no verb was added for it).
 //!
 //! One install, one git remote and one database are shared by every case;
 //! each case gets a fresh namespace (so it starts from a first sync) and a
@@ -13,7 +14,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kube::{Api, api::PostParams};
+use hmac::{Hmac, Mac};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
 use projectsync::api::ProjectSync;
 use serde_json::json;
 use serde_yaml::Value;
@@ -496,8 +502,71 @@ async fn the_chart_rbac_for_watched_namespaces_is_enough_for_a_full_sync() {
     );
     let mut operator = start_operator(&install, &ns.name, &db);
     assert_full_sync(&operator, &ns, &remote, &db).await;
+    assert_webhook_requests_a_sync(&operator, &ns).await;
     assert!(
         operator.terminate(Duration::from_secs(15)).await,
         "the operator did not stop on SIGTERM"
+    );
+}
+
+/// A signed push, received as the chart's ServiceAccount: the receiver finds
+/// the resource and its Secret and sets the request annotation, which the
+/// controller handles.
+async fn assert_webhook_requests_a_sync(operator: &Operator, ns: &TestNamespace) {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "hook" },
+        "stringData": { "token": "hook-secret" },
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    let api = Api::<ProjectSync>::namespaced(ns.client.clone(), &ns.name);
+    let patch = json!({ "spec": { "webhook": { "secretRef": { "name": "hook" } } } });
+    api.patch("private", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("enable the webhook");
+    let body = br#"{"ref":"refs/heads/main"}"#.to_vec();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"hook-secret").expect("key");
+    mac.update(&body);
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let status = reqwest::Client::new()
+        .post(format!(
+            "http://{}/hooks/github/{}/private",
+            operator.addr, ns.name
+        ))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "rbac-1")
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("the operator answers")
+        .status();
+    assert_eq!(status.as_u16(), 202, "log:\n{}", operator.log_tail());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let obj = api.get("private").await.expect("get ProjectSync");
+        if obj
+            .status
+            .and_then(|s| s.last_handled_requested_at)
+            .as_deref()
+            == Some("webhook:rbac-1")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the webhook's request was not handled:\n{}",
+            operator.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = operator.log_text();
+    assert!(
+        !log.contains("forbidden"),
+        "a request was forbidden with the chart's RBAC:\n{log}"
     );
 }

@@ -13,7 +13,7 @@ use kube::CustomResourceExt;
 
 pub use spec::{
     DeletionPolicy, EmbeddingProvider, EmbeddingSpec, GitHubSource, GitSource, LocalSecretRef,
-    ProjectSync, ProjectSyncSpec, SecretKeyRef, SourceSpec,
+    ProjectSync, ProjectSyncSpec, SecretKeyRef, SourceSpec, WebhookSpec,
 };
 pub use status::{
     FileCounts, ObservedInputs, Phase, ProjectSyncStatus, Progress, StageDurations, SyncSummary,
@@ -22,6 +22,11 @@ pub use status::{
 /// The annotation that requests a sync now; its value (any string, usually a
 /// timestamp) is echoed in `status.lastHandledRequestedAt` once handled.
 pub const REQUESTED_AT_ANNOTATION: &str = "projectsync.dev/requested-at";
+
+/// The annotation that forces a full re-import: every file fetched and
+/// processed again, whatever the recorded inputs say. Its value (any string)
+/// is echoed in `status.lastHandledReindexAt` once handled.
+pub const REINDEX_ANNOTATION: &str = "projectsync.dev/reindex";
 
 /// The CustomResourceDefinition for `ProjectSync`.
 pub fn crd() -> CustomResourceDefinition {

@@ -103,6 +103,23 @@ pub struct ProjectSyncSpec {
     /// `Retain` (default) keeps them, `Delete` removes the project's data.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Push notifications from the git host: with it, the operator accepts
+    /// signed webhooks at `/hooks/github/{namespace}/{name}` and
+    /// `/hooks/generic/{namespace}/{name}` and syncs at once on a push to
+    /// `branch` (see docs/webhooks.md). Without it, those paths answer 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+}
+
+/// The webhook receiver of one ProjectSync.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// The Secret key holding the shared secret that signs deliveries
+    /// (HMAC-SHA256 in `X-Hub-Signature-256`, as GitHub sends it). The key
+    /// defaults to `token`.
+    pub secret_ref: SecretKeyRef,
 }
 
 /// The git rules of `git check-ref-format --branch`, as one CEL expression.

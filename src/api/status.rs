@@ -43,6 +43,11 @@ pub struct ProjectSyncStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_requested_at: Option<String>,
 
+    /// The last value of the `projectsync.dev/reindex` annotation that was
+    /// handled, so a full re-import runs once per value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reindex_at: Option<String>,
+
     /// The last completed sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync: Option<SyncSummary>,

@@ -92,11 +92,17 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
     let mut status = obj.status.clone().unwrap_or_default();
     status.repository = Some(describe_repository(&obj.spec.source));
     let request = triggers::new_request(&obj).map(str::to_string);
+    let reindex = triggers::new_reindex(&obj).map(str::to_string);
 
     let mut project = None;
     let result = apply_inner(&obj, &ctx, &key, &mut status, &mut writer, &mut project).await;
+    // Handled once, whether the run succeeded or not (as a request is): a
+    // failed reindex is asked for again with a new value.
     if request.is_some() {
         status.last_handled_requested_at = request;
+    }
+    if reindex.is_some() {
+        status.last_handled_reindex_at = reindex;
     }
     match result {
         Ok(action) => {
@@ -292,19 +298,21 @@ fn build_request(
     inputs: &ObservedInputs,
     head: Option<crate::source::HeadCache>,
 ) -> SyncRequest {
-    let reprocess_all = match previous {
-        Some(p) => p.chunker != inputs.chunker || p.embedding_model != inputs.embedding_model,
-        // Unknown settings (the resource was recreated over retained data):
-        // process everything again rather than trust chunks of unknown make.
-        None => true,
-    };
+    // A reindex trusts nothing recorded: every file is fetched and processed.
+    let reprocess_all = trigger.reindex()
+        || match previous {
+            Some(p) => p.chunker != inputs.chunker || p.embedding_model != inputs.embedding_model,
+            // Unknown settings (the resource was recreated over retained data):
+            // process everything again rather than trust chunks of unknown make.
+            None => true,
+        };
     SyncRequest {
         project,
         branch: obj.spec.branch.clone(),
         pinned_commit: obj.spec.commit.clone(),
         head_cache: head,
         trigger: trigger.describe(),
-        force: triggers::inputs_changed(previous, inputs),
+        force: trigger.reindex() || triggers::inputs_changed(previous, inputs),
         inputs: ProcessingInputs {
             filter: valid.filter.clone(),
             max_file_size: valid.max_file_size,

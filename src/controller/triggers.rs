@@ -1,10 +1,12 @@
 //! Why a reconcile should (or should not) start a run: the spec changed, a
-//! user asked with the `projectsync.dev/requested-at` annotation, the interval
-//! elapsed, or the resource is suspended. Pure functions of the object.
+//! user asked with the `projectsync.dev/requested-at` annotation (or a
+//! webhook did, through the same annotation), a user asked for a full
+//! re-import with `projectsync.dev/reindex`, the interval elapsed, or the
+//! resource is suspended. Pure functions of the object.
 
 use kube::ResourceExt;
 
-use crate::api::{ObservedInputs, ProjectSync, REQUESTED_AT_ANNOTATION};
+use crate::api::{ObservedInputs, ProjectSync, REINDEX_ANNOTATION, REQUESTED_AT_ANNOTATION};
 
 /// What a reconcile should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,8 @@ pub enum Trigger {
     SpecChanged,
     /// A new value of the request annotation.
     Requested(String),
+    /// A new value of the reindex annotation: every file is processed again.
+    Reindex(String),
     /// The interval elapsed (or the operator restarted, or a Secret changed).
     Interval,
 }
@@ -35,6 +39,7 @@ impl Trigger {
             Trigger::FirstSync => "first sync".to_string(),
             Trigger::SpecChanged => "spec changed".to_string(),
             Trigger::Requested(value) => format!("requested at {value}"),
+            Trigger::Reindex(value) => format!("reindex requested at {value}"),
             Trigger::Interval => "interval".to_string(),
         }
     }
@@ -45,6 +50,12 @@ impl Trigger {
     pub fn spec_changed(&self) -> bool {
         matches!(self, Trigger::SpecChanged)
     }
+
+    /// Whether the run must fetch and process every file again, trusting
+    /// nothing recorded by earlier runs.
+    pub fn reindex(&self) -> bool {
+        matches!(self, Trigger::Reindex(_))
+    }
 }
 
 /// Decides what a reconcile of `obj` does.
@@ -53,6 +64,10 @@ pub fn decide(obj: &ProjectSync) -> Decision {
         return Decision::Suspended;
     }
     let status = obj.status.as_ref();
+    // A reindex includes everything a plain request would do.
+    if let Some(value) = new_reindex(obj) {
+        return Decision::Check(Trigger::Reindex(value.to_string()));
+    }
     if let Some(value) = new_request(obj) {
         return Decision::Check(Trigger::Requested(value.to_string()));
     }
@@ -69,6 +84,13 @@ pub fn decide(obj: &ProjectSync) -> Decision {
 pub fn new_request(obj: &ProjectSync) -> Option<&str> {
     let value = obj.annotations().get(REQUESTED_AT_ANNOTATION)?;
     let handled = obj.status.as_ref().and_then(|s| s.last_handled_requested_at.as_deref());
+    (handled != Some(value.as_str())).then_some(value.as_str())
+}
+
+/// The reindex annotation's value when it has not been handled yet.
+pub fn new_reindex(obj: &ProjectSync) -> Option<&str> {
+    let value = obj.annotations().get(REINDEX_ANNOTATION)?;
+    let handled = obj.status.as_ref().and_then(|s| s.last_handled_reindex_at.as_deref());
     (handled != Some(value.as_str())).then_some(value.as_str())
 }
 
@@ -134,6 +156,18 @@ mod tests {
         assert_eq!(decide(&obj), Decision::Check(Trigger::Requested("t1".into())));
         obj.status.as_mut().unwrap().last_handled_requested_at = Some("t1".into());
         assert_eq!(decide(&obj), Decision::Check(Trigger::Interval));
+    }
+
+    #[test]
+    fn a_reindex_is_handled_once_per_value_and_wins_over_a_request() {
+        let mut obj = object(1, Some(synced(1)));
+        obj.annotations_mut().insert(REQUESTED_AT_ANNOTATION.into(), "t1".into());
+        obj.annotations_mut().insert(REINDEX_ANNOTATION.into(), "r1".into());
+        let trigger = Trigger::Reindex("r1".into());
+        assert_eq!(trigger.describe(), "reindex requested at r1");
+        assert_eq!(decide(&obj), Decision::Check(trigger));
+        obj.status.as_mut().unwrap().last_handled_reindex_at = Some("r1".into());
+        assert_eq!(decide(&obj), Decision::Check(Trigger::Requested("t1".into())));
     }
 
     #[test]

@@ -60,14 +60,16 @@ one rule per capability, so that tests/rbac.rs can remove each rule and see
 the operator fail with "forbidden". Shared by the ClusterRole (all
 namespaces) and the per-namespace Roles (watchNamespaces).
 
-- projectsyncs list/watch: the controller's reflector (no get: it never
-  reads one object by name).
+- projectsyncs list/watch: the controller's reflector, and the webhook
+  receiver's lookup of one resource (a list with a metadata.name field
+  selector; no get).
 - projectsyncs patch: adding and removing the operator's finalizer (a JSON
-  patch on the object). No update, and no projectsyncs/finalizers: that
+  patch on the object), and the webhook receiver's request annotation. No update, and no projectsyncs/finalizers: that
   subresource only guards ownerReferences with blockOwnerDeletion, which the
   operator never sets.
 - projectsyncs/status patch: status by server-side apply.
-- secrets get: reading a ProjectSync's secretRef (credentials).
+- secrets get: reading a ProjectSync's secretRef (credentials) and
+  spec.webhook.secretRef (the webhook's HMAC secret).
 - secrets list/watch: noticing that a referenced Secret changed (metadata only).
 - events create/patch: events.k8s.io events on transitions (patch aggregates
   a repeated event into a series).

@@ -1,0 +1,345 @@
+//! The webhook receiver end to end: the real binary against the real API
+//! server and a `git daemon`. A signed push to the branch syncs at once
+//! (the interval is an hour); every refusal answers its status and is
+//! counted in `/metrics`. Signatures are computed here with the `hmac`
+//! crate, not with the operator's own code.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, api::PostParams};
+use projectsync::api::{ProjectSync, REQUESTED_AT_ANNOTATION};
+use serde_json::json;
+use sha2::Sha256;
+use support::{
+    fresh_database, fresh_namespace,
+    git_server::GitDaemon,
+    operator::{Operator, OperatorConfig},
+    psync::{create, synced_at, wait_until},
+    repo::TestRepo,
+};
+
+const SECRET: &str = "it's a secret to everybody";
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// POSTs `body` to `path` with `headers`; returns the status.
+async fn post(operator: &Operator, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> u16 {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{}{path}", operator.addr))
+        .header("content-type", "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    request
+        .send()
+        .await
+        .expect("the operator answers")
+        .status()
+        .as_u16()
+}
+
+/// A GitHub delivery: event, delivery id and a signature under `secret`.
+fn github_headers(
+    event: &str,
+    delivery: &str,
+    secret: &str,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-github-event", event.to_string()),
+        ("x-github-delivery", delivery.to_string()),
+        ("x-hub-signature-256", sign(secret, body)),
+    ]
+}
+
+fn push(branch: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "ref": format!("refs/heads/{branch}"), "before": "0", "after": "1", "commits": [] }))
+        .expect("json")
+}
+
+/// `projectsync_webhook_requests_total{result="..."}`, 0 when absent.
+fn webhook_count(metrics: &str, result: &str) -> u64 {
+    let prefix = format!("projectsync_webhook_requests_total{{result=\"{result}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn create_secret(ns: &support::TestNamespace, name: &str, key: &str, value: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": name },
+        "stringData": { key: value },
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+}
+
+#[tokio::test]
+async fn a_signed_push_to_the_branch_syncs_at_once_and_its_replay_is_refused() {
+    let ns = fresh_namespace("hook-push").await;
+    let db = fresh_database("hook_push").await;
+    let mut repo = TestRepo::new("app");
+    repo.write("README.md", "# app\n");
+    let first = repo.commit("initial");
+    let daemon = GitDaemon::start(repo.root());
+    let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
+    let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
+    create_secret(&ns, "hook", "hmac", SECRET).await;
+    create(
+        &api,
+        "app",
+        json!({
+            "source": { "git": { "url": daemon.url("app") } },
+            "branch": "main",
+            "interval": "1h",
+            "webhook": { "secretRef": { "name": "hook", "key": "hmac" } },
+        }),
+    )
+    .await;
+    wait_until(
+        &api,
+        "app",
+        || operator.log_tail(),
+        "synced",
+        synced_at(first),
+    )
+    .await;
+
+    repo.write("README.md", "# app, pushed\n");
+    let second = repo.commit("pushed");
+    let body = push("main");
+    let path = format!("/hooks/github/{}/app", ns.name);
+    let posted = Instant::now();
+    assert_eq!(
+        post(
+            &operator,
+            &path,
+            &github_headers("push", "delivery-1", SECRET, &body),
+            body.clone()
+        )
+        .await,
+        202
+    );
+    // The interval is an hour: only the webhook can have started this run.
+    let obj = wait_until(
+        &api,
+        "app",
+        || operator.log_tail(),
+        "synced after the push",
+        synced_at(second),
+    )
+    .await;
+    let elapsed = posted.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "the push was synced {elapsed:?} after the POST, not at once"
+    );
+    eprintln!("webhook POST to Ready: {elapsed:?}");
+    let status = obj.status.expect("status");
+    assert_eq!(
+        status.last_sync.expect("lastSync").trigger.as_deref(),
+        Some("requested at webhook:delivery-1")
+    );
+    assert_eq!(
+        status.last_handled_requested_at.as_deref(),
+        Some("webhook:delivery-1")
+    );
+
+    // The same delivery again: refused, and no new request.
+    assert_eq!(
+        post(
+            &operator,
+            &path,
+            &github_headers("push", "delivery-1", SECRET, &body),
+            body.clone()
+        )
+        .await,
+        409
+    );
+
+    // The generic form for other hosts: `{"branch": ...}`.
+    repo.write("README.md", "# app, pushed elsewhere\n");
+    let third = repo.commit("generic");
+    let generic = serde_json::to_vec(&json!({ "branch": "main" })).expect("json");
+    let headers = vec![
+        ("x-delivery-id", "generic-1".to_string()),
+        ("x-hub-signature-256", sign(SECRET, &generic)),
+    ];
+    assert_eq!(
+        post(
+            &operator,
+            &format!("/hooks/generic/{}/app", ns.name),
+            &headers,
+            generic
+        )
+        .await,
+        202
+    );
+    let obj = wait_until(
+        &api,
+        "app",
+        || operator.log_tail(),
+        "synced after the generic push",
+        synced_at(third),
+    )
+    .await;
+    assert_eq!(
+        obj.status
+            .expect("status")
+            .last_sync
+            .expect("lastSync")
+            .trigger
+            .as_deref(),
+        Some("requested at webhook:generic-1")
+    );
+
+    let metrics = operator.metrics().await;
+    assert_eq!(webhook_count(&metrics, "accepted"), 2, "{metrics}");
+    assert_eq!(webhook_count(&metrics, "replayed"), 1, "{metrics}");
+}
+
+#[tokio::test]
+async fn unsigned_misdirected_oversize_and_unknown_deliveries_are_refused_and_counted() {
+    let ns = fresh_namespace("hook-refuse").await;
+    let db = fresh_database("hook_refuse").await;
+    let mut repo = TestRepo::new("app");
+    repo.write("README.md", "# app\n");
+    let first = repo.commit("initial");
+    let daemon = GitDaemon::start(repo.root());
+    let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
+    let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
+    create_secret(&ns, "hook", "token", SECRET).await;
+    let spec = |webhook: bool| {
+        let mut spec = json!({ "source": { "git": { "url": daemon.url("app") } }, "branch": "main", "interval": "1h" });
+        if webhook {
+            spec["webhook"] = json!({ "secretRef": { "name": "hook" } });
+        }
+        spec
+    };
+    create(&api, "app", spec(true)).await;
+    create(&api, "plain", spec(false)).await;
+    wait_until(
+        &api,
+        "app",
+        || operator.log_tail(),
+        "synced",
+        synced_at(first),
+    )
+    .await;
+    let path = format!("/hooks/github/{}/app", ns.name);
+    let body = push("main");
+
+    // GitHub's ping on hook creation.
+    let ping = serde_json::to_vec(&json!({ "zen": "Keep it logically awesome.", "hook_id": 1 }))
+        .expect("json");
+    assert_eq!(
+        post(
+            &operator,
+            &path,
+            &github_headers("ping", "ping-1", SECRET, &ping),
+            ping
+        )
+        .await,
+        200
+    );
+    // A wrong secret, and no signature at all.
+    assert_eq!(
+        post(
+            &operator,
+            &path,
+            &github_headers("push", "bad-1", "guess", &body),
+            body.clone()
+        )
+        .await,
+        401
+    );
+    let unsigned = vec![
+        ("x-github-event", "push".to_string()),
+        ("x-github-delivery", "bad-2".to_string()),
+    ];
+    assert_eq!(post(&operator, &path, &unsigned, body.clone()).await, 401);
+    // A signature over another body.
+    let mut tampered = github_headers("push", "bad-3", SECRET, &body);
+    tampered[2].1 = sign(SECRET, &push("evil"));
+    assert_eq!(post(&operator, &path, &tampered, body.clone()).await, 401);
+    // A push to another branch: accepted as a delivery, but nothing is requested.
+    let other = push("dev");
+    assert_eq!(
+        post(
+            &operator,
+            &path,
+            &github_headers("push", "dev-1", SECRET, &other),
+            other
+        )
+        .await,
+        202
+    );
+    // Over 1 MiB: refused before it is parsed (it is not even JSON).
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    assert_eq!(
+        post(
+            &operator,
+            &path,
+            &github_headers("push", "big-1", SECRET, &big),
+            big
+        )
+        .await,
+        413
+    );
+    // No such resource, a resource without a webhook, a namespace not served: all alike.
+    for missing in [
+        format!("/hooks/github/{}/absent", ns.name),
+        format!("/hooks/github/{}/plain", ns.name),
+        "/hooks/github/kube-system/app".to_string(),
+    ] {
+        assert_eq!(
+            post(
+                &operator,
+                &missing,
+                &github_headers("push", "nf", SECRET, &body),
+                body.clone()
+            )
+            .await,
+            404
+        );
+    }
+
+    let obj = api.get("app").await.expect("get app");
+    assert!(
+        !obj.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(REQUESTED_AT_ANNOTATION),
+        "no refused or ignored delivery requested a sync"
+    );
+    let metrics = operator.metrics().await;
+    for (result, expected) in [
+        ("ping", 1),
+        ("unauthorized", 3),
+        ("ignored", 1),
+        ("too_large", 1),
+        ("not_found", 3),
+        ("accepted", 0),
+    ] {
+        assert_eq!(
+            webhook_count(&metrics, result),
+            expected,
+            "{result}: {metrics}"
+        );
+    }
+}
