@@ -19,7 +19,13 @@ pub enum PathIssue {
     Nul,
     NotUtf8,
     GitDirectory,
+    TooLong,
 }
+
+/// The longest path accepted, in bytes. The store indexes paths in btrees,
+/// whose entries cannot exceed about 2.7 KB; a longer path that does not
+/// compress would fail the whole run at import, on every retry.
+pub const MAX_PATH_BYTES: usize = 2048;
 
 impl PathIssue {
     /// Short static category for events and metric labels.
@@ -32,6 +38,7 @@ impl PathIssue {
             PathIssue::Nul => "NulInPath",
             PathIssue::NotUtf8 => "PathNotUtf8",
             PathIssue::GitDirectory => "GitDirectoryInPath",
+            PathIssue::TooLong => "PathTooLong",
         }
     }
 }
@@ -46,6 +53,7 @@ impl fmt::Display for PathIssue {
             PathIssue::Nul => "path contains a NUL byte",
             PathIssue::NotUtf8 => "path is not valid UTF-8",
             PathIssue::GitDirectory => "path contains a '.git' component",
+            PathIssue::TooLong => "path is longer than 2048 bytes",
         };
         f.write_str(text)
     }
@@ -59,6 +67,9 @@ pub fn classify_path(raw: &[u8]) -> Result<&str, PathIssue> {
     }
     if raw.contains(&0) {
         return Err(PathIssue::Nul);
+    }
+    if raw.len() > MAX_PATH_BYTES {
+        return Err(PathIssue::TooLong);
     }
     let path = std::str::from_utf8(raw).map_err(|_| PathIssue::NotUtf8)?;
     if path.starts_with('/') || path.starts_with('\\') || has_drive_prefix(path) {
@@ -226,6 +237,10 @@ mod tests {
         assert_eq!(classify_path(b"a\0b"), Err(PathIssue::Nul));
         assert_eq!(classify_path(b"a/\xffb"), Err(PathIssue::NotUtf8));
         assert_eq!(classify_path(b""), Err(PathIssue::Empty));
+        let longest = "a/".repeat(MAX_PATH_BYTES / 2 - 1) + "ab";
+        assert_eq!(classify_path(longest.as_bytes()), Ok(longest.as_str()));
+        let too_long = longest + "c";
+        assert_eq!(classify_path(too_long.as_bytes()), Err(PathIssue::TooLong));
         assert_eq!(classify_path(b"a//b"), Err(PathIssue::EmptyOrDotComponent));
         assert_eq!(classify_path(b"./a"), Err(PathIssue::EmptyOrDotComponent));
         assert_eq!(

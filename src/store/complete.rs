@@ -68,6 +68,7 @@ impl Store {
             modified = record.files.modified,
             deleted = record.files.deleted,
             unchanged = record.files.unchanged,
+            skipped = record.files.skipped,
             "sync run completed"
         );
         Ok(record)

@@ -11,9 +11,14 @@ use super::error::{db, duplicate_path_from_detail, error_detail, violated_constr
 use super::model::{ActiveFile, FileKind, NewFile, Rename, SyncStatus};
 use super::{FileId, ProjectId, Store, StoreError, SyncId};
 
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
 /// Maps a failed insert into `repository_files` onto a domain error.
 fn insert_error(sync: SyncId, op: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
-    move |error| match violated_constraint(&error) {
+    // Postgres names the index for other errors too (an index row too large).
+    move |error| match violated_constraint(&error).filter(|_| is_unique_violation(&error)) {
         Some("repository_files_sync_path_key") => StoreError::DuplicatePath {
             sync,
             path: error_detail(&error)

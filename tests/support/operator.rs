@@ -123,6 +123,11 @@ impl Operator {
         http_get(self.addr, "/metrics").await.expect("metrics answer").1
     }
 
+    /// Whether the process is still running (has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
