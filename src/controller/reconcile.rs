@@ -152,6 +152,17 @@ async fn apply_inner(
     let cached = resolve_source(ctx, obj, key).await?;
     let project = ctx.store.ensure_project(&build_identity(obj)).await?;
     *project_out = Some(project);
+    // Reconciles of one resource never overlap and only the leader runs
+    // them, so a live run of this project now is one whose failure could not
+    // be recorded (the database was down when it failed): fail it here
+    // rather than leave it IN_PROGRESS until the next operator start.
+    let stale = ctx
+        .store
+        .fail_abandoned(Some(project), Utc::now(), "the run stopped without its failure being recorded (the database was unreachable)")
+        .await?;
+    if !stale.is_empty() {
+        tracing::warn!(count = stale.len(), "marked unfinished runs of this project FAILED");
+    }
 
     let inputs = ObservedInputs {
         include: obj.spec.include.clone(),
