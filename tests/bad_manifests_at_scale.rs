@@ -121,6 +121,7 @@ fn base_manifest(git: bool) -> Value {
             },
             "historyLimit": 10,
             "deletionPolicy": "Retain",
+            "webhook": { "secretRef": { "name": "hook", "key": "secret" } },
         },
     })
 }
