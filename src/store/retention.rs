@@ -17,6 +17,22 @@ pub(crate) fn build_cutoff(latest_seq: i32, keep: u32) -> i32 {
     latest_seq.saturating_sub(keep).saturating_add(1).max(1)
 }
 
+/// Runs one bounded DELETE (`batch`) until it deletes nothing; returns the
+/// rows deleted in all.
+async fn delete_in_batches<F, Fut>(mut batch: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        match batch().await? {
+            0 => return Ok(total),
+            n => total += n,
+        }
+    }
+}
+
 impl Store {
     /// Keeps the pictures of the project's last `keep` completed runs (0 is
     /// taken as 1: the current picture is never pruned) and deletes rows
@@ -52,8 +68,8 @@ impl Store {
             .await
             .map_err(db("mark pruned syncs"))?
             .rows_affected();
-            loop {
-                let n = sqlx::query!(
+            report.memory_entries_deleted += delete_in_batches(|| async {
+                sqlx::query!(
                     r#"DELETE FROM memory_entries WHERE id IN (
                            SELECT m.id FROM project_syncs x
                              JOIN repository_files f ON f.superseded_sync_id = x.id AND f.project_id = $1
@@ -66,15 +82,12 @@ impl Store {
                 )
                 .execute(&self.pool)
                 .await
-                .map_err(db("delete superseded memory entries"))?
-                .rows_affected();
-                report.memory_entries_deleted += n;
-                if n == 0 {
-                    break;
-                }
-            }
-            loop {
-                let n = sqlx::query!(
+                .map(|done| done.rows_affected())
+                .map_err(db("delete superseded memory entries"))
+            })
+            .await?;
+            report.files_deleted += delete_in_batches(|| async {
+                sqlx::query!(
                     r#"DELETE FROM repository_files WHERE id IN (
                            SELECT f.id FROM project_syncs x
                              JOIN repository_files f ON f.superseded_sync_id = x.id AND f.project_id = $1
@@ -86,18 +99,15 @@ impl Store {
                 )
                 .execute(&self.pool)
                 .await
-                .map_err(db("delete superseded file versions"))?
-                .rows_affected();
-                report.files_deleted += n;
-                if n == 0 {
-                    break;
-                }
-            }
+                .map(|done| done.rows_affected())
+                .map_err(db("delete superseded file versions"))
+            })
+            .await?;
         }
 
         // Partial rows of failed runs never become active.
-        loop {
-            let n = sqlx::query!(
+        report.memory_entries_deleted += delete_in_batches(|| async {
+            sqlx::query!(
                 r#"DELETE FROM memory_entries WHERE id IN (
                        SELECT m.id FROM project_syncs x
                          JOIN repository_files f ON f.introduced_sync_id = x.id
@@ -109,15 +119,12 @@ impl Store {
             )
             .execute(&self.pool)
             .await
-            .map_err(db("delete memory entries of failed runs"))?
-            .rows_affected();
-            report.memory_entries_deleted += n;
-            if n == 0 {
-                break;
-            }
-        }
-        loop {
-            let n = sqlx::query!(
+            .map(|done| done.rows_affected())
+            .map_err(db("delete memory entries of failed runs"))
+        })
+        .await?;
+        report.files_deleted += delete_in_batches(|| async {
+            sqlx::query!(
                 r#"DELETE FROM repository_files WHERE id IN (
                        SELECT f.id FROM project_syncs x
                          JOIN repository_files f ON f.introduced_sync_id = x.id
@@ -128,13 +135,10 @@ impl Store {
             )
             .execute(&self.pool)
             .await
-            .map_err(db("delete file versions of failed runs"))?
-            .rows_affected();
-            report.files_deleted += n;
-            if n == 0 {
-                break;
-            }
-        }
+            .map(|done| done.rows_affected())
+            .map_err(db("delete file versions of failed runs"))
+        })
+        .await?;
         tracing::info!(?report, keep, "pruned sync history");
         Ok(report)
     }
