@@ -48,7 +48,7 @@ fn last_sync(obj: &ProjectSync) -> Option<&SyncSummary> {
 /// One repository on the stand-in and an operator for one test.
 struct Bench {
     _ns: TestNamespace,
-    _db: support::TestDb,
+    db: support::TestDb,
     _repo: TestRepo,
     github: GithubStandIn,
     operator: Operator,
@@ -57,6 +57,17 @@ struct Bench {
 }
 
 impl Bench {
+    /// Active memory entries counted by embedding model (`-` for none).
+    async fn active_entries_by_model(&self) -> Vec<(String, i64)> {
+        sqlx::query_as(
+            "SELECT COALESCE(embedding_model, '-'), count(*) FROM active_memory_entries \
+             GROUP BY 1 ORDER BY 1",
+        )
+        .fetch_all(&self.db.pool)
+        .await
+        .expect("count active memory entries")
+    }
+
     /// Five small text files under `src/`, two under `docs/`, one of 2000
     /// bytes and one of 5000 under `data/`.
     async fn start(label: &str) -> Self {
@@ -78,7 +89,7 @@ impl Bench {
         let api = Api::namespaced(ns.client.clone(), &ns.name);
         Bench {
             _ns: ns,
-            _db: db,
+            db,
             _repo: repo,
             github,
             operator,
@@ -240,7 +251,7 @@ async fn changing_max_file_size_modifies_only_the_files_crossing_the_limit() {
 }
 
 #[tokio::test]
-async fn changing_the_embedding_model_reprocesses_every_text_file() {
+async fn changing_the_embedding_model_only_reembeds_stored_chunks() {
     let bench = Bench::start("reprocess-model").await;
     let embed = EmbedServer::start().await;
     let embedding =
@@ -249,27 +260,63 @@ async fn changing_the_embedding_model_reprocesses_every_text_file() {
         .create(json!({ "embedding": embedding("fake-8"), "maxFileSize": 1000 }))
         .await;
     assert_eq!(last_sync(&obj).expect("lastSync").files.added, 9);
+    let first = last_sync(&obj).expect("lastSync").clone();
+    let first_entries = match bench.active_entries_by_model().await.as_slice() {
+        [(model, n)] if model == "fake-8" => *n,
+        other => panic!("every entry embedded with fake-8 after the first sync, found {other:?}"),
+    };
     let before = embed.request_count();
 
     let obj = bench
         .change_spec(json!({ "embedding": embedding("fake-8-v2") }), &obj)
         .await;
-    let files = &last_sync(&obj).expect("lastSync").files;
+    let last = last_sync(&obj).expect("lastSync");
     assert_eq!(
-        (files.modified, files.unchanged, files.total),
-        (9, 0, 9),
-        "every path is processed again"
+        counts(&last.files),
+        (0, 7, 0, 2, 9),
+        "the seven text files under the limit get new rows; the two over it keep theirs"
     );
+    assert_eq!(last.commit, first.commit);
     assert_eq!(
         blob_requests(&bench.github.requests()),
-        7,
-        "every text file under the limit is fetched again"
+        0,
+        "the chunks come from the store: no blob is fetched again"
+    );
+    assert_eq!(
+        bench.active_entries_by_model().await,
+        vec![("fake-8-v2".to_string(), first_entries)],
+        "the same chunks, all with embeddings of the new model"
     );
     let requests = embed.requests();
     assert!(requests.len() > before, "new embeddings were computed");
     assert!(
         requests[before..].iter().all(|r| r.model == "fake-8-v2"),
         "with the new model"
+    );
+    let embedded: usize = requests[before..].iter().map(|r| r.inputs.len()).sum();
+    let first_embedded: usize = requests[..before].iter().map(|r| r.inputs.len()).sum();
+    assert_eq!(
+        embedded, first_embedded,
+        "each distinct chunk is embedded once with the new model, as with the old"
+    );
+
+    // Back to the first model: every chunk already has an embedding of it,
+    // so nothing is fetched and nothing is computed.
+    let count = embed.request_count();
+    let obj = bench
+        .change_spec(json!({ "embedding": embedding("fake-8") }), &obj)
+        .await;
+    assert_eq!(counts(&last_sync(&obj).expect("lastSync").files), (0, 7, 0, 2, 9));
+    assert_eq!(blob_requests(&bench.github.requests()), 0);
+    assert_eq!(embed.request_count(), count, "embeddings are reused by content hash");
+
+    // No model at all: the chunks stay, without embeddings.
+    let obj = bench.change_spec(json!({ "embedding": null }), &obj).await;
+    assert_eq!(counts(&last_sync(&obj).expect("lastSync").files), (0, 7, 0, 2, 9));
+    assert_eq!(blob_requests(&bench.github.requests()), 0);
+    assert_eq!(
+        bench.active_entries_by_model().await,
+        vec![("-".to_string(), first_entries)]
     );
 }
 

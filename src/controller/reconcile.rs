@@ -20,7 +20,7 @@ use tracing::{Instrument, field};
 
 use crate::{
     api::{DeletionPolicy, ObservedInputs, ProjectSync, ProjectSyncStatus, Progress},
-    pipeline::{Outcome, Pipeline, PipelineError, ProcessingInputs, Step, SyncEvent, SyncRequest},
+    pipeline::{Outcome, Pipeline, PipelineError, ProcessingInputs, Reprocess, Step, SyncEvent, SyncRequest},
     store::ProjectId,
 };
 
@@ -310,13 +310,15 @@ fn build_request(
     head: Option<crate::source::HeadCache>,
 ) -> SyncRequest {
     // A reindex trusts nothing recorded: every file is fetched and processed.
-    let reprocess_all = trigger.reindex()
-        || match previous {
-            Some(p) => p.chunker != inputs.chunker || p.embedding_model != inputs.embedding_model,
-            // Unknown settings (the resource was recreated over retained data):
-            // process everything again rather than trust chunks of unknown make.
-            None => true,
-        };
+    let reprocess = match previous {
+        _ if trigger.reindex() => Reprocess::Everything,
+        Some(p) if p.chunker != inputs.chunker => Reprocess::Everything,
+        Some(p) if p.embedding_model != inputs.embedding_model => Reprocess::Embeddings,
+        Some(_) => Reprocess::Nothing,
+        // Unknown settings (the resource was recreated over retained data):
+        // process everything again rather than trust chunks of unknown make.
+        None => Reprocess::Everything,
+    };
     SyncRequest {
         project,
         branch: obj.spec.branch.clone(),
@@ -328,7 +330,7 @@ fn build_request(
             filter: valid.filter.clone(),
             max_file_size: valid.max_file_size,
             previous_max_file_size: previous.and_then(|p| u64::try_from(p.max_file_size).ok()),
-            reprocess_all,
+            reprocess,
         },
         history_limit: history_limit(obj),
     }

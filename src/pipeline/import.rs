@@ -15,7 +15,7 @@ use crate::{
         Source,
         content::{BlobClass, classify_blob},
     },
-    store::{ContentHash, Embedding, FileKind, NewFile, NewMemoryEntry, Rename, Store, SyncId},
+    store::{ContentHash, Embedding, FileId, FileKind, NewFile, NewMemoryEntry, Rename, Store, SyncId},
 };
 
 use super::{
@@ -111,7 +111,7 @@ pub async fn import_batch(ctx: &ImportContext<'_>, batch: &[PlannedFile], totals
     let ids = ctx.store.record_files(ctx.sync, &new_files).await.map_err(|e| fail(e.into()))?;
     let id_by_path: HashMap<&str, _> = new_files.iter().map(|f| f.path.as_str()).zip(ids).collect();
 
-    let mut entries: Vec<NewMemoryEntry> = Vec::new();
+    let mut entries: Vec<NewMemoryEntry> = copy_chunks(ctx, batch, &id_by_path).await.map_err(|e| fail(e.into()))?;
     for (i, chunks) in chunked {
         let file = id_by_path[to_fetch[i].entry.path.as_str()];
         entries.extend(chunks.into_iter().map(|chunk| NewMemoryEntry {
@@ -133,6 +133,32 @@ pub async fn import_batch(ctx: &ImportContext<'_>, batch: &[PlannedFile], totals
     totals.memory_entries += entries.len() as u64;
     totals.files_done += batch.len() as u64;
     Ok(())
+}
+
+/// The stored chunks of the versions that `Reembed` files copy, moved to the
+/// rows this run recorded for them (embeddings are attached afterwards).
+async fn copy_chunks(
+    ctx: &ImportContext<'_>,
+    batch: &[PlannedFile],
+    id_by_path: &HashMap<&str, FileId>,
+) -> Result<Vec<NewMemoryEntry>, crate::store::StoreError> {
+    let mut targets: HashMap<FileId, Vec<FileId>> = HashMap::new();
+    for file in batch {
+        if let Action::Reembed(from) = file.action {
+            targets.entry(from).or_default().push(id_by_path[file.entry.path.as_str()]);
+        }
+    }
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sources: Vec<FileId> = targets.keys().copied().collect();
+    let mut entries = Vec::new();
+    for chunk in ctx.store.chunks_of(&sources).await? {
+        for &to in &targets[&chunk.file] {
+            entries.push(NewMemoryEntry { file: to, ..chunk.clone() });
+        }
+    }
+    Ok(entries)
 }
 
 /// Fills in embeddings: reused for content hashes the store already has for

@@ -48,8 +48,24 @@ pub struct ProcessingInputs {
     /// `maxFileSize` of the base sync, when known: files that cross the
     /// difference are processed again.
     pub previous_max_file_size: Option<u64>,
-    /// The chunker or embedding model changed: process every file again.
-    pub reprocess_all: bool,
+    /// What the base sync's outcome can no longer be trusted for.
+    pub reprocess: Reprocess,
+}
+
+/// How much of an unchanged file's recorded outcome a run reuses, from what
+/// changed in the inputs since the base sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reprocess {
+    /// Nothing that shapes processing changed: unchanged files cost nothing.
+    #[default]
+    Nothing,
+    /// Only the embedding model (or whether there is one) changed: the
+    /// chunks are still right, so text files are re-recorded from their
+    /// stored chunks with new embeddings; no blob is fetched or chunked.
+    Embeddings,
+    /// The chunker changed, the base is of unknown make, or a reindex was
+    /// asked for: every file is fetched and processed again.
+    Everything,
 }
 
 /// One run to attempt.

@@ -10,7 +10,7 @@ use crate::{
     store::{ActiveFile, FileId, FileKind},
 };
 
-use super::{ChangeCounts, ProcessingInputs};
+use super::{ChangeCounts, ProcessingInputs, Reprocess};
 
 /// What happens to one added or modified path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,10 @@ pub enum Action {
     /// Same content as an existing version: copy that version's row and
     /// memory entries inside the store, fetch nothing.
     Reuse(FileId),
+    /// Same content as an existing version whose embeddings are of another
+    /// model: record a new row with that version's chunks, embedded again.
+    /// Fetches and chunks nothing.
+    Reembed(FileId),
 }
 
 /// Why a recorded path gets no memory entries.
@@ -62,9 +66,10 @@ pub struct Plan {
 
 /// Diffs `tree` against the base picture `previous`. Paths the filter drops
 /// are not part of the mirror (a newly excluded path is deleted). With
-/// `reprocess_all` (the chunker or embedding model changed) every kept path
-/// is processed again; otherwise unchanged paths cost nothing and a path
-/// whose blob already has a version is reused, not refetched.
+/// [`Reprocess::Everything`] every kept path is processed again; with
+/// [`Reprocess::Embeddings`] every unchanged text file is re-embedded from
+/// its stored chunks; otherwise unchanged paths cost nothing. A path whose
+/// blob already has a version is reused (or re-embedded), not refetched.
 pub fn build_plan(previous: &[ActiveFile], tree: &Tree, inputs: &ProcessingInputs) -> Plan {
     let previous_by_path: HashMap<&str, &ActiveFile> = previous.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut reusable: HashMap<(&str, FileKind), FileId> = HashMap::new();
@@ -86,8 +91,9 @@ pub fn build_plan(previous: &[ActiveFile], tree: &Tree, inputs: &ProcessingInput
         let old = previous_by_path.get(entry.path.as_str());
         let unchanged = old.is_some_and(|f| f.blob_sha == entry.blob_sha && f.mode == entry.mode);
         // A version processed under other settings cannot be reused as it is.
-        let settings_changed = inputs.reprocess_all || crosses_size_limit(entry, inputs);
-        if unchanged && !settings_changed {
+        let settings_changed = inputs.reprocess == Reprocess::Everything || crosses_size_limit(entry, inputs);
+        let reembed = inputs.reprocess == Reprocess::Embeddings;
+        if unchanged && !settings_changed && !(reembed && old.is_some_and(|f| has_chunks(f, inputs))) {
             plan.counts.unchanged += 1;
             continue;
         }
@@ -103,7 +109,7 @@ pub fn build_plan(previous: &[ActiveFile], tree: &Tree, inputs: &ProcessingInput
             _ => match reusable.get(&(entry.blob_sha.as_str(), planned.file_kind())) {
                 Some(&id) if !settings_changed => {
                     plan.counts.renamed += u64::from(old.is_none());
-                    Action::Reuse(id)
+                    if reembed { Action::Reembed(id) } else { Action::Reuse(id) }
                 }
                 _ => Action::Process,
             },
@@ -121,6 +127,13 @@ pub fn build_plan(previous: &[ActiveFile], tree: &Tree, inputs: &ProcessingInput
     plan.counts.deleted = plan.deleted_paths.len() as u64;
     plan.counts.total = kept_paths.len() as u64;
     plan
+}
+
+/// Whether the base version of a path may have memory entries (and so
+/// embeddings): a regular file within the size limit. Binary files pass too;
+/// they just have no chunks to copy.
+fn has_chunks(file: &ActiveFile, inputs: &ProcessingInputs) -> bool {
+    file.kind == FileKind::File && file.size <= inputs.max_file_size
 }
 
 /// Whether `maxFileSize` changed since the base so that this unchanged file
@@ -195,7 +208,7 @@ mod tests {
             filter: PathFilter::all(),
             max_file_size: 1 << 20,
             previous_max_file_size: Some(1 << 20),
-            reprocess_all: false,
+            reprocess: Reprocess::Nothing,
         }
     }
 
@@ -277,9 +290,32 @@ mod tests {
     fn a_chunker_change_reprocesses_everything() {
         let previous = [active(1, "a", "a", 1)];
         let mut all = inputs();
-        all.reprocess_all = true;
+        all.reprocess = Reprocess::Everything;
         let plan = build_plan(&previous, &tree(vec![entry("a", "a", 1)]), &all);
         assert_eq!(plan.files[0].action, Action::Process);
         assert_eq!(plan.counts.modified, 1);
+    }
+
+    #[test]
+    fn a_model_change_reembeds_text_files_from_their_chunks_and_keeps_the_rest() {
+        let mut big = active(3, "big", "b", 2 << 20);
+        big.kind = FileKind::File;
+        let mut lfs = active(4, "model.bin", "l", 10);
+        lfs.kind = FileKind::Lfs;
+        let previous = [active(1, "a", "a", 1), active(2, "b", "b2", 1), big, lfs];
+        let mut model = inputs();
+        model.reprocess = Reprocess::Embeddings;
+        let plan = build_plan(
+            &previous,
+            &tree(vec![entry("a", "a", 1), entry("b", "b3", 1), entry("big", "b", 2 << 20), entry("model.bin", "l", 10), entry("copy", "a", 1)]),
+            &model,
+        );
+        let actions: Vec<_> = plan.files.iter().map(|f| (f.entry.path.as_str(), f.action.clone())).collect();
+        assert_eq!(
+            actions,
+            [("a", Action::Reembed(FileId(1))), ("b", Action::Process), ("copy", Action::Reembed(FileId(1)))],
+            "an edited file is processed; unchanged and copied text is re-embedded"
+        );
+        assert_eq!((plan.counts.modified, plan.counts.added, plan.counts.unchanged), (2, 1, 2));
     }
 }

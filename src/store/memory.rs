@@ -139,6 +139,44 @@ impl Store {
         }
     }
 
+    /// The chunks of existing file versions, without their embeddings, as
+    /// entries of those versions: a run that only re-embeds (the embedding
+    /// model changed) copies them to its own rows by setting `file`, instead
+    /// of fetching and chunking the blobs again. Ordered by file and chunk.
+    pub async fn chunks_of(&self, files: &[FileId]) -> Result<Vec<NewMemoryEntry>, StoreError> {
+        let mut chunks = Vec::new();
+        for batch in files.chunks(LOOKUP_BATCH) {
+            let ids: Vec<i64> = batch.iter().map(|f| f.0).collect();
+            let rows = sqlx::query!(
+                r#"SELECT file_id, chunk_index, start_line, end_line, language, content, content_hash
+                     FROM memory_entries
+                    WHERE file_id = ANY($1)
+                    ORDER BY file_id, chunk_index"#,
+                &ids
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("read the chunks of file versions"))?;
+            for row in rows {
+                let content_hash = ContentHash::parse(&row.content_hash).ok_or_else(|| StoreError::Corrupt {
+                    column: "memory_entries.content_hash",
+                    value: row.content_hash.clone(),
+                })?;
+                chunks.push(NewMemoryEntry {
+                    file: FileId(row.file_id),
+                    chunk_index: u32::try_from(row.chunk_index).unwrap_or_default(),
+                    start_line: u32::try_from(row.start_line).unwrap_or(1),
+                    end_line: u32::try_from(row.end_line).unwrap_or(1),
+                    language: row.language,
+                    content: row.content,
+                    content_hash,
+                    embedding: None,
+                });
+            }
+        }
+        Ok(chunks)
+    }
+
     /// Existing embeddings of `model` for these content hashes (any project,
     /// any run): chunks with the same content need no new embedding.
     pub async fn embeddings_by_hash(
