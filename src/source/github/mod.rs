@@ -150,6 +150,7 @@ impl GithubSource {
                 timeout: config.request_timeout,
                 permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
                 stats: StatsRecorder::default(),
+                limit: std::sync::Mutex::new(None),
             },
             owner: config.owner,
             name: config.repo,
