@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod chart_install;
+pub mod controlplane;
 pub mod convergence;
 pub mod embed_server;
 pub mod env;
