@@ -38,7 +38,8 @@ async fn an_apiserver_restart_mid_import_leaves_the_operator_up_and_the_store_co
     let client = plane.client().await;
     ensure_crd(&client).await;
     let ns = "fault-apiserver";
-    let namespace: Namespace = serde_json::from_value(json!({ "metadata": { "name": ns } })).expect("namespace");
+    let namespace: Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": ns } })).expect("namespace");
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &namespace)
         .await
@@ -73,29 +74,76 @@ async fn an_apiserver_restart_mid_import_leaves_the_operator_up_and_the_store_co
     let mut readyz = Vec::new();
     // Down at least DOWN, and until the run has completed: its status is
     // then written after the outage (the run must not be done again).
-    let completed = async || runs_by_status(&db.pool, &project).await.contains_key("COMPLETED");
+    let completed = async || {
+        runs_by_status(&db.pool, &project)
+            .await
+            .contains_key("COMPLETED")
+    };
     while killed.elapsed() < DOWN || !completed().await {
-        assert!(killed.elapsed() < Duration::from_secs(180), "the run did not complete within 180s:\n{}", operator.log_tail());
-        let (health, _) = http_get(operator.addr, "/healthz").await.expect("/healthz answers while the API server is down");
+        assert!(
+            killed.elapsed() < Duration::from_secs(180),
+            "the run did not complete within 180s:\n{}",
+            operator.log_tail()
+        );
+        let (health, _) = http_get(operator.addr, "/healthz")
+            .await
+            .expect("/healthz answers while the API server is down");
         assert_eq!(health, 200, "/healthz while the API server is down");
-        readyz.push(http_get(operator.addr, "/readyz").await.map(|(code, _)| code).unwrap_or(0));
-        assert!(operator.is_running(), "the operator exited while the API server was down:\n{}", operator.log_tail());
+        readyz.push(
+            http_get(operator.addr, "/readyz")
+                .await
+                .map(|(code, _)| code)
+                .unwrap_or(0),
+        );
+        assert!(
+            operator.is_running(),
+            "the operator exited while the API server was down:\n{}",
+            operator.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     println!("/readyz while the API server was down: {readyz:?}");
     plane.start_apiserver().await;
     println!("API server down for {:?}", killed.elapsed());
 
-    let obj = poll_ready_at(&api, "restarted", &head, Duration::from_secs(240), || operator.log_tail()).await;
-    assert!(operator.is_running(), "the operator exited:\n{}", operator.log_tail());
+    let obj = poll_ready_at(&api, "restarted", &head, Duration::from_secs(240), || {
+        operator.log_tail()
+    })
+    .await;
+    assert!(
+        operator.is_running(),
+        "the operator exited:\n{}",
+        operator.log_tail()
+    );
     let (health, _) = http_get(operator.addr, "/healthz").await.expect("/healthz");
     assert_eq!(health, 200);
-    let last = obj.status.and_then(|s| s.last_sync).expect("status.lastSync");
+    let last = obj
+        .status
+        .and_then(|s| s.last_sync)
+        .expect("status.lastSync");
     assert_eq!(last.commit, head);
-    assert_eq!((last.files.added, last.files.total), (FILES as i64, FILES as i64), "counts of the run");
-    assert_store_is_tree(&db.pool, &project, &repo, &head, "after the API server restart").await;
+    assert_eq!(
+        (last.files.added, last.files.total),
+        (FILES as i64, FILES as i64),
+        "counts of the run"
+    );
+    assert_store_is_tree(
+        &db.pool,
+        &project,
+        &repo,
+        &head,
+        "after the API server restart",
+    )
+    .await;
     let runs = runs_by_status(&db.pool, &project).await;
     println!("runs by status: {runs:?}");
-    assert!(!runs.contains_key("IN_PROGRESS"), "a run was left IN_PROGRESS: {runs:?}");
-    assert_eq!(runs.get("COMPLETED"), Some(&1), "the completed run was not done again: {runs:?}");
+    assert!(
+        !runs.contains_key("IN_PROGRESS"),
+        "a run was left IN_PROGRESS: {runs:?}"
+    );
+    assert_eq!(
+        runs.get("COMPLETED"),
+        Some(&1),
+        "the completed run was not done again: {runs:?}"
+    );
 }

@@ -109,7 +109,13 @@ async fn the_operator_survives_every_github_fault_and_converges_on_the_rewritten
         .collect();
     rewrite.extend((40..45).map(|i| (generated_path(i), None)));
     rewrite.extend((FILES..FILES + 5).map(|i| (generated_path(i), Some(generated_content(i, 0)))));
-    let rewritten = commit_files(&repo, "refs/keep/rewritten", Some(&base), &rewrite, "rewritten");
+    let rewritten = commit_files(
+        &repo,
+        "refs/keep/rewritten",
+        Some(&base),
+        &rewrite,
+        "rewritten",
+    );
 
     let github = GithubStandIn::start("acme", "faulty", repo.git_dir()).await;
     let schedule = build_schedule(&mut rng, &rewritten);
@@ -162,16 +168,32 @@ async fn the_operator_survives_every_github_fault_and_converges_on_the_rewritten
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(operator.is_running(), "the operator exited:\n{}", operator.log_tail());
-    let (code, _) = http_get(operator.addr, "/healthz").await.expect("/healthz answers");
+    assert!(
+        operator.is_running(),
+        "the operator exited:\n{}",
+        operator.log_tail()
+    );
+    let (code, _) = http_get(operator.addr, "/healthz")
+        .await
+        .expect("/healthz answers");
     assert_eq!(code, 200);
 
     let active = active_files(&db.pool, &project).await;
     let oracle = tree_of(&repo, &rewritten);
     let lost = rows_lost(&oracle, &active);
-    assert_store_is_tree(&db.pool, &project, &repo, &rewritten, "at the rewritten head").await;
+    assert_store_is_tree(
+        &db.pool,
+        &project,
+        &repo,
+        &rewritten,
+        "at the rewritten head",
+    )
+    .await;
     let runs = runs_by_status(&db.pool, &project).await;
-    assert!(!runs.contains_key("IN_PROGRESS"), "a run was left IN_PROGRESS: {runs:?}");
+    assert!(
+        !runs.contains_key("IN_PROGRESS"),
+        "a run was left IN_PROGRESS: {runs:?}"
+    );
 
     // Per fault: the same URL answered later, rate limits waited out, and
     // the force-push followed to the rewritten head.
@@ -180,7 +202,9 @@ async fn the_operator_survives_every_github_fault_and_converges_on_the_rewritten
     for outcome in github.fault_outcomes() {
         let fault = outcome.seen.fault.clone().expect("a fault");
         let survived = match &fault {
-            Injected::ForcePush { .. } => is_ready_at(&api.get("faulty").await.expect("get"), &rewritten),
+            Injected::ForcePush { .. } => {
+                is_ready_at(&api.get("faulty").await.expect("get"), &rewritten)
+            }
             _ => outcome.answered_later && outcome.waited != Some(false),
         };
         let row = table.entry(fault.kind()).or_default();
@@ -188,7 +212,11 @@ async fn the_operator_survives_every_github_fault_and_converges_on_the_rewritten
         if survived {
             row.1 += 1;
         } else {
-            failures.push(format!("{} at {} ({outcome:?})", fault.kind(), outcome.seen.path));
+            failures.push(format!(
+                "{} at {} ({outcome:?})",
+                fault.kind(),
+                outcome.seen.path
+            ));
         }
     }
     let injected: usize = table.values().map(|r| r.0).sum();
@@ -216,7 +244,10 @@ async fn the_operator_survives_every_github_fault_and_converges_on_the_rewritten
 
     let kinds: Vec<&str> = schedule.iter().map(|s| s.fault.kind()).collect();
     for kind in &kinds {
-        assert!(table.contains_key(kind), "{kind} was scheduled but never injected: {table:?}");
+        assert!(
+            table.contains_key(kind),
+            "{kind} was scheduled but never injected: {table:?}"
+        );
     }
     assert!(failures.is_empty(), "faults not survived: {failures:#?}");
     assert_eq!(injected, survived);

@@ -5,7 +5,6 @@
 //! The API server can be SIGKILLed and started again on the same port with
 //! the same etcd. Spawns processes; kills them when dropped.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use kube::{
 };
 
 use super::env::env_file;
+use super::git_server::free_port;
 
 /// The control-plane binary `hack/testenv` built (cached; `build` only
 /// prints its path when it exists).
@@ -30,14 +30,6 @@ fn controlplane_bin() -> PathBuf {
     assert!(out.status.success(), "hack/testenv build failed");
     let path = String::from_utf8(out.stdout).expect("utf-8");
     PathBuf::from(path.lines().last().expect("a path").trim())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind loopback")
-        .local_addr()
-        .expect("address")
-        .port()
 }
 
 /// etcd and a kube-apiserver of our own.
@@ -72,8 +64,18 @@ impl PrivateControlPlane {
             .arg("etcd")
             .args(["--name", "private", "--data-dir"])
             .arg(dir.path().join("etcd"))
-            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args([
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
             .args(["--initial-cluster", &format!("private={peer_url}")])
             .args(["--unsafe-no-fsync", "--log-level", "warn"])
             .stdin(Stdio::null())
@@ -104,8 +106,16 @@ impl PrivateControlPlane {
         let pki = &self.pki;
         let child = Command::new(&self.bin)
             .arg("kube-apiserver")
-            .args(["--etcd-servers", &format!("http://127.0.0.1:{}", self.etcd_port)])
-            .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+            .args([
+                "--etcd-servers",
+                &format!("http://127.0.0.1:{}", self.etcd_port),
+            ])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+            ])
             .args(["--secure-port", &self.port.to_string(), "--cert-dir"])
             .arg(self.dir.path().join("apiserver-certs"))
             .arg("--tls-cert-file")
@@ -115,14 +125,21 @@ impl PrivateControlPlane {
             .arg("--client-ca-file")
             .arg(pki.join("ca.crt"))
             .args(["--authorization-mode", "RBAC"])
-            .args(["--service-account-issuer", "https://kubernetes.default.svc.cluster.local"])
+            .args([
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+            ])
             .arg("--service-account-key-file")
             .arg(pki.join("sa.pub"))
             .arg("--service-account-signing-key-file")
             .arg(pki.join("sa.key"))
             .args(["--service-cluster-ip-range", "10.0.0.0/24"])
             .args(["--endpoint-reconciler-type", "none"])
-            .args(["--disable-admission-plugins", "ServiceAccount", "--profiling=false"])
+            .args([
+                "--disable-admission-plugins",
+                "ServiceAccount",
+                "--profiling=false",
+            ])
             .stdin(Stdio::null())
             .stdout(log_file(self.dir.path(), "apiserver.log"))
             .stderr(log_file(self.dir.path(), "apiserver.log"))
@@ -132,8 +149,14 @@ impl PrivateControlPlane {
         let client = self.client().await;
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
-            let request = http::Request::get("/readyz").body(Vec::new()).expect("request");
-            if client.request_text(request).await.is_ok_and(|body| body.trim() == "ok") {
+            let request = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("request");
+            if client
+                .request_text(request)
+                .await
+                .is_ok_and(|body| body.trim() == "ok")
+            {
                 return;
             }
             if let Some(Ok(Some(status))) = self.apiserver.as_mut().map(Child::try_wait) {
@@ -166,7 +189,8 @@ impl PrivateControlPlane {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }

@@ -95,7 +95,11 @@ pub fn commit_files(
     for (path, content) in changes {
         match content {
             Some(content) => stream.extend_from_slice(
-                format!("M 100644 inline {path}\ndata {}\n{content}\n", content.len()).as_bytes(),
+                format!(
+                    "M 100644 inline {path}\ndata {}\n{content}\n",
+                    content.len()
+                )
+                .as_bytes(),
             ),
             None => stream.extend_from_slice(format!("D {path}\n").as_bytes()),
         }
@@ -130,7 +134,11 @@ pub async fn active_files(pool: &PgPool, project: &str) -> BTreeMap<String, Stri
             .expect("active view");
     let count = rows.len();
     let map: BTreeMap<String, String> = rows.into_iter().collect();
-    assert_eq!(map.len(), count, "{project}: duplicate paths in the active view");
+    assert_eq!(
+        map.len(),
+        count,
+        "{project}: duplicate paths in the active view"
+    );
     map
 }
 
@@ -204,7 +212,11 @@ pub async fn assert_store_is_tree(
 /// Ready=True at `commit`.
 pub fn is_ready_at(obj: &ProjectSync, commit: &str) -> bool {
     condition(obj, "Ready").is_some_and(|(s, _, _)| s == "True")
-        && obj.status.as_ref().and_then(|s| s.last_synced_commit.as_deref()) == Some(commit)
+        && obj
+            .status
+            .as_ref()
+            .and_then(|s| s.last_synced_commit.as_deref())
+            == Some(commit)
 }
 
 /// Polls (every 250 ms, errors included: the API server may be restarting)

@@ -191,9 +191,11 @@ impl super::GithubStandIn {
                     .filter(|s| s.limited && seen.not_before.is_some_and(|until| s.at < until))
                     .map(|s| (s.at - seen.at, s.path.clone()))
                     .collect();
-                let waited = seen
-                    .not_before
-                    .map(|_| while_limited.iter().all(|(after, _)| *after <= Duration::from_secs(1)));
+                let waited = seen.not_before.map(|_| {
+                    while_limited
+                        .iter()
+                        .all(|(after, _)| *after <= Duration::from_secs(1))
+                });
                 Outcome {
                     seen: seen.clone(),
                     answered_later,
@@ -217,7 +219,11 @@ pub(super) async fn handle_with_faults(
     let (scheduled, limit) = {
         let mut state = inner.faults.lock().unwrap();
         let limit = state.limit.clone().filter(|(_, until)| at < *until);
-        let scheduled = if limit.is_some() { None } else { state.next(endpoint) };
+        let scheduled = if limit.is_some() {
+            None
+        } else {
+            state.next(endpoint)
+        };
         (scheduled, limit)
     };
     if let Some((fault, until)) = limit {
@@ -233,7 +239,10 @@ pub(super) async fn handle_with_faults(
         });
         return response;
     }
-    if scheduled.as_ref().is_some_and(|(f, _, _)| *f == Injected::Timeout) {
+    if scheduled
+        .as_ref()
+        .is_some_and(|(f, _, _)| *f == Injected::Timeout)
+    {
         // Journaled now: the client gives up and the held answer is dropped.
         inner.faults.lock().unwrap().journal.push(Seen {
             at,
@@ -268,8 +277,11 @@ pub(super) async fn handle_with_faults(
                 let inner2 = inner.clone();
                 let (branch, to) = (branch.clone(), to.clone());
                 tokio::task::spawn_blocking(move || {
-                    git(&inner2, &["update-ref", &format!("refs/heads/{branch}"), &to])
-                        .expect("force-push: git update-ref");
+                    git(
+                        &inner2,
+                        &["update-ref", &format!("refs/heads/{branch}"), &to],
+                    )
+                    .expect("force-push: git update-ref");
                 })
                 .await
                 .expect("force-push");
@@ -347,9 +359,10 @@ fn error_reply(status: u16, message: &str, headers: &[(&'static str, String)]) -
 async fn truncate(full: Response<Body>) -> Response<Body> {
     let (mut parts, body) = full.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes();
-    parts
-        .headers
-        .insert("content-length", bytes.len().to_string().parse().expect("header"));
+    parts.headers.insert(
+        "content-length",
+        bytes.len().to_string().parse().expect("header"),
+    );
     let half = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
     let stream = futures::stream::iter([
         Ok::<_, std::io::Error>(half),
