@@ -10,11 +10,11 @@ use std::{
 use kube::{Client, runtime::events::Recorder};
 
 use crate::{
+    api::ObservedInputs,
     chunk::ChunkerConfig,
     embed::EmbeddingProvider,
     metrics::Metrics,
     progress::ProgressHub,
-    api::ObservedInputs,
     source::{HeadCache, Source, SourceStats},
     store::Store,
 };
