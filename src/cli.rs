@@ -340,4 +340,9 @@ pub struct RunArgs {
     /// marked FAILED.
     #[arg(long, env = "PROJECTSYNC_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace: u64,
+
+    /// Seconds one GitHub API request may take (connect, answer and body)
+    /// before it is abandoned and retried.
+    #[arg(long, env = "PROJECTSYNC_GITHUB_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub github_request_timeout: u64,
 }

@@ -132,6 +132,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         SourceSettings {
             cache_dir: args.cache_dir.clone(),
             allow_file_urls: args.allow_file_urls,
+            github_request_timeout: std::time::Duration::from_secs(args.github_request_timeout),
         },
         ChunkerConfig::default(),
     ));

@@ -374,6 +374,36 @@ async fn a_secondary_rate_limit_waits_for_retry_after_on_403_and_429() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_is_sent_while_a_rate_limit_is_in_force() {
+    let repo = one_commit_repo();
+    let standin = serve(&repo).await;
+    let source = source(&standin);
+    standin.set_fault(
+        Fault::SecondaryRateLimit {
+            status: 403,
+            retry_after: Some(2),
+        },
+        Some(1),
+    );
+    let err = source.fetch_branch_head("main", None).await.unwrap_err();
+    let Retry::WaitUntil(until) = err.retry() else {
+        panic!("{err}")
+    };
+    // Asked again (e.g. by blob fetches already queued): refused without a request.
+    let again = source.fetch_branch_head("main", None).await.unwrap_err();
+    assert_eq!(again.reason(), "SecondaryRateLimited");
+    assert_eq!(standin.request_count(), 1, "nothing sent while limited");
+    // After the reset the same source asks again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while source.fetch_branch_head("main", None).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "not answered after the reset");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(chrono::Utc::now() >= until, "asked before the reset");
+    assert_eq!(standin.request_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_saml_and_missing_repositories_stall_with_their_own_reasons() {
     let repo = one_commit_repo();
     let standin = serve(&repo).await;

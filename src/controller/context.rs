@@ -10,6 +10,7 @@ use std::{
 use kube::{Client, runtime::events::Recorder};
 
 use crate::{
+    api::ObservedInputs,
     chunk::ChunkerConfig,
     embed::EmbeddingProvider,
     metrics::Metrics,
@@ -45,6 +46,9 @@ struct ResourceMemory {
     failures: u32,
     source: Option<CachedSource>,
     head: Option<HeadCache>,
+    /// The inputs of the last run completed here: the status that records
+    /// them may not have been written (the API server was down).
+    completed_inputs: Option<ObservedInputs>,
     /// Source counters already exported to metrics.
     exported: SourceStats,
 }
@@ -100,6 +104,15 @@ impl Context {
 
     pub fn set_head(&self, key: &str, head: Option<HeadCache>) {
         self.with(key, |m| m.head = head);
+    }
+
+    /// The inputs of the last run this process completed for `key`.
+    pub fn completed_inputs(&self, key: &str) -> Option<ObservedInputs> {
+        self.with(key, |m| m.completed_inputs.clone())
+    }
+
+    pub fn set_completed_inputs(&self, key: &str, inputs: ObservedInputs) {
+        self.with(key, |m| m.completed_inputs = Some(inputs));
     }
 
     /// Exports the requests `source` made since the last export.

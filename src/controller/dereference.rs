@@ -28,6 +28,8 @@ pub struct SourceSettings {
     pub cache_dir: std::path::PathBuf,
     /// Whether `file://` git URLs are allowed.
     pub allow_file_urls: bool,
+    /// How long one GitHub API request may take before it is retried.
+    pub github_request_timeout: std::time::Duration,
 }
 
 /// What a run of one resource talks to.
@@ -119,6 +121,7 @@ pub fn build_clients(obj: &ProjectSync, inputs: Dereferenced, settings: &SourceS
                 config.api_url = api_url.clone();
             }
             config.credentials = inputs.source_credentials;
+            config.request_timeout = settings.github_request_timeout;
             Arc::new(GithubSource::new(config).map_err(|e| Error::Source(e.into()))?)
         }
         SourceSpec { git: Some(git), .. } => {

@@ -171,7 +171,11 @@ async fn apply_inner(
         chunker: ctx.chunker.fingerprint(),
         embedding_model: cached.embedder.enabled().then(|| cached.embedder.model().to_string()),
     };
-    let request = build_request(obj, project, &valid, &trigger, status.observed_inputs.as_ref(), &inputs, ctx.head(key));
+    // What this process completed last is newer than a status whose write
+    // failed; without it a completed run would be forced again, every file
+    // reprocessed, after an API server outage.
+    let previous = ctx.completed_inputs(key).or_else(|| status.observed_inputs.clone());
+    let request = build_request(obj, project, &valid, &trigger, previous.as_ref(), &inputs, ctx.head(key));
     let pipeline = Pipeline {
         source: cached.source.clone(),
         store: ctx.store.clone(),
@@ -189,9 +193,18 @@ async fn apply_inner(
             ctx.set_head(key, head);
             ctx.metrics.no_change_polls.inc();
             status::mark_unchanged(status, &commit, generation);
+            // The run that synced this commit completed, but its status was
+            // never written: write it now.
+            if let Some(record) = ctx.store.latest_completed(project).await?
+                && status.last_sync.as_ref().map(|s| s.id.as_str()) != Some(record.id.to_string().as_str())
+            {
+                let history = ctx.store.history(project, history_limit(obj)).await?;
+                status::mark_synced(status, &record, &history, inputs, generation);
+            }
         }
         Outcome::Completed { record, summary, head } => {
             ctx.set_head(key, head);
+            ctx.set_completed_inputs(key, inputs.clone());
             let history = ctx.store.history(project, history_limit(obj)).await?;
             status::mark_synced(status, &record, &history, inputs, generation);
             status.branches = fetch_branch_names(cached.source.as_ref()).await;

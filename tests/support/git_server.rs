@@ -17,7 +17,7 @@ use base64::Engine;
 const HTTP_BACKEND: &str = "/usr/lib/git-core/git-http-backend";
 
 /// A free loopback port (bound and released; the race is acceptable here).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind loopback")
         .local_addr()

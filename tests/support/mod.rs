@@ -7,6 +7,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod chart_install;
+pub mod controlplane;
+pub mod convergence;
 pub mod embed_server;
 pub mod env;
 pub mod git_server;

@@ -2,9 +2,11 @@
 //! with bounded concurrency, a per-request timeout, retries with backoff and
 //! jitter on 5xx and transport errors only, request accounting and rate-limit
 //! observation. Rate limits are never retried here: they surface as errors
-//! carrying the reset time.
+//! carrying the reset time, and until then no request is sent at all
+//! (requests already queued for a permit fail with the same error), since
+//! GitHub may ban integrations that keep asking while limited.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +17,7 @@ use octocrab::Octocrab;
 use tokio::sync::Semaphore;
 
 use super::GithubError;
+use super::error::{Missing, build_error_from_response};
 use crate::source::backoff::RetryPolicy;
 use crate::source::stats::{RateLimit, StatsRecorder};
 
@@ -50,6 +53,8 @@ pub(crate) struct Client {
     pub timeout: Duration,
     pub permits: Arc<Semaphore>,
     pub stats: StatsRecorder,
+    /// The rate limit GitHub last answered with: (secondary, until).
+    pub limit: Mutex<Option<(bool, DateTime<Utc>)>>,
 }
 
 /// Leaves out the HTTP client: octocrab's `Debug` prints basic-auth
@@ -75,7 +80,7 @@ impl Client {
             let retryable = match &outcome {
                 Ok(answer) => answer.status.is_server_error(),
                 Err(Failure::Timeout | Failure::Transport(_)) => true,
-                Err(Failure::BodyTooLarge) => false,
+                Err(Failure::BodyTooLarge | Failure::Limited(_)) => false,
             };
             if !retryable || attempt >= self.retry.attempts {
                 return self.finish(&req, outcome, attempt);
@@ -118,7 +123,47 @@ impl Client {
                 endpoint,
                 limit: req.body_limit,
             }),
+            Err(Failure::Limited(error)) => Err(error),
         }
+    }
+
+    /// The rate limit still in force, if any.
+    fn limit_in_force(&self) -> Option<GithubError> {
+        let mut limit = self.limit.lock().unwrap_or_else(|e| e.into_inner());
+        let (secondary, until) = (*limit)?;
+        if until <= Utc::now() {
+            *limit = None;
+            return None;
+        }
+        let repo = self.repo.clone();
+        Some(if secondary {
+            GithubError::SecondaryRateLimited { repo, until }
+        } else {
+            GithubError::RateLimited { repo, until }
+        })
+    }
+
+    /// Remembers a primary or secondary rate-limit answer until it resets.
+    fn observe_limit(&self, endpoint: &'static str, answer: &Answer) {
+        if !matches!(answer.status.as_u16(), 403 | 429) {
+            return;
+        }
+        let error = build_error_from_response(
+            &self.repo,
+            endpoint,
+            answer.status,
+            &answer.headers,
+            &answer.body,
+            Missing::Repository,
+            Utc::now(),
+        );
+        let limit = match error {
+            GithubError::RateLimited { until, .. } => (false, until),
+            GithubError::SecondaryRateLimited { until, .. } => (true, until),
+            _ => return,
+        };
+        tracing::warn!(repo = %self.repo, endpoint, %error, "rate limited: no requests until the limit resets");
+        *self.limit.lock().unwrap_or_else(|e| e.into_inner()) = Some(limit);
     }
 
     async fn get_once(&self, req: &Request<'_>) -> Result<Answer, Failure> {
@@ -127,6 +172,9 @@ impl Client {
             .acquire()
             .await
             .expect("the semaphore is never closed");
+        if let Some(error) = self.limit_in_force() {
+            return Err(Failure::Limited(error));
+        }
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static(req.accept));
         headers.insert(
@@ -179,6 +227,10 @@ impl Client {
                 self.stats.record(req.endpoint, 0);
                 Err(Failure::Transport(e))
             }
+            Ok(Ok(answer)) => {
+                self.observe_limit(req.endpoint, &answer);
+                Ok(answer)
+            }
             Ok(result) => result,
             Err(_) => {
                 self.stats.record(req.endpoint, 0);
@@ -205,6 +257,8 @@ enum Failure {
     Timeout,
     Transport(octocrab::Error),
     BodyTooLarge,
+    /// Not sent: a rate limit is in force.
+    Limited(GithubError),
 }
 
 /// The `rel="next"` target of a `Link` header.

@@ -45,6 +45,8 @@ use super::{
 /// The public API of github.com.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
 const JSON: &str = "application/vnd.github+json";
+/// How long one request may take unless configured otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on JSON answers other than blobs (a truncated tree is ~7 MB).
 const JSON_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
@@ -75,7 +77,7 @@ impl GithubConfig {
             credentials: Credentials::Anonymous,
             max_branch_pages: 100,
             retry: RetryPolicy::default(),
-            request_timeout: Duration::from_secs(30),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_concurrent_requests: 8,
         }
     }
@@ -148,6 +150,7 @@ impl GithubSource {
                 timeout: config.request_timeout,
                 permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
                 stats: StatsRecorder::default(),
+                limit: std::sync::Mutex::new(None),
             },
             owner: config.owner,
             name: config.repo,

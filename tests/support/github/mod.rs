@@ -12,6 +12,9 @@
 //! blobs) are switched on per test, and every request is logged.
 
 mod endpoints;
+mod faults;
+
+pub use faults::{Endpoint, FaultPlan, Injected, Outcome, Scheduled, Seen};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -83,6 +86,7 @@ struct Inner {
     config: Mutex<Config>,
     log: Mutex<Vec<LoggedRequest>>,
     cat_file: Mutex<CatFile>,
+    faults: Mutex<faults::FaultState>,
 }
 
 impl Inner {
@@ -130,9 +134,10 @@ impl GithubStandIn {
                 fault: None,
             }),
             log: Mutex::new(Vec::new()),
+            faults: Mutex::default(),
         });
         let app = axum::Router::new()
-            .fallback(handle)
+            .fallback(faults::handle_with_faults)
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
