@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use projectsync::source::github::{GithubConfig, GithubSource};
 use projectsync::source::{Credentials, GithubAppCredentials, RetryPolicy, Source};
-use support::github::{Fault, GithubStandIn, INSTALLATION_RATE_LIMIT, TestAppKey};
+use support::github::app::{INSTALLATION_RATE_LIMIT, TestAppKey};
+use support::github::{Fault, GithubStandIn};
 use support::repo::TestRepo;
 
 const APP_ID: u64 = 4242;

@@ -12,10 +12,8 @@
 //! blobs) are switched on per test, and every request is logged. A GitHub
 //! App mode ([`app`]) verifies app JWTs and mints installation tokens.
 
-mod app;
+pub mod app;
 mod endpoints;
-
-pub use app::{INSTALLATION_RATE_LIMIT, TestAppKey};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
