@@ -238,18 +238,11 @@ mod tests {
     use super::*;
 
     fn mint_error(status: u16, headers: &[(&str, &str)], body: &str) -> GithubError {
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            map.insert(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
         build_mint_error(
             "o/r",
             (11, 22),
             StatusCode::from_u16(status).unwrap(),
-            &map,
+            &super::super::error::build_test_headers(headers),
             body.as_bytes(),
             DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
         )

@@ -286,18 +286,25 @@ pub(crate) fn error_message(body: &[u8]) -> String {
     }
 }
 
+/// A header map from `(name, value)` pairs, for the classification tests.
+#[cfg(test)]
+pub(crate) fn build_test_headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in pairs {
+        map.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn classify(status: u16, headers: &[(&str, &str)], body: &str) -> GithubError {
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            map.insert(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
+        let map = build_test_headers(headers);
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         build_error_from_response(
             "o/r",
