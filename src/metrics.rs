@@ -31,6 +31,14 @@ pub struct Metrics {
     pub source_requests: IntCounterVec,
     /// The rate-limit budget a source last reported, by source kind.
     pub rate_limit_remaining: IntGaugeVec,
+    /// The GitHub budget each resource last saw (`namespace`, `name`): a
+    /// GitHub App installation has its own, larger one than a user's token.
+    pub github_rate_limit_remaining: IntGaugeVec,
+    /// The GitHub hourly limit each resource last saw (5,000 for a token,
+    /// up to 12,500 for an App installation).
+    pub github_rate_limit: IntGaugeVec,
+    /// GitHub App installation tokens minted, by result: `success`, `failure`.
+    pub github_app_tokens_minted: IntCounterVec,
     /// Reconciliations started.
     pub reconciliations: IntCounter,
     /// Failed reconciliations by reason.
@@ -87,6 +95,17 @@ impl Metrics {
         registry
             .register(Box::new(rate_limit_remaining.clone()))
             .expect("metric registered once");
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry.register(Box::new(metric.clone())).expect("metric registered once");
+            metric
+        };
+        let github_rate_limit_remaining =
+            gauge_vec("github_rate_limit_remaining", "GitHub rate-limit budget a resource last saw.", &["namespace", "name"]);
+        let github_rate_limit =
+            gauge_vec("github_rate_limit_limit", "GitHub hourly rate limit a resource last saw.", &["namespace", "name"]);
+        let github_app_tokens_minted =
+            counter_vec("github_app_tokens_minted_total", "GitHub App installation tokens minted, by result.", &["result"]);
         let reconciliations = counter("reconciliations_total", "Reconciliations started.");
         let reconcile_errors = counter_vec("reconcile_errors_total", "Failed reconciliations by reason.", &["reason"]);
         let running_syncs = IntGauge::new("running_syncs", "Sync runs in progress.").expect("static metric definition");
@@ -104,6 +123,9 @@ impl Metrics {
             bytes_fetched,
             source_requests,
             rate_limit_remaining,
+            github_rate_limit_remaining,
+            github_rate_limit,
+            github_app_tokens_minted,
             reconciliations,
             reconcile_errors,
             running_syncs,

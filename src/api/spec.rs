@@ -183,8 +183,12 @@ pub struct GitHubSource {
     ))]
     pub api_url: Option<String>,
 
-    /// A Secret in the same namespace holding a token (or a GitHub App's
-    /// credentials). Without it, the repository is read anonymously.
+    /// A Secret in the same namespace holding a token under `key`, or a GitHub
+    /// App: when the Secret has `githubAppID`, `githubAppInstallationID` and
+    /// `githubAppPrivateKey` (the app's PEM key), the operator mints
+    /// installation tokens (refreshed before they expire) and `key` is not
+    /// read. The app needs read access to Contents and Metadata. Without a
+    /// Secret, the repository is read anonymously.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
 }

@@ -15,7 +15,7 @@ use crate::{
     embed::EmbeddingProvider,
     metrics::Metrics,
     progress::ProgressHub,
-    source::{HeadCache, Source, SourceStats},
+    source::{HeadCache, Source, SourceStats, github::MINT_ENDPOINT},
     store::Store,
 };
 
@@ -124,11 +124,26 @@ impl Context {
             delta
         });
         for ((endpoint, status), count) in &delta.requests {
+            if *endpoint == MINT_ENDPOINT {
+                let result = if (200..300).contains(status) { "success" } else { "failure" };
+                self.metrics.github_app_tokens_minted.with_label_values(&[result]).inc_by(*count);
+            }
             let status = if *status == 0 { "error".to_string() } else { status.to_string() };
             self.metrics.source_requests.with_label_values(&[*endpoint, status.as_str()]).inc_by(*count);
         }
         if let Some(limit) = now.rate_limit {
-            self.metrics.rate_limit_remaining.with_label_values(&[kind]).set(i64::try_from(limit.remaining).unwrap_or(i64::MAX));
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.metrics.rate_limit_remaining.with_label_values(&[kind]).set(gauge(limit.remaining));
+            // Per resource too: resources of one kind can use different
+            // tokens or App installations, each with its own budget.
+            if kind == "github"
+                && let Some((namespace, name)) = key.split_once('/')
+            {
+                self.metrics.github_rate_limit_remaining.with_label_values(&[namespace, name]).set(gauge(limit.remaining));
+                if let Some(hourly) = limit.limit {
+                    self.metrics.github_rate_limit.with_label_values(&[namespace, name]).set(gauge(hourly));
+                }
+            }
         }
     }
 
@@ -137,5 +152,10 @@ impl Context {
         let mut resources = self.resources.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         resources.remove(key);
         self.hub.remove(key);
+        if let Some((namespace, name)) = key.split_once('/') {
+            // Absent for git sources and resources that never synced.
+            let _ = self.metrics.github_rate_limit_remaining.remove_label_values(&[namespace, name]);
+            let _ = self.metrics.github_rate_limit.remove_label_values(&[namespace, name]);
+        }
     }
 }

@@ -12,7 +12,7 @@ use crate::{
     api::{ProjectSync, SourceSpec},
     embed::{EmbeddingProvider, build_provider},
     source::{
-        Credentials, Source, build_credentials_from_secret,
+        Credentials, CredentialsError, Source, build_credentials_from_secret, build_github_credentials_from_secret,
         git::{GitConfig, GitSource},
         github::{GithubConfig, GithubSource},
     },
@@ -78,31 +78,37 @@ pub struct Dereferenced {
     api_key: Option<String>,
 }
 
+/// How one Secret's data becomes credentials (GitHub sources also accept an App).
+type BuildCredentials = fn(&BTreeMap<String, Vec<u8>>, Option<&str>) -> Result<Credentials, CredentialsError>;
+
 /// Reads the Secrets `obj` references (same namespace only). Builds nothing.
 pub async fn dereference(client: &Client, obj: &ProjectSync) -> Result<Dereferenced, Error> {
     let namespace = obj.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut fingerprint = serde_json::to_string(&obj.spec.source).unwrap_or_default();
     fingerprint.push_str(&serde_json::to_string(&obj.spec.embedding).unwrap_or_default());
-    let mut read = async |name: &str, key: Option<&str>, field: &'static str| {
+    let mut read = async |name: &str, key: Option<&str>, field: &'static str, build: BuildCredentials| {
         let (data, version) = fetch_secret(&secrets, &namespace, name, field).await?;
         fingerprint.push_str(&version);
-        build_credentials_from_secret(&data, key).map_err(|source| invalid_secret(&namespace, name, field, source))
+        build(&data, key).map_err(|source| invalid_secret(&namespace, name, field, source))
     };
 
     let source_credentials = match &obj.spec.source {
         SourceSpec { github: Some(github), .. } => match &github.secret_ref {
-            Some(r) => read(&r.name, Some(&r.key), "spec.source.github.secretRef").await?,
+            // A token under `key`, or a GitHub App when the Secret has githubApp* keys.
+            Some(r) => {
+                read(&r.name, Some(&r.key), "spec.source.github.secretRef", build_github_credentials_from_secret).await?
+            }
             None => Credentials::Anonymous,
         },
         SourceSpec { git: Some(git), .. } => match &git.secret_ref {
-            Some(r) => read(&r.name, None, "spec.source.git.secretRef").await?,
+            Some(r) => read(&r.name, None, "spec.source.git.secretRef", build_credentials_from_secret).await?,
             None => Credentials::Anonymous,
         },
         SourceSpec { github: None, git: None } => return Err(Error::Spec(super::validate::SpecError::NoSource)),
     };
     let api_key = match obj.spec.embedding.as_ref().and_then(|e| e.secret_ref.as_ref()) {
-        Some(r) => match read(&r.name, Some(&r.key), "spec.embedding.secretRef").await? {
+        Some(r) => match read(&r.name, Some(&r.key), "spec.embedding.secretRef", build_credentials_from_secret).await? {
             Credentials::Token(key) => Some(key),
             _ => None,
         },

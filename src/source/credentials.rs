@@ -3,9 +3,10 @@
 //! Reading the Kubernetes Secret is the controller's job; this module turns
 //! its `data` map into [`Credentials`] with an error naming the missing or
 //! malformed key. Key names follow Flux's GitRepository conventions
-//! (`username`/`password`, `bearerToken`, `identity`/`known_hosts`) plus
-//! `token` for GitHub personal access tokens. Secret values never appear in
-//! `Debug` output or error messages.
+//! (`username`/`password`, `bearerToken`, `identity`/`known_hosts`, and
+//! `githubAppID`/`githubAppInstallationID`/`githubAppPrivateKey` for a GitHub
+//! App) plus `token` for GitHub personal access tokens. Secret values never
+//! appear in `Debug` output or error messages.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,27 @@ pub enum Credentials {
         private_key: String,
         known_hosts: String,
     },
+    /// A GitHub App installation: the source mints installation tokens.
+    GithubApp(GithubAppCredentials),
+}
+
+/// Secret keys of a GitHub App, named as Flux names them.
+pub const GITHUB_APP_ID_KEY: &str = "githubAppID";
+pub const GITHUB_APP_INSTALLATION_ID_KEY: &str = "githubAppInstallationID";
+pub const GITHUB_APP_PRIVATE_KEY_KEY: &str = "githubAppPrivateKey";
+const GITHUB_APP_KEYS: [&str; 3] = [
+    GITHUB_APP_ID_KEY,
+    GITHUB_APP_INSTALLATION_ID_KEY,
+    GITHUB_APP_PRIVATE_KEY_KEY,
+];
+
+/// What authenticates a GitHub App installation. The private key is kept as
+/// PEM text (already checked to parse) so credentials stay comparable.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GithubAppCredentials {
+    pub app_id: u64,
+    pub installation_id: u64,
+    pub private_key_pem: String,
 }
 
 impl fmt::Debug for Credentials {
@@ -40,7 +62,18 @@ impl fmt::Debug for Credentials {
                 )
             }
             Credentials::SshKey { .. } => f.write_str("SshKey(<redacted>)"),
+            Credentials::GithubApp(app) => write!(f, "{app:?}"),
         }
+    }
+}
+
+impl fmt::Debug for GithubAppCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "GithubApp {{ app_id: {}, installation_id: {}, private_key: <redacted> }}",
+            self.app_id, self.installation_id
+        )
     }
 }
 
@@ -58,6 +91,13 @@ pub enum CredentialsError {
         present: &'static str,
         missing: &'static str,
     },
+    #[error("secret key {key:?} must be a positive whole number (the GitHub App's {what})")]
+    AppIdInvalid {
+        key: &'static str,
+        what: &'static str,
+    },
+    #[error("secret key \"githubAppPrivateKey\" is not a PEM RSA private key: {detail}")]
+    AppPrivateKeyInvalid { detail: String },
     #[error(
         "secret has none of the keys token, bearerToken, username+password, identity+known_hosts (found: {found:?})"
     )]
@@ -73,6 +113,8 @@ impl CredentialsError {
             CredentialsError::NotUtf8 { .. } => "SecretKeyNotUtf8",
             CredentialsError::Incomplete { .. } => "SecretIncomplete",
             CredentialsError::NoCredentialKeys { .. } => "SecretHasNoCredentials",
+            CredentialsError::AppIdInvalid { .. } => "GithubAppIdInvalid",
+            CredentialsError::AppPrivateKeyInvalid { .. } => "GithubAppPrivateKeyInvalid",
         }
     }
 }
@@ -121,6 +163,46 @@ pub fn build_credentials_from_secret(
             found: data.keys().cloned().collect(),
         }),
     }
+}
+
+/// Builds the credentials of a GitHub source from a Secret's `data`.
+///
+/// When the Secret holds any `githubApp*` key, it is a GitHub App: all three
+/// of `githubAppID`, `githubAppInstallationID` and `githubAppPrivateKey` are
+/// needed, and `key` (the token key of `secretRef`) is not read. Otherwise
+/// `key` holds a token, as [`build_credentials_from_secret`] reads it.
+pub fn build_github_credentials_from_secret(
+    data: &BTreeMap<String, Vec<u8>>,
+    key: Option<&str>,
+) -> Result<Credentials, CredentialsError> {
+    let present = GITHUB_APP_KEYS.into_iter().find(|k| data.contains_key(*k));
+    let Some(present) = present else {
+        return build_credentials_from_secret(data, key);
+    };
+    if let Some(missing) = GITHUB_APP_KEYS.into_iter().find(|k| !data.contains_key(*k)) {
+        return Err(incomplete(present, missing));
+    }
+    let number = |key: &'static str, what: &'static str| {
+        required(data, key)?
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or(CredentialsError::AppIdInvalid { key, what })
+    };
+    let app_id = number(GITHUB_APP_ID_KEY, "App ID")?;
+    let installation_id = number(GITHUB_APP_INSTALLATION_ID_KEY, "installation ID")?;
+    let private_key_pem = required(data, GITHUB_APP_PRIVATE_KEY_KEY)?;
+    crate::source::github::AppKey::from_pem(&private_key_pem).map_err(|e| {
+        CredentialsError::AppPrivateKeyInvalid {
+            detail: e.to_string(),
+        }
+    })?;
+    Ok(Credentials::GithubApp(GithubAppCredentials {
+        app_id,
+        installation_id,
+        private_key_pem,
+    }))
 }
 
 fn incomplete(present: &'static str, missing: &'static str) -> CredentialsError {
@@ -236,6 +318,66 @@ mod tests {
                 found: vec!["other".into()]
             })
         );
+    }
+
+    #[test]
+    fn github_app_keys_make_app_credentials_and_the_token_key_is_not_read() {
+        let pem = crate::source::github::generate_test_key_pem();
+        let data = secret(&[
+            ("githubAppID", b"12345\n"),
+            ("githubAppInstallationID", b"678"),
+            ("githubAppPrivateKey", pem.as_bytes()),
+        ]);
+        match build_github_credentials_from_secret(&data, Some("token")) {
+            Ok(Credentials::GithubApp(app)) => {
+                assert_eq!((app.app_id, app.installation_id), (12345, 678));
+                let shown = format!("{:?}", Credentials::GithubApp(app));
+                assert!(
+                    !shown.contains("PRIVATE KEY") && shown.contains("12345"),
+                    "{shown}"
+                );
+            }
+            other => panic!("expected app credentials, got {other:?}"),
+        }
+        // Without app keys the token key is read as before.
+        assert_eq!(
+            build_github_credentials_from_secret(&secret(&[("token", b"t")]), Some("token")),
+            Ok(Credentials::Token("t".into()))
+        );
+    }
+
+    #[test]
+    fn github_app_secrets_that_are_incomplete_or_garbled_name_the_key() {
+        let err = build_github_credentials_from_secret(
+            &secret(&[("githubAppID", b"1"), ("githubAppPrivateKey", b"x")]),
+            Some("token"),
+        )
+        .unwrap_err();
+        assert_eq!(err, incomplete("githubAppID", "githubAppInstallationID"));
+        let err = build_github_credentials_from_secret(
+            &secret(&[
+                ("githubAppID", b"my-app"),
+                ("githubAppInstallationID", b"2"),
+                ("githubAppPrivateKey", b"x"),
+            ]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (err.reason(), err.to_string().contains("\"githubAppID\"")),
+            ("GithubAppIdInvalid", true)
+        );
+        let err = build_github_credentials_from_secret(
+            &secret(&[
+                ("githubAppID", b"1"),
+                ("githubAppInstallationID", b"2"),
+                ("githubAppPrivateKey", b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"),
+            ]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), "GithubAppPrivateKeyInvalid", "{err}");
+        assert!(!err.to_string().contains("AAAA"), "{err}");
     }
 
     #[test]

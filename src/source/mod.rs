@@ -37,7 +37,10 @@ use futures::future::BoxFuture;
 
 pub use crate::retry::Retry;
 pub use backoff::RetryPolicy;
-pub use credentials::{Credentials, CredentialsError, build_credentials_from_secret};
+pub use credentials::{
+    Credentials, CredentialsError, GithubAppCredentials, build_credentials_from_secret,
+    build_github_credentials_from_secret,
+};
 pub use stats::{RateLimit, SourceStats};
 pub use tree::{EntryKind, RejectedEntry, Tree, TreeEntry};
 

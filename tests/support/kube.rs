@@ -56,6 +56,21 @@ pub async fn fresh_namespace(label: &str) -> TestNamespace {
     TestNamespace { client, name }
 }
 
+impl TestNamespace {
+    /// Creates or replaces Secret `name` in this namespace from `string_data`
+    /// (a JSON object of key to text), as `kubectl apply` would.
+    pub async fn apply_secret(&self, name: &str, string_data: serde_json::Value) {
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name }, "stringData": string_data,
+        }))
+        .expect("secret manifest");
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.client.clone(), &self.name)
+            .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&secret))
+            .await
+            .unwrap_or_else(|e| panic!("cannot apply Secret {}/{name}: {e}", self.name));
+    }
+}
+
 /// Applies the CRD generated from the Rust types (server-side apply, once per
 /// test binary) and waits until the API server reports it Established.
 pub async fn ensure_crd(client: &Client) {

@@ -191,6 +191,12 @@ impl GitRunner {
                 ));
                 env.push(("GIT_ASKPASS".into(), "/bin/false".into()));
             }
+            Credentials::GithubApp(_) => {
+                return Err(GitError::AuthenticationFailed {
+                    url: redact_url(url),
+                    detail: "GitHub App credentials work with source.github only".into(),
+                });
+            }
         }
         env.push(("GIT_CONFIG_COUNT".into(), config.len().to_string().into()));
         for (i, (key, value)) in config.into_iter().enumerate() {

@@ -4,19 +4,22 @@
 //! observation. Rate limits are never retried here: they surface as errors
 //! carrying the reset time, and until then no request is sent at all
 //! (requests already queued for a permit fail with the same error), since
-//! GitHub may ban integrations that keep asking while limited.
+//! GitHub may ban integrations that keep asking while limited. With a GitHub
+//! App, each request carries an installation token, and a 401 replaces the
+//! token and retries once.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use octocrab::Octocrab;
 use tokio::sync::Semaphore;
 
 use super::GithubError;
+use super::app_token::InstallationTokens;
 use super::error::{Missing, build_error_from_response};
 use crate::source::backoff::RetryPolicy;
 use crate::source::stats::{RateLimit, StatsRecorder};
@@ -55,6 +58,8 @@ pub(crate) struct Client {
     pub stats: StatsRecorder,
     /// The rate limit GitHub last answered with: (secondary, until).
     pub limit: Mutex<Option<(bool, DateTime<Utc>)>>,
+    /// Installation tokens when the source authenticates as a GitHub App.
+    pub app: Option<Arc<InstallationTokens>>,
 }
 
 /// Leaves out the HTTP client: octocrab's `Debug` prints basic-auth
@@ -65,25 +70,53 @@ impl std::fmt::Debug for Client {
             .field("repo", &self.repo)
             .field("retry", &self.retry)
             .field("timeout", &self.timeout)
+            .field("app", &self.app)
             .finish_non_exhaustive()
     }
 }
 
 impl Client {
-    /// Sends `req`, retrying transient failures. Returns every HTTP answer
-    /// that is not a retried 5xx, so callers map statuses in context.
+    /// `GET`s `req`, retrying transient failures. Returns every HTTP answer
+    /// that is not a retried 5xx, so callers map statuses in context. As a
+    /// GitHub App, a 401 means the installation token was revoked or expired
+    /// early: it is replaced and the request sent once more.
     pub async fn get(&self, req: Request<'_>) -> Result<Answer, GithubError> {
+        let Some(app) = &self.app else {
+            return self.send(Method::GET, &req, None).await;
+        };
+        let mut refreshed = false;
+        loop {
+            let token = app.token(self).await?;
+            let answer = self.send(Method::GET, &req, token.header()).await?;
+            if answer.status != StatusCode::UNAUTHORIZED || refreshed {
+                return Ok(answer);
+            }
+            tracing::info!(repo = %self.repo, endpoint = req.endpoint, "installation token refused; minting a new one");
+            app.invalidate(&token).await;
+            refreshed = true;
+        }
+    }
+
+    /// Sends `req` with `method` and an optional `Authorization` header
+    /// (added to octocrab's own, which is none for apps), retrying transient
+    /// failures.
+    pub async fn send(
+        &self,
+        method: Method,
+        req: &Request<'_>,
+        authorization: Option<HeaderValue>,
+    ) -> Result<Answer, GithubError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = self.get_once(&req).await;
+            let outcome = self.send_once(&method, req, authorization.as_ref()).await;
             let retryable = match &outcome {
                 Ok(answer) => answer.status.is_server_error(),
                 Err(Failure::Timeout | Failure::Transport(_)) => true,
                 Err(Failure::BodyTooLarge | Failure::Limited(_)) => false,
             };
             if !retryable || attempt >= self.retry.attempts {
-                return self.finish(&req, outcome, attempt);
+                return self.finish(req, outcome, attempt);
             }
             let delay = self.retry.delay(attempt);
             tracing::debug!(repo = %self.repo, endpoint = req.endpoint, attempt, ?delay, "retrying github request");
@@ -166,7 +199,12 @@ impl Client {
         *self.limit.lock().unwrap_or_else(|e| e.into_inner()) = Some(limit);
     }
 
-    async fn get_once(&self, req: &Request<'_>) -> Result<Answer, Failure> {
+    async fn send_once(
+        &self,
+        method: &Method,
+        req: &Request<'_>,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Answer, Failure> {
         let _permit = self
             .permits
             .acquire()
@@ -187,15 +225,32 @@ impl Client {
         {
             headers.insert(header::IF_NONE_MATCH, tag);
         }
+        if let Some(value) = authorization {
+            headers.insert(header::AUTHORIZATION, value.clone());
+        }
+        let mut builder = http::Request::builder()
+            .method(method.clone())
+            .uri(req.path);
+        if let Some(all) = builder.headers_mut() {
+            all.extend(headers);
+        }
         let call = async {
+            let request = self
+                .octocrab
+                .build_request(builder, None::<&()>)
+                .map_err(Failure::Transport)?;
             let response = self
                 .octocrab
-                ._get_with_headers(req.path, Some(headers))
+                .execute(request)
                 .await
                 .map_err(Failure::Transport)?;
             let (parts, body) = response.into_parts();
             self.stats.record(req.endpoint, parts.status.as_u16());
-            self.observe_rate_limit(&parts.headers);
+            // A mint (POST, authenticated by the app's JWT) reports the app's
+            // own budget, not the installation's that REST reads spend.
+            if method == Method::GET {
+                self.observe_rate_limit(&parts.headers);
+            }
             let declared = parts
                 .headers
                 .get(header::CONTENT_LENGTH)

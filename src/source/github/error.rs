@@ -87,6 +87,32 @@ pub enum GithubError {
     InvalidObjectId { repo: String, what: String },
     #[error("github source configuration is invalid: {detail}")]
     InvalidConfig { detail: String },
+    #[error(
+        "github {repo}: GitHub app {app_id} has no installation {installation_id}: check githubAppID and githubAppInstallationID, and that the app is installed on the repository's owner"
+    )]
+    AppInstallationNotFound {
+        repo: String,
+        app_id: u64,
+        installation_id: u64,
+    },
+    #[error(
+        "github {repo}: GitHub refused the JWT of app {app_id} (installation {installation_id}): {message}; githubAppPrivateKey must be a key of app {app_id}, and the operator's clock must be right"
+    )]
+    AppJwtRejected {
+        repo: String,
+        app_id: u64,
+        installation_id: u64,
+        message: String,
+    },
+    #[error(
+        "github {repo}: installation {installation_id} of GitHub app {app_id} is suspended: {message}"
+    )]
+    AppInstallationSuspended {
+        repo: String,
+        app_id: u64,
+        installation_id: u64,
+        message: String,
+    },
 }
 
 impl GithubError {
@@ -113,6 +139,9 @@ impl GithubError {
             GithubError::TooManyBranches { .. } => "TooManyBranches",
             GithubError::InvalidObjectId { .. } => "InvalidObjectId",
             GithubError::InvalidConfig { .. } => "InvalidSourceConfig",
+            GithubError::AppInstallationNotFound { .. } => "GithubAppInstallationNotFound",
+            GithubError::AppJwtRejected { .. } => "GithubAppJwtRejected",
+            GithubError::AppInstallationSuspended { .. } => "GithubAppInstallationSuspended",
         }
     }
 
@@ -138,7 +167,10 @@ impl GithubError {
             | GithubError::ResponseTooLarge { .. }
             | GithubError::TooManyBranches { .. }
             | GithubError::InvalidObjectId { .. }
-            | GithubError::InvalidConfig { .. } => Retry::Stalled,
+            | GithubError::InvalidConfig { .. }
+            | GithubError::AppInstallationNotFound { .. }
+            | GithubError::AppJwtRejected { .. }
+            | GithubError::AppInstallationSuspended { .. } => Retry::Stalled,
         }
     }
 }
@@ -243,7 +275,7 @@ pub(crate) fn build_error_from_response(
 }
 
 /// The `message` of a GitHub error body, or a short prefix of the body.
-fn error_message(body: &[u8]) -> String {
+pub(crate) fn error_message(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Body {
         message: String,
@@ -254,18 +286,25 @@ fn error_message(body: &[u8]) -> String {
     }
 }
 
+/// A header map from `(name, value)` pairs, for the classification tests.
+#[cfg(test)]
+pub(crate) fn build_test_headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in pairs {
+        map.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn classify(status: u16, headers: &[(&str, &str)], body: &str) -> GithubError {
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            map.insert(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
+        let map = build_test_headers(headers);
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         build_error_from_response(
             "o/r",

@@ -14,9 +14,11 @@
 //! The connector only knows an API URL: GitHub, GitHub Enterprise Server
 //! (`https://host/api/v3`) or the test stand-in are the same to it.
 
+mod app_token;
 mod client;
 mod compare;
 mod error;
+mod jwt;
 mod walk;
 
 use std::sync::Arc;
@@ -31,7 +33,11 @@ use octocrab::service::middleware::retry::RetryConfig;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+pub use app_token::MINT_ENDPOINT;
 pub use error::GithubError;
+#[cfg(test)]
+pub(crate) use jwt::generate_test_key_pem;
+pub use jwt::{AppKey, AppKeyError, build_app_jwt};
 
 use self::client::{Answer, Client, Request, encode_ref, next_link};
 use self::error::{Missing, build_error_from_response};
@@ -44,7 +50,7 @@ use super::{
 
 /// The public API of github.com.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
-const JSON: &str = "application/vnd.github+json";
+pub(crate) const JSON: &str = "application/vnd.github+json";
 /// How long one request may take unless configured otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on JSON answers other than blobs (a truncated tree is ~7 MB).
@@ -65,6 +71,9 @@ pub struct GithubConfig {
     pub request_timeout: Duration,
     /// Requests in flight at once (blobs are fetched concurrently).
     pub max_concurrent_requests: usize,
+    /// As a GitHub App: an installation token with less than this left is
+    /// replaced before use (tokens live an hour).
+    pub app_token_refresh_margin: Duration,
 }
 
 impl GithubConfig {
@@ -79,6 +88,7 @@ impl GithubConfig {
             retry: RetryPolicy::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_concurrent_requests: 8,
+            app_token_refresh_margin: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -137,6 +147,16 @@ impl GithubSource {
                     "an SSH key cannot authenticate to the GitHub API; use a token".into(),
                 ));
             }
+            // Each request carries an installation token (see `app_token`).
+            Credentials::GithubApp(_) => builder,
+        };
+        let app = match &config.credentials {
+            Credentials::GithubApp(app) => Some(app_token::shared_installation_tokens(
+                &config.api_url,
+                app,
+                config.app_token_refresh_margin,
+            )?),
+            _ => None,
         };
         let octocrab = builder
             .build()
@@ -151,6 +171,7 @@ impl GithubSource {
                 permits: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
                 stats: StatsRecorder::default(),
                 limit: std::sync::Mutex::new(None),
+                app,
             },
             owner: config.owner,
             name: config.repo,

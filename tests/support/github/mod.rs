@@ -9,8 +9,10 @@
 //! files) and `/rate_limit`. Every answer carries rate-limit headers and a
 //! content ETag; `If-None-Match` gives a 304 that costs no rate limit.
 //! Faults (rate limits, bad credentials, SAML, 404, 409, 5xx, corrupt
-//! blobs) are switched on per test, and every request is logged.
+//! blobs) are switched on per test, and every request is logged. A GitHub
+//! App mode ([`app`]) verifies app JWTs and mints installation tokens.
 
+pub mod app;
 mod endpoints;
 mod faults;
 
@@ -24,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Response, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -75,6 +77,7 @@ struct Config {
     tree_entry_limit: usize,
     token: Option<String>,
     fault: Option<(Fault, Option<usize>)>,
+    app: Option<app::AppMode>,
 }
 
 struct Inner {
@@ -132,6 +135,7 @@ impl GithubStandIn {
                 tree_entry_limit: 100_000,
                 token: None,
                 fault: None,
+                app: None,
             }),
             log: Mutex::new(Vec::new()),
             faults: Mutex::default(),
@@ -199,7 +203,12 @@ impl Drop for GithubStandIn {
     }
 }
 
-async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap) -> Response<Body> {
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response<Body> {
     let inner2 = inner.clone();
     let headers2 = headers.clone();
     let uri2 = uri.clone();
@@ -208,7 +217,7 @@ async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap) -
         tokio::time::sleep(*delay).await;
     }
     let (reply, charged) =
-        tokio::task::spawn_blocking(move || route(&inner2, &uri2, &headers2, fault))
+        tokio::task::spawn_blocking(move || route(&inner2, &method, &uri2, &headers2, fault))
             .await
             .expect("route");
     let if_none_match = headers
@@ -240,13 +249,14 @@ async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap) -
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
     });
+    let rate_limit = app::rate_limit(&inner, RATE_LIMIT);
     let mut builder = Response::builder()
         .status(status)
         .header("server", "github.com")
         .header("x-github-api-version-selected", "2022-11-28")
         .header("x-github-media-type", "github.v3; format=json")
-        .header("x-ratelimit-limit", RATE_LIMIT.to_string())
-        .header("x-ratelimit-used", (RATE_LIMIT - remaining).to_string())
+        .header("x-ratelimit-limit", rate_limit.to_string())
+        .header("x-ratelimit-used", (rate_limit - remaining).to_string())
         .header("x-ratelimit-resource", "core")
         .header(
             "x-github-request-id",
@@ -286,7 +296,19 @@ async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap) -
 }
 
 /// Routes one request; the flag says whether it counts against the limit.
-fn route(inner: &Inner, uri: &Uri, headers: &HeaderMap, fault: Option<Fault>) -> (Reply, bool) {
+fn route(
+    inner: &Inner,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    fault: Option<Fault>,
+) -> (Reply, bool) {
+    if let Some(reply) = app::route_mint(inner, method, uri.path(), headers) {
+        return (reply, false);
+    }
+    if let Some(refusal) = app::check_installation_token(inner, headers) {
+        return (refusal, true);
+    }
     let token = inner.config.lock().unwrap().token.clone();
     if let Some(expected) = token {
         match headers.get("authorization").and_then(|v| v.to_str().ok()) {
@@ -414,7 +436,8 @@ fn fault_reply(inner: &Inner, fault: &Fault) -> Option<Reply> {
 
 fn rate_limit_reply(inner: &Inner) -> Reply {
     let remaining = *inner.remaining.lock().unwrap();
-    let core = json!({"limit": RATE_LIMIT, "used": RATE_LIMIT - remaining, "remaining": remaining, "reset": inner.reset_at});
+    let limit = app::rate_limit(inner, RATE_LIMIT);
+    let core = json!({"limit": limit, "used": limit - remaining, "remaining": remaining, "reset": inner.reset_at});
     Reply::json(json!({"resources": {"core": core}, "rate": core}))
 }
 
