@@ -51,6 +51,7 @@ pub async fn resolve_project_sync(
     let settings = SourceSettings {
         cache_dir: cache_dir.to_path_buf(),
         allow_file_urls: true,
+        git_cache: None,
     };
     Ok(resolve(client, obj, &settings).await?)
 }

@@ -15,6 +15,7 @@ use octocrab::Octocrab;
 use tokio::sync::Semaphore;
 
 use super::GithubError;
+use super::proxy::find_proxy_error;
 use crate::source::backoff::RetryPolicy;
 use crate::source::stats::{RateLimit, StatsRecorder};
 
@@ -74,7 +75,12 @@ impl Client {
             let outcome = self.get_once(&req).await;
             let retryable = match &outcome {
                 Ok(answer) => answer.status.is_server_error(),
-                Err(Failure::Timeout | Failure::Transport(_)) => true,
+                Err(Failure::Timeout) => true,
+                // A proxy that refuses the credentials or the target will
+                // refuse them again.
+                Err(Failure::Transport(e)) => find_proxy_error(e).is_none_or(|p| {
+                    matches!(p, super::proxy::ProxyConnectError::Unreachable { .. })
+                }),
                 Err(Failure::BodyTooLarge) => false,
             };
             if !retryable || attempt >= self.retry.attempts {
@@ -106,7 +112,15 @@ impl Client {
                 repo,
                 endpoint,
                 attempts,
+                seconds: self.timeout.as_secs(),
             }),
+            Err(Failure::Transport(source)) if find_proxy_error(&source).is_some() => {
+                Err(GithubError::Proxy {
+                    repo,
+                    endpoint,
+                    source: Box::new(find_proxy_error(&source).cloned().expect("checked above")),
+                })
+            }
             Err(Failure::Transport(source)) => Err(GithubError::Transport {
                 repo,
                 endpoint,

@@ -17,6 +17,7 @@
 mod client;
 mod compare;
 mod error;
+mod proxy;
 mod walk;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 pub use error::GithubError;
+pub use proxy::ProxyConnectError;
 
 use self::client::{Answer, Client, Request, encode_ref, next_link};
 use self::error::{Missing, build_error_from_response};
@@ -63,6 +65,8 @@ pub struct GithubConfig {
     pub request_timeout: Duration,
     /// Requests in flight at once (blobs are fetched concurrently).
     pub max_concurrent_requests: usize,
+    /// Send requests through this proxy (`spec.proxySecretRef`).
+    pub proxy: Option<crate::source::proxy::ProxySettings>,
 }
 
 impl GithubConfig {
@@ -77,6 +81,7 @@ impl GithubConfig {
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 8,
+            proxy: None,
         }
     }
 }
@@ -136,9 +141,14 @@ impl GithubSource {
                 ));
             }
         };
-        let octocrab = builder
-            .build()
-            .map_err(|e| invalid(format!("building the HTTP client: {e}")))?;
+        // With a proxy, the builder above only checked the credentials.
+        let octocrab = match &config.proxy {
+            Some(proxy) => proxy::build_proxied_client(base.clone(), &config.credentials, proxy)
+                .map_err(|e| invalid(format!("building the proxied HTTP client: {e}")))?,
+            None => builder
+                .build()
+                .map_err(|e| invalid(format!("building the HTTP client: {e}")))?,
+        };
         let repo = format!("{}/{}", config.owner, config.repo);
         Ok(GithubSource {
             client: Client {
