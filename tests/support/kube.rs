@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::{
-    api::core::v1::Namespace,
+    api::core::v1::{Namespace, Secret},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
@@ -36,6 +36,24 @@ pub async fn kube_client() -> Client {
 pub struct TestNamespace {
     pub client: Client,
     pub name: String,
+}
+
+impl TestNamespace {
+    /// Creates or replaces Secret `name` with `string_data` (server-side apply).
+    pub async fn apply_secret(&self, name: &str, string_data: serde_json::Value) {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name }, "stringData": string_data,
+        }))
+        .expect("secret manifest");
+        Api::<Secret>::namespaced(self.client.clone(), &self.name)
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .expect("apply secret");
+    }
 }
 
 /// Creates a namespace named after `label`, with the CRD installed.
