@@ -282,6 +282,20 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Waits until resources `one`, `two` and `three` synced their repository's head.
+async fn wait_synced(api: &Api<ProjectSync>, repos: &[TestRepo], operator: &Operator) {
+    for (repo, name) in repos.iter().zip(["one", "two", "three"]) {
+        wait_until(
+            api,
+            name,
+            || operator.log_tail(),
+            "synced",
+            synced_at(repo.head()),
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn git_caches_stay_under_the_limit_by_evicting_idle_ones_and_an_oversized_fetch_fails() {
     let ns = fresh_namespace("egress-cache").await;
@@ -321,16 +335,7 @@ async fn git_caches_stay_under_the_limit_by_evicting_idle_ones_and_an_oversized_
         )
         .await;
     }
-    for (repo, name) in repos.iter().zip(["one", "two", "three"]) {
-        wait_until(
-            &api,
-            name,
-            || operator.log_tail(),
-            "synced",
-            synced_at(repo.head()),
-        )
-        .await;
-    }
+    wait_synced(&api, &repos, &operator).await;
     wait_until(
         &api,
         "huge",
@@ -368,16 +373,7 @@ async fn git_caches_stay_under_the_limit_by_evicting_idle_ones_and_an_oversized_
         repo.commit("second");
         request_sync(&api, name, "again").await;
     }
-    for (repo, name) in repos.iter().zip(["one", "two", "three"]) {
-        wait_until(
-            &api,
-            name,
-            || operator.log_tail(),
-            "synced again",
-            synced_at(repo.head()),
-        )
-        .await;
-    }
+    wait_synced(&api, &repos, &operator).await;
     let text = operator.metrics().await;
     assert!(
         metric(&text, "projectsync_git_cache_evictions_total") >= 2,
