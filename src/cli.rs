@@ -8,6 +8,13 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::telemetry::LogFormat;
 
+/// A positive size: bytes or a Kubernetes quantity (`512Mi`, `4Gi`).
+fn parse_cache_size(text: &str) -> Result<u64, String> {
+    let value = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(text.to_string());
+    crate::controller::validate::parse_size(&value)
+        .ok_or_else(|| format!("{text:?} is not a positive size such as 536870912, 512Mi or 4Gi"))
+}
+
 /// Project Sync: mirrors code repositories into Postgres, diff-aware.
 #[derive(Debug, Parser)]
 #[command(name = "projectsync", version, about)]
@@ -331,6 +338,18 @@ pub struct RunArgs {
     )]
     pub cache_dir: PathBuf,
 
+    /// Limit on the total size of the git caches (bytes, or a quantity such
+    /// as 512Mi or 4Gi). Least recently used caches of idle resources are
+    /// evicted (and refetched when next needed); a single fetch that would
+    /// grow past it is stopped and fails with CacheLimitExceeded.
+    #[arg(
+        long,
+        env = "PROJECTSYNC_GIT_CACHE_MAX_SIZE",
+        default_value = "4Gi",
+        value_parser = parse_cache_size
+    )]
+    pub git_cache_max_size: u64,
+
     /// Allow `file://` git sources. They read the operator's own filesystem:
     /// for development only.
     #[arg(long, env = "PROJECTSYNC_ALLOW_FILE_URLS", default_value_t = false)]
@@ -340,9 +359,4 @@ pub struct RunArgs {
     /// marked FAILED.
     #[arg(long, env = "PROJECTSYNC_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace: u64,
-
-    /// Seconds one GitHub API request may take (connect, answer and body)
-    /// before it is abandoned and retried.
-    #[arg(long, env = "PROJECTSYNC_GITHUB_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub github_request_timeout: u64,
 }

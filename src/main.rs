@@ -14,6 +14,7 @@ use projectsync::{
     http::{self, HttpState, Readiness},
     metrics::Metrics,
     progress::ProgressHub,
+    source::git::cache::GitCache,
     store::Store,
 };
 
@@ -116,6 +117,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
     });
 
+    let git_cache = GitCache::new(&args.cache_dir, args.git_cache_max_size);
+    controller::prune_git_cache(&client, &args.namespaces, &git_cache, &metrics)
+        .await
+        .context("removing the git caches of deleted resources")?;
+
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -132,7 +138,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         SourceSettings {
             cache_dir: args.cache_dir.clone(),
             allow_file_urls: args.allow_file_urls,
-            github_request_timeout: std::time::Duration::from_secs(args.github_request_timeout),
+            git_cache: Some(git_cache),
         },
         ChunkerConfig::default(),
     ));

@@ -48,6 +48,10 @@ pub struct Metrics {
     /// Webhook deliveries by result: accepted, ping, ignored, unauthorized,
     /// replayed, too_large, not_found, bad_request, error.
     pub webhook_requests: IntCounterVec,
+    /// Total size of the git caches at the last measurement.
+    pub git_cache_bytes: IntGauge,
+    /// Git caches removed to stay under `--git-cache-max-size`.
+    pub git_cache_evictions: IntCounter,
 }
 
 const DURATION_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
@@ -111,6 +115,11 @@ impl Metrics {
         let running_syncs = IntGauge::new("running_syncs", "Sync runs in progress.").expect("static metric definition");
         registry.register(Box::new(running_syncs.clone())).expect("metric registered once");
         let webhook_requests = counter_vec("webhook_requests_total", "Webhook deliveries by result.", &["result"]);
+        let git_cache_bytes =
+            IntGauge::new("git_cache_bytes", "Total size of the git caches at the last measurement.").expect("static metric definition");
+        registry.register(Box::new(git_cache_bytes.clone())).expect("metric registered once");
+        let git_cache_evictions =
+            counter("git_cache_evictions_total", "Git caches evicted (least recently used) to stay under the size limit.");
         Metrics {
             registry,
             runs,
@@ -130,6 +139,8 @@ impl Metrics {
             reconcile_errors,
             running_syncs,
             webhook_requests,
+            git_cache_bytes,
+            git_cache_evictions,
         }
     }
 

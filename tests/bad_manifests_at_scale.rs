@@ -111,6 +111,8 @@ fn base_manifest(git: bool) -> Value {
             "branch": "main",
             "commit": "0123456789abcdef0123456789abcdef01234567",
             "interval": "5m",
+            "timeout": "60s",
+            "proxySecretRef": { "name": "egress" },
             "suspend": false,
             "include": ["src/**"],
             "exclude": ["target/**"],
@@ -190,6 +192,14 @@ fn cel_violators(path: &str) -> Option<Vec<Value>> {
             json!("abc1234"),
             json!("ABCDEF0123456789ABCDEF0123456789ABCDEF01"),
             json!("z".repeat(40)),
+        ],
+        "spec.timeout" => vec![
+            json!("soon"),
+            json!("500ms"),
+            json!("0s"),
+            json!("61m"),
+            json!("2h"),
+            json!("10"),
         ],
         "spec.interval" => vec![
             json!("soon"),

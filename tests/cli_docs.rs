@@ -88,6 +88,8 @@ fn every_condition_reason_is_explained_in_docs_troubleshooting_md() {
         "src/source/github/error.rs",
         "src/source/git/error.rs",
         "src/source/credentials.rs",
+        "src/source/proxy.rs",
+        "src/source/github/proxy.rs",
         "src/embed/error.rs",
     ];
     let mut all = BTreeSet::new();

@@ -21,14 +21,17 @@ use support::{
         generated_content, generated_path, is_ready_at, rows_lost, runs_by_status, tree_of,
     },
     fresh_database, fresh_namespace,
-    github::{Endpoint, FaultPlan, GithubStandIn, Injected, Scheduled},
+    github::{
+        GithubStandIn,
+        faults::{Endpoint, FaultPlan, Injected, Scheduled},
+    },
     operator::{Operator, OperatorConfig, http_get},
     psync::{create, request_sync},
     repo::TestRepo,
 };
 
 const FILES: usize = 400;
-/// The operator's `--github-request-timeout`; a held answer waits longer.
+/// The resource's `spec.timeout`; a held answer waits longer.
 const REQUEST_TIMEOUT_SECS: u64 = 2;
 
 /// The seeded schedule: every kind at least once, blob faults at distinct
@@ -127,12 +130,7 @@ async fn the_operator_survives_every_github_fault_and_converges_on_the_rewritten
 
     let ns = fresh_namespace("fault-gh").await;
     let db = fresh_database("fault_gh").await;
-    let mut config = OperatorConfig::new(&ns.name, &db.url);
-    config.extra_args = vec![
-        "--github-request-timeout".into(),
-        REQUEST_TIMEOUT_SECS.to_string(),
-    ];
-    let mut operator = Operator::start(config).await;
+    let mut operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
     let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
     create(
         &api,
@@ -140,6 +138,7 @@ async fn the_operator_survives_every_github_fault_and_converges_on_the_rewritten
         json!({
             "source": { "github": { "owner": "acme", "repo": "faulty", "apiUrl": github.api_url() } },
             "branch": "main",
+            "timeout": format!("{REQUEST_TIMEOUT_SECS}s"),
         }),
     )
     .await;

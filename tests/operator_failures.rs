@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::api::core::v1::Event;
 use kube::{
     Api,
     api::{ListParams, Patch, PatchParams},
@@ -65,15 +65,7 @@ async fn wait_for_event(ns: &support::TestNamespace, name: &str, reason: &str) -
 }
 
 async fn secret(ns: &support::TestNamespace, name: &str, data: serde_json::Value) {
-    let secrets: Api<Secret> = Api::namespaced(ns.client.clone(), &ns.name);
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name }, "stringData": data,
-    }))
-    .expect("secret manifest");
-    secrets
-        .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&secret))
-        .await
-        .expect("apply secret");
+    ns.apply_secret(name, data).await;
 }
 
 #[tokio::test]

@@ -67,6 +67,25 @@ pub struct ProjectSyncSpec {
     ).message("interval must be a duration of at least 30s, such as 30s, 5m or 1h30m"))]
     pub interval: String,
 
+    /// Time limit of each request to the source (GitHub) or each git command
+    /// (ls-remote, fetch, ...), as a duration such as `30s` or `2m`. From 1s
+    /// to 1h; defaults to 60s. A source that answers no sooner fails the run
+    /// with a timeout reason that names the request and the limit.
+    #[serde(default = "default_timeout")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) >= duration('1s') && duration(self) <= duration('1h')"
+    ).message("timeout must be a duration from 1s to 1h, such as 30s, 2m or 1h"))]
+    pub timeout: String,
+
+    /// A Secret in the same namespace naming an HTTP proxy for the source:
+    /// `address` (`http://host:port`), optional `username` and `password`,
+    /// optional `noProxy` (comma-separated hosts, domains, IPs and CIDRs
+    /// that bypass it). https requests are tunnelled with CONNECT. ssh://
+    /// and git:// remotes never use the proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_secret_ref: Option<LocalSecretRef>,
+
     /// Stop syncing while true. The last completed sync stays current.
     #[serde(default)]
     pub suspend: bool,
@@ -130,6 +149,10 @@ const BRANCH_RULE: &str = "!self.startsWith('-') && !self.startsWith('/') && !se
 
 fn default_interval() -> String {
     "5m".to_string()
+}
+
+fn default_timeout() -> String {
+    "60s".to_string()
 }
 
 fn default_max_file_size() -> IntOrString {

@@ -51,7 +51,7 @@ pub async fn resolve_project_sync(
     let settings = SourceSettings {
         cache_dir: cache_dir.to_path_buf(),
         allow_file_urls: true,
-        github_request_timeout: crate::source::github::DEFAULT_REQUEST_TIMEOUT,
+        git_cache: None,
     };
     Ok(resolve(client, obj, &settings).await?)
 }

@@ -39,6 +39,8 @@ pub struct CachedSource {
     pub fingerprint: String,
     pub source: Arc<dyn Source>,
     pub embedder: Arc<dyn EmbeddingProvider>,
+    /// The git cache directory the source reads through, if any.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -143,6 +145,27 @@ impl Context {
                 if let Some(hourly) = limit.limit {
                     self.metrics.github_rate_limit.with_label_values(&[namespace, name]).set(gauge(hourly));
                 }
+            }
+        }
+    }
+
+    /// Drops built sources whose git cache was evicted (their processes
+    /// hold the deleted files open); the next run builds them afresh.
+    pub fn forget_sources_with_cache(&self, evicted: &[String]) {
+        let mut resources = self
+            .resources
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for memory in resources.values_mut() {
+            let uses_evicted = memory
+                .source
+                .as_ref()
+                .and_then(|s| s.cache_dir.as_ref())
+                .and_then(|d| d.file_name())
+                .is_some_and(|name| evicted.iter().any(|e| name == e.as_str()));
+            if uses_evicted {
+                memory.source = None;
+                memory.head = None;
             }
         }
     }

@@ -13,13 +13,14 @@ use crate::{
     embed::{EmbeddingProvider, build_provider},
     source::{
         Credentials, CredentialsError, Source, build_credentials_from_secret, build_github_credentials_from_secret,
-        git::{GitConfig, GitSource},
+        proxy::{ProxySettings, build_proxy_from_secret},
+        git::{GitConfig, GitSource, cache::GitCache},
         github::{GithubConfig, GithubSource},
     },
     store::{ProjectIdentity, ProjectSource},
 };
 
-use super::error::Error;
+use super::{error::Error, validate::validate_timeout};
 
 /// The operator-wide settings that shape sources.
 #[derive(Debug, Clone)]
@@ -28,8 +29,9 @@ pub struct SourceSettings {
     pub cache_dir: std::path::PathBuf,
     /// Whether `file://` git URLs are allowed.
     pub allow_file_urls: bool,
-    /// How long one GitHub API request may take before it is retried.
-    pub github_request_timeout: std::time::Duration,
+    /// The size-bounded registry of those caches (the operator); `None`
+    /// leaves them unbounded (one-off CLI commands).
+    pub git_cache: Option<Arc<GitCache>>,
 }
 
 /// What a run of one resource talks to.
@@ -76,6 +78,8 @@ pub struct Dereferenced {
     pub fingerprint: String,
     source_credentials: Credentials,
     api_key: Option<String>,
+    /// From `spec.proxySecretRef`.
+    proxy: Option<ProxySettings>,
 }
 
 /// How one Secret's data becomes credentials (GitHub sources also accept an App).
@@ -114,12 +118,28 @@ pub async fn dereference(client: &Client, obj: &ProjectSync) -> Result<Dereferen
         },
         None => None,
     };
-    Ok(Dereferenced { fingerprint, source_credentials, api_key })
+    let proxy = match &obj.spec.proxy_secret_ref {
+        Some(r) => {
+            let (data, version) = fetch_secret(&secrets, &namespace, &r.name, "spec.proxySecretRef").await?;
+            fingerprint.push_str(&r.name);
+            fingerprint.push_str(&version);
+            Some(build_proxy_from_secret(&data).map_err(|source| Error::InvalidProxySecret {
+                namespace: namespace.clone(),
+                name: r.name.clone(),
+                source,
+            })?)
+        }
+        None => None,
+    };
+    // The timeout shapes the built clients too.
+    fingerprint.push_str(&obj.spec.timeout);
+    Ok(Dereferenced { fingerprint, source_credentials, api_key, proxy })
 }
 
 /// Builds the source and the embedding provider from what the Secrets held.
 /// No network I/O (a git source prepares its cache with a local `git init`).
 pub fn build_clients(obj: &ProjectSync, inputs: Dereferenced, settings: &SourceSettings) -> Result<Resolved, Error> {
+    let timeout = validate_timeout(&obj.spec)?;
     let source: Arc<dyn Source> = match &obj.spec.source {
         SourceSpec { github: Some(github), .. } => {
             let mut config = GithubConfig::new(&github.owner, &github.repo);
@@ -127,13 +147,17 @@ pub fn build_clients(obj: &ProjectSync, inputs: Dereferenced, settings: &SourceS
                 config.api_url = api_url.clone();
             }
             config.credentials = inputs.source_credentials;
-            config.request_timeout = settings.github_request_timeout;
+            config.request_timeout = timeout;
+            config.proxy = inputs.proxy;
             Arc::new(GithubSource::new(config).map_err(|e| Error::Source(e.into()))?)
         }
         SourceSpec { git: Some(git), .. } => {
             let mut config = GitConfig::new(&git.url, cache_dir_for(&settings.cache_dir, obj));
             config.allow_file_urls = settings.allow_file_urls;
             config.credentials = inputs.source_credentials;
+            config.timeout = timeout;
+            config.proxy = inputs.proxy;
+            config.max_cache_bytes = settings.git_cache.as_ref().map(|c| c.max_bytes());
             Arc::new(GitSource::new(config).map_err(|e| Error::Source(e.into()))?)
         }
         SourceSpec { github: None, git: None } => return Err(Error::Spec(super::validate::SpecError::NoSource)),
@@ -154,6 +178,7 @@ pub fn referenced_secrets(obj: &ProjectSync) -> Vec<&str> {
         spec.source.github.as_ref().and_then(|g| g.secret_ref.as_ref()).map(|r| r.name.as_str()),
         spec.source.git.as_ref().and_then(|g| g.secret_ref.as_ref()).map(|r| r.name.as_str()),
         spec.embedding.as_ref().and_then(|e| e.secret_ref.as_ref()).map(|r| r.name.as_str()),
+        spec.proxy_secret_ref.as_ref().map(|r| r.name.as_str()),
     ]
     .into_iter()
     .flatten()
@@ -186,6 +211,11 @@ fn invalid_secret(namespace: &str, name: &str, field: &'static str, source: crat
 }
 
 fn cache_dir_for(root: &Path, obj: &ProjectSync) -> std::path::PathBuf {
+    root.join(cache_name_for(obj))
+}
+
+/// The name of a resource's git cache directory under the cache root.
+pub fn cache_name_for(obj: &ProjectSync) -> String {
     // The uid keeps a deleted-and-recreated resource from reusing a cache.
-    root.join(obj.uid().unwrap_or_else(|| project_key(obj).replace('/', "_")))
+    obj.uid().unwrap_or_else(|| project_key(obj).replace('/', "_"))
 }

@@ -9,7 +9,7 @@ use crate::{
     api::conditions::reason,
     embed::EmbedError,
     pipeline::PipelineError,
-    source::{CredentialsError, Retry, SourceError},
+    source::{CredentialsError, Retry, SourceError, proxy::ProxyError},
     store::StoreError,
 };
 
@@ -31,6 +31,14 @@ pub enum Error {
         field: &'static str,
         #[source]
         source: CredentialsError,
+    },
+
+    #[error("Secret {namespace}/{name} (referenced by spec.proxySecretRef): {source}")]
+    InvalidProxySecret {
+        namespace: String,
+        name: String,
+        #[source]
+        source: ProxyError,
     },
 
     #[error("cannot set up the source: {0}")]
@@ -77,6 +85,7 @@ impl Error {
             Error::Spec(_) => reason::INVALID_SPEC,
             Error::SecretNotFound { .. } => reason::SECRET_NOT_FOUND,
             Error::InvalidSecret { source, .. } => source.reason(),
+            Error::InvalidProxySecret { source, .. } => source.reason(),
             Error::Source(e) => e.reason(),
             Error::Embedding(e) => e.reason(),
             Error::Pipeline(e) => e.reason(),
@@ -94,7 +103,9 @@ impl Error {
     /// How to handle this error.
     pub fn policy(&self) -> Policy {
         match self {
-            Error::Spec(_) | Error::SecretNotFound { .. } | Error::InvalidSecret { .. } => Policy::Stall,
+            Error::Spec(_) | Error::SecretNotFound { .. } | Error::InvalidSecret { .. } | Error::InvalidProxySecret { .. } => {
+                Policy::Stall
+            }
             Error::Source(e) => from_retry(e.retry()),
             Error::Pipeline(e) => from_retry(e.retry()),
             Error::Embedding(e) => from_retry(e.retry()),

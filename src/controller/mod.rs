@@ -5,6 +5,7 @@
 pub mod context;
 pub mod dereference;
 pub mod error;
+pub mod git_cache;
 pub mod leader;
 pub mod reconcile;
 pub mod status;
@@ -31,6 +32,7 @@ use crate::api::ProjectSync;
 
 pub use context::Context;
 pub use dereference::SourceSettings;
+pub use git_cache::prune_git_cache;
 pub use leader::{Election, LeaderError, LeaseSettings};
 
 /// How the controller runs.

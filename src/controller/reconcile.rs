@@ -26,8 +26,9 @@ use crate::{
 
 use super::{
     context::{CachedSource, Context},
-    dereference::{build_clients, build_identity, dereference, describe_repository, project_key},
+    dereference::{build_clients, build_identity, cache_name_for, dereference, describe_repository, project_key},
     error::{Error, Policy, backoff_delay},
+    git_cache,
     status::{self, StatusWriter},
     triggers::{self, Decision},
     validate::{ValidSpec, validate},
@@ -96,6 +97,7 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
 
     let mut project = None;
     let result = apply_inner(&obj, &ctx, &key, &mut status, &mut writer, &mut project).await;
+    git_cache::enforce_limit(&ctx).await;
     // Handled once, whether the run succeeded or not (as a request is): a
     // failed reindex is asked for again with a new value.
     if request.is_some() {
@@ -149,6 +151,8 @@ async fn apply_inner(
         Decision::Check(trigger) => trigger,
     };
     let valid = validate(&obj.spec)?;
+    // Before the source is resolved: from here on its cache is not evicted.
+    let _cache_lease = git_cache::lease_for(ctx, obj);
     let cached = resolve_source(ctx, obj, key).await?;
     let project = ctx.store.ensure_project(&build_identity(obj)).await?;
     *project_out = Some(project);
@@ -354,11 +358,15 @@ fn build_request(
 /// the Secrets are read every time, the clients built only when they changed.
 async fn resolve_source(ctx: &Context, obj: &ProjectSync, key: &str) -> Result<CachedSource, Error> {
     let inputs = dereference(&ctx.client, obj).await?;
-    if let Some(cached) = ctx.cached_source(key, &inputs.fingerprint) {
+    // A cache evicted since the source was built is rebuilt with it.
+    if let Some(cached) = ctx.cached_source(key, &inputs.fingerprint)
+        && cached.cache_dir.as_ref().is_none_or(|dir| dir.exists())
+    {
         return Ok(cached);
     }
     let resolved = build_clients(obj, inputs, &ctx.settings)?;
-    let cached = CachedSource { fingerprint: resolved.fingerprint, source: resolved.source, embedder: resolved.embedder };
+    let cache_dir = obj.spec.source.git.as_ref().map(|_| ctx.settings.cache_dir.join(cache_name_for(obj)));
+    let cached = CachedSource { fingerprint: resolved.fingerprint, source: resolved.source, embedder: resolved.embedder, cache_dir };
     ctx.cache_source(key, cached.clone());
     Ok(cached)
 }
@@ -391,6 +399,7 @@ async fn cleanup(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Err
         );
     }
     ctx.forget(&key);
+    git_cache::remove_for(&ctx, &obj).await;
     Ok(Action::await_change())
 }
 

@@ -18,6 +18,8 @@ pub enum SpecError {
     NoSource,
     #[error("spec.interval {value:?} is not a duration such as 30s, 5m or 1h30m")]
     Interval { value: String },
+    #[error("spec.timeout {value:?} is not a duration from 1s to 1h such as 30s or 2m")]
+    Timeout { value: String },
     #[error("spec.maxFileSize {value:?} is not a positive number of bytes or quantity such as 512Ki")]
     MaxFileSize { value: String },
     #[error("spec.{field}[{index}] {glob:?} is not a valid glob: {message}")]
@@ -78,6 +80,8 @@ fn build_globset(field: &'static str, globs: &[String]) -> Result<Option<GlobSet
 #[derive(Debug, Clone)]
 pub struct ValidSpec {
     pub interval: Duration,
+    /// Limit of each source request or git command.
+    pub timeout: Duration,
     pub max_file_size: u64,
     pub filter: PathFilter,
 }
@@ -87,6 +91,7 @@ pub fn validate(spec: &ProjectSyncSpec) -> Result<ValidSpec, SpecError> {
     Ok(ValidSpec {
         interval: parse_duration(&spec.interval)
             .ok_or_else(|| SpecError::Interval { value: spec.interval.clone() })?,
+        timeout: validate_timeout(spec)?,
         max_file_size: parse_size(&spec.max_file_size).ok_or_else(|| SpecError::MaxFileSize {
             value: match &spec.max_file_size {
                 IntOrString::Int(i) => i.to_string(),
@@ -95,6 +100,14 @@ pub fn validate(spec: &ProjectSyncSpec) -> Result<ValidSpec, SpecError> {
         })?,
         filter: PathFilter::build(&spec.include, &spec.exclude)?,
     })
+}
+
+/// `spec.timeout` as a `Duration` (the CRD bounds it to 1s..=1h; objects
+/// stored before the field existed get the 60s default from the schema).
+pub fn validate_timeout(spec: &ProjectSyncSpec) -> Result<Duration, SpecError> {
+    parse_duration(&spec.timeout)
+        .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(d))
+        .ok_or_else(|| SpecError::Timeout { value: spec.timeout.clone() })
 }
 
 /// Parses a Go-style duration (`30s`, `5m`, `1h30m`, `1.5h`, `500ms`).

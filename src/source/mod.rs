@@ -27,6 +27,7 @@ pub mod content;
 pub mod credentials;
 pub mod git;
 pub mod github;
+pub mod proxy;
 pub mod stats;
 pub mod tree;
 

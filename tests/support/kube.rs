@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::{
-    api::core::v1::Namespace,
+    api::core::v1::{Namespace, Secret},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
@@ -38,6 +38,24 @@ pub struct TestNamespace {
     pub name: String,
 }
 
+impl TestNamespace {
+    /// Creates or replaces Secret `name` with `string_data` (server-side apply).
+    pub async fn apply_secret(&self, name: &str, string_data: serde_json::Value) {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name }, "stringData": string_data,
+        }))
+        .expect("secret manifest");
+        Api::<Secret>::namespaced(self.client.clone(), &self.name)
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .expect("apply secret");
+    }
+}
+
 /// Creates a namespace named after `label`, with the CRD installed.
 pub async fn fresh_namespace(label: &str) -> TestNamespace {
     let client = kube_client().await;
@@ -54,21 +72,6 @@ pub async fn fresh_namespace(label: &str) -> TestNamespace {
         .await
         .unwrap_or_else(|e| panic!("cannot create namespace {name}: {e}"));
     TestNamespace { client, name }
-}
-
-impl TestNamespace {
-    /// Creates or replaces Secret `name` in this namespace from `string_data`
-    /// (a JSON object of key to text), as `kubectl apply` would.
-    pub async fn apply_secret(&self, name: &str, string_data: serde_json::Value) {
-        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name }, "stringData": string_data,
-        }))
-        .expect("secret manifest");
-        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.client.clone(), &self.name)
-            .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&secret))
-            .await
-            .unwrap_or_else(|e| panic!("cannot apply Secret {}/{name}: {e}", self.name));
-    }
 }
 
 /// Applies the CRD generated from the Rust types (server-side apply, once per

@@ -18,9 +18,11 @@ pub mod kube;
 pub mod kubectl;
 pub mod operator;
 pub mod postgres;
+pub mod proxy;
 pub mod psync;
 pub mod repo;
 pub mod ssh_server;
+pub mod tls;
 
 pub use env::testenv;
 pub use kube::{TestNamespace, ensure_crd, fresh_namespace, kube_client};

@@ -33,6 +33,8 @@ pub struct OperatorConfig<'a> {
     pub kubeconfig: Option<&'a Path>,
     /// Namespace of the leader Lease; `namespace` when `None`.
     pub lease_namespace: Option<&'a str>,
+    /// Extra environment variables (e.g. `SSL_CERT_FILE` for a test CA).
+    pub env: Vec<(String, String)>,
 }
 
 impl<'a> OperatorConfig<'a> {
@@ -44,6 +46,7 @@ impl<'a> OperatorConfig<'a> {
             extra_args: Vec::new(),
             kubeconfig: None,
             lease_namespace: None,
+            env: Vec::new(),
         }
     }
 }
@@ -80,6 +83,7 @@ impl Operator {
             .env("KUBECONFIG", config.kubeconfig.unwrap_or(&testenv().kubeconfig))
             .env("DATABASE_URL", config.database_url)
             .env("RUST_LOG", "info,projectsync=debug")
+            .envs(config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log file"))
             .stderr(log_file)

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::error::{GitError, build_error_from_stderr};
-use crate::source::Credentials;
+use crate::source::{Credentials, proxy::ProxySettings};
 
 /// The transport a remote URL uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +116,7 @@ impl GitRunner {
         git_dir: PathBuf,
         state_dir: &Path,
         credentials: &Credentials,
+        proxy: Option<&ProxySettings>,
         timeout: Duration,
     ) -> Result<Self, GitError> {
         let cache_err = |source| GitError::CacheDirectory {
@@ -198,6 +199,16 @@ impl GitRunner {
                 });
             }
         }
+        // http(s) remotes only: curl tunnels https with CONNECT and sends
+        // plain http in absolute form. ssh and git:// never use it.
+        if let Some(proxy) = proxy
+            && matches!(transport, Transport::Https | Transport::Http)
+        {
+            config.push(("http.proxy", proxy.url_with_credentials()));
+            config.push(("http.proxyAuthMethod", "basic".into()));
+            env.push(("no_proxy".into(), proxy.no_proxy.clone().into()));
+            env.push(("NO_PROXY".into(), proxy.no_proxy.clone().into()));
+        }
         env.push(("GIT_CONFIG_COUNT".into(), config.len().to_string().into()));
         for (i, (key, value)) in config.into_iter().enumerate() {
             env.push((format!("GIT_CONFIG_KEY_{i}").into(), key.into()));
@@ -224,7 +235,10 @@ impl GitRunner {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Its own process group, so a timeout kills git's helpers
+            // (git-remote-https, ssh, index-pack) with it.
+            .process_group(0);
         cmd
     }
 
@@ -235,6 +249,18 @@ impl GitRunner {
         operation: &'static str,
         args: &[&str],
         stdin: Option<&[u8]>,
+    ) -> Result<Output, GitError> {
+        self.run_bounded(operation, args, stdin, None).await
+    }
+
+    /// [`Self::run`], and with `size_limit` the command is killed as soon as
+    /// the directory grows past the limit (a fetch larger than the cache).
+    pub async fn run_bounded(
+        &self,
+        operation: &'static str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        size_limit: Option<(&Path, u64)>,
     ) -> Result<Output, GitError> {
         let mut cmd = self.command();
         cmd.args(args);
@@ -251,13 +277,31 @@ impl GitRunner {
             pipe.write_all(input).await.map_err(io_err)?;
             drop(pipe);
         }
-        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Ok(result) => result.map_err(io_err)?,
-            Err(_) => {
-                return Err(GitError::Timeout {
+        let group = child.id();
+        let watch = async {
+            match size_limit {
+                Some((dir, limit)) => watch_size(dir, limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let output = tokio::select! {
+            result = tokio::time::timeout(self.timeout, child.wait_with_output()) => match result {
+                Ok(result) => result.map_err(io_err)?,
+                Err(_) => {
+                    kill_group(group);
+                    return Err(GitError::Timeout {
+                        url: self.display_url.clone(),
+                        operation,
+                        seconds: self.timeout.as_secs(),
+                    });
+                }
+            },
+            bytes = watch => {
+                kill_group(group);
+                return Err(GitError::CacheLimitExceeded {
                     url: self.display_url.clone(),
-                    operation,
-                    seconds: self.timeout.as_secs(),
+                    bytes,
+                    limit: size_limit.map(|(_, l)| l).unwrap_or_default(),
                 });
             }
         };
@@ -273,6 +317,32 @@ impl GitRunner {
             output.status.to_string(),
             &stderr,
         ))
+    }
+}
+
+/// Resolves with the size once `dir` holds more than `limit` bytes.
+async fn watch_size(dir: &Path, limit: u64) -> u64 {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let dir = dir.to_path_buf();
+        let bytes = tokio::task::spawn_blocking(move || super::cache::dir_size(&dir))
+            .await
+            .unwrap_or(0);
+        if bytes > limit {
+            return bytes;
+        }
+    }
+}
+
+/// SIGKILL to the process group `leader` started (see [`GitRunner::command`]).
+fn kill_group(leader: Option<u32>) {
+    if let Some(pid) = leader.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: killpg only sends a signal; the group is the one this
+        // runner created for the child, which has not been reaped yet.
+        unsafe {
+            libc::killpg(pid, libc::SIGKILL);
+        }
     }
 }
 
@@ -433,6 +503,7 @@ mod tests {
             dir.path().join("repo.git"),
             dir.path(),
             &credentials,
+            None,
             Duration::from_secs(1),
         )
         .unwrap();
@@ -463,6 +534,7 @@ mod tests {
             dir.path().join("repo.git"),
             dir.path(),
             &Credentials::Token("ghp_secret".into()),
+            None,
             Duration::from_secs(1),
         )
         .unwrap();

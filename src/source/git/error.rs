@@ -45,7 +45,7 @@ pub enum GitError {
     InvalidObjectId { url: String, what: String },
     #[error("git {url}: remote unreachable: {detail}")]
     Unreachable { url: String, detail: String },
-    #[error("git {url}: {operation} timed out after {seconds}s")]
+    #[error("git {url}: {operation} timed out after {seconds}s (spec.timeout)")]
     Timeout {
         url: String,
         operation: &'static str,
@@ -71,6 +71,12 @@ pub enum GitError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "git {url}: the fetch grew the cache to {bytes} bytes, over the operator's limit of {limit} bytes (--git-cache-max-size); raise the limit or sync a smaller repository"
+    )]
+    CacheLimitExceeded { url: String, bytes: u64, limit: u64 },
+    #[error("git {url}: the proxy refused the credentials (407): {detail}")]
+    ProxyAuthenticationFailed { url: String, detail: String },
     #[error("git cache directory {path} is unusable")]
     CacheDirectory {
         path: String,
@@ -102,6 +108,8 @@ impl GitError {
             GitError::InvalidOutput { .. } => "InvalidGitOutput",
             GitError::Io { .. } => "GitNotRunnable",
             GitError::CacheDirectory { .. } => "CacheDirectoryUnusable",
+            GitError::CacheLimitExceeded { .. } => "CacheLimitExceeded",
+            GitError::ProxyAuthenticationFailed { .. } => "ProxyAuthenticationFailed",
         }
     }
 
@@ -126,7 +134,9 @@ impl GitError {
             | GitError::BlobTooLarge { .. }
             | GitError::InvalidObjectId { .. }
             | GitError::Io { .. }
-            | GitError::CacheDirectory { .. } => Retry::Stalled,
+            | GitError::CacheDirectory { .. }
+            | GitError::CacheLimitExceeded { .. }
+            | GitError::ProxyAuthenticationFailed { .. } => Retry::Stalled,
         }
     }
 }
@@ -145,6 +155,13 @@ pub(crate) fn build_error_from_stderr(
     let detail = summarise(stderr);
     let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
     if has(&[
+        "code 407",
+        "response 407",
+        "returned error: 407",
+        "proxy authentication required",
+    ]) {
+        GitError::ProxyAuthenticationFailed { url, detail }
+    } else if has(&[
         "host key verification failed",
         "no matching host key",
         "remote host identification has changed",
@@ -210,6 +227,17 @@ mod tests {
 
     fn reason(stderr: &str) -> &'static str {
         build_error_from_stderr("u", "ls-remote", "exit status: 128".into(), stderr).reason()
+    }
+
+    #[test]
+    fn a_proxy_refusing_credentials_is_named() {
+        for stderr in [
+            "fatal: unable to access 'https://x/r.git/': CONNECT tunnel failed, response 407",
+            "fatal: unable to access 'https://x/r.git/': Received HTTP code 407 from proxy after CONNECT",
+            "fatal: unable to access 'http://x/r.git/': The requested URL returned error: 407",
+        ] {
+            assert_eq!(reason(stderr), "ProxyAuthenticationFailed", "{stderr}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! `git diff-tree`, locally.
 
 mod batch;
+pub mod cache;
 mod command;
 mod error;
 
@@ -53,6 +54,10 @@ pub struct GitConfig {
     /// Retries of remote operations that failed transiently (unreachable,
     /// timed out); everything else fails at once.
     pub retry: RetryPolicy,
+    /// Send http(s) traffic through this proxy (`spec.proxySecretRef`).
+    pub proxy: Option<crate::source::proxy::ProxySettings>,
+    /// Fail a fetch (and kill it) once `cache_dir` grows past this size.
+    pub max_cache_bytes: Option<u64>,
 }
 
 impl GitConfig {
@@ -65,6 +70,8 @@ impl GitConfig {
             timeout: Duration::from_secs(300),
             depth: Some(1),
             retry: RetryPolicy::default(),
+            proxy: None,
+            max_cache_bytes: None,
         }
     }
 }
@@ -75,6 +82,8 @@ pub struct GitSource {
     runner: GitRunner,
     depth: Option<u32>,
     retry: RetryPolicy,
+    cache_dir: PathBuf,
+    max_cache_bytes: Option<u64>,
     /// Serialises fetches into the cache (shallow file, pack writes).
     fetch_lock: Mutex<()>,
     cat_file: Mutex<Option<CatFile>>,
@@ -100,29 +109,18 @@ impl GitSource {
             git_dir.clone(),
             &config.cache_dir.join("state"),
             &credentials,
+            config.proxy.as_ref(),
             config.timeout,
         )?;
         if !git_dir.join("HEAD").exists() {
-            let mut cmd = runner.command().into_std();
-            cmd.args(["init", "--bare", "--quiet"]);
-            let out = cmd.output().map_err(|source| GitError::Io {
-                url: runner.display_url.clone(),
-                operation: "init",
-                source,
-            })?;
-            if !out.status.success() {
-                return Err(GitError::CacheDirectory {
-                    path: git_dir.display().to_string(),
-                    source: std::io::Error::other(
-                        String::from_utf8_lossy(&out.stderr).into_owned(),
-                    ),
-                });
-            }
+            init_bare(&runner)?;
         }
         Ok(GitSource {
             runner,
             depth: config.depth,
             retry: config.retry,
+            cache_dir: config.cache_dir.clone(),
+            max_cache_bytes: config.max_cache_bytes,
             fetch_lock: Mutex::new(()),
             cat_file: Mutex::new(None),
             stats: StatsRecorder::default(),
@@ -139,7 +137,29 @@ impl GitSource {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self.runner.run(operation, args, None).await;
+            // Only fetches write to the cache; they are watched for size.
+            let limit = (operation == "fetch")
+                .then_some(self.max_cache_bytes)
+                .flatten()
+                .map(|l| (self.cache_dir.as_path(), l));
+            let mut result = self.runner.run_bounded(operation, args, None, limit).await;
+            if let (Ok(_), Some((dir, max))) = (&result, limit) {
+                // A fetch faster than the watch's first look is measured here.
+                let dir = dir.to_path_buf();
+                let bytes = tokio::task::spawn_blocking(move || cache::dir_size(&dir))
+                    .await
+                    .unwrap_or(0);
+                if bytes > max {
+                    result = Err(GitError::CacheLimitExceeded {
+                        url: self.url(),
+                        bytes,
+                        limit: max,
+                    });
+                }
+            }
+            if matches!(result, Err(GitError::CacheLimitExceeded { .. })) {
+                self.reset_cache();
+            }
             self.stats
                 .record(operation, if result.is_ok() { 200 } else { 0 });
             match result {
@@ -176,6 +196,19 @@ impl GitSource {
         }
         branches.sort();
         Ok(branches)
+    }
+
+    /// Empties the cache repository after a fetch too large for the cache:
+    /// neither its partial nor its complete pack may stay on disk. The
+    /// blob reader goes too (it has the old packs open).
+    fn reset_cache(&self) {
+        if let Ok(mut slot) = self.cat_file.try_lock() {
+            *slot = None;
+        }
+        let _ = std::fs::remove_dir_all(&self.runner.git_dir);
+        if let Err(error) = init_bare(&self.runner) {
+            tracing::warn!(url = %self.runner.display_url, %error, "could not re-create the git cache after an oversized fetch");
+        }
     }
 
     fn invalid(&self, operation: &'static str, detail: &str) -> GitError {
@@ -424,6 +457,24 @@ impl GitSource {
             }),
         }
     }
+}
+
+/// `git init --bare` of the cache repository (synchronous, local).
+fn init_bare(runner: &GitRunner) -> Result<(), GitError> {
+    let mut cmd = runner.command().into_std();
+    cmd.args(["init", "--bare", "--quiet"]);
+    let out = cmd.output().map_err(|source| GitError::Io {
+        url: runner.display_url.clone(),
+        operation: "init",
+        source,
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(GitError::CacheDirectory {
+        path: runner.git_dir.display().to_string(),
+        source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+    })
 }
 
 /// Splits `user:password@` out of an http(s) URL.

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use super::GithubError;
 use super::app_token::InstallationTokens;
 use super::error::{Missing, build_error_from_response};
+use super::proxy::find_proxy_error;
 use crate::source::backoff::RetryPolicy;
 use crate::source::stats::{RateLimit, StatsRecorder};
 
@@ -112,7 +113,12 @@ impl Client {
             let outcome = self.send_once(&method, req, authorization.as_ref()).await;
             let retryable = match &outcome {
                 Ok(answer) => answer.status.is_server_error(),
-                Err(Failure::Timeout | Failure::Transport(_)) => true,
+                Err(Failure::Timeout) => true,
+                // A proxy that refuses the credentials or the target will
+                // refuse them again.
+                Err(Failure::Transport(e)) => find_proxy_error(e).is_none_or(|p| {
+                    matches!(p, super::proxy::ProxyConnectError::Unreachable { .. })
+                }),
                 Err(Failure::BodyTooLarge | Failure::Limited(_)) => false,
             };
             if !retryable || attempt >= self.retry.attempts {
@@ -144,7 +150,15 @@ impl Client {
                 repo,
                 endpoint,
                 attempts,
+                seconds: self.timeout.as_secs(),
             }),
+            Err(Failure::Transport(source)) if find_proxy_error(&source).is_some() => {
+                Err(GithubError::Proxy {
+                    repo,
+                    endpoint,
+                    source: Box::new(find_proxy_error(&source).cloned().expect("checked above")),
+                })
+            }
             Err(Failure::Transport(source)) => Err(GithubError::Transport {
                 repo,
                 endpoint,

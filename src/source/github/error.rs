@@ -35,11 +35,21 @@ pub enum GithubError {
         status: u16,
         attempts: u32,
     },
-    #[error("github {repo}: {endpoint} timed out after {attempts} attempts")]
+    #[error(
+        "github {repo}: {endpoint} timed out after {attempts} attempts of {seconds}s each (spec.timeout)"
+    )]
     Timeout {
         repo: String,
         endpoint: &'static str,
         attempts: u32,
+        seconds: u64,
+    },
+    #[error("github {repo}: {endpoint}: {source}")]
+    Proxy {
+        repo: String,
+        endpoint: &'static str,
+        #[source]
+        source: Box<super::proxy::ProxyConnectError>,
     },
     #[error("github {repo}: {endpoint} unreachable after {attempts} attempts")]
     Transport {
@@ -131,6 +141,7 @@ impl GithubError {
             GithubError::ServerError { .. } => "ProviderUnavailable",
             GithubError::Timeout { .. } => "ProviderTimeout",
             GithubError::Transport { .. } => "ProviderUnreachable",
+            GithubError::Proxy { source, .. } => source.reason(),
             GithubError::InvalidResponse { .. } => "InvalidProviderResponse",
             GithubError::ResponseTooLarge { .. } => "ProviderResponseTooLarge",
             GithubError::UnexpectedStatus { .. } => "UnexpectedProviderResponse",
@@ -171,6 +182,11 @@ impl GithubError {
             | GithubError::AppInstallationNotFound { .. }
             | GithubError::AppJwtRejected { .. }
             | GithubError::AppInstallationSuspended { .. } => Retry::Stalled,
+            // An unreachable proxy may come back; one that refuses will not.
+            GithubError::Proxy { source, .. } => match source.as_ref() {
+                super::proxy::ProxyConnectError::Unreachable { .. } => Retry::Transient,
+                _ => Retry::Stalled,
+            },
         }
     }
 }

@@ -19,6 +19,7 @@ mod client;
 mod compare;
 mod error;
 mod jwt;
+mod proxy;
 mod walk;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use error::GithubError;
 #[cfg(test)]
 pub(crate) use jwt::generate_test_key_pem;
 pub use jwt::{AppKey, AppKeyError, build_app_jwt};
+pub use proxy::ProxyConnectError;
 
 use self::client::{Answer, Client, Request, encode_ref, next_link};
 use self::error::{Missing, build_error_from_response};
@@ -74,6 +76,8 @@ pub struct GithubConfig {
     /// As a GitHub App: an installation token with less than this left is
     /// replaced before use (tokens live an hour).
     pub app_token_refresh_margin: Duration,
+    /// Send requests through this proxy (`spec.proxySecretRef`).
+    pub proxy: Option<crate::source::proxy::ProxySettings>,
 }
 
 impl GithubConfig {
@@ -89,6 +93,7 @@ impl GithubConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_concurrent_requests: 8,
             app_token_refresh_margin: Duration::from_secs(5 * 60),
+            proxy: None,
         }
     }
 }
@@ -158,9 +163,14 @@ impl GithubSource {
             )?),
             _ => None,
         };
-        let octocrab = builder
-            .build()
-            .map_err(|e| invalid(format!("building the HTTP client: {e}")))?;
+        // With a proxy, the builder above only checked the credentials.
+        let octocrab = match &config.proxy {
+            Some(proxy) => proxy::build_proxied_client(base.clone(), &config.credentials, proxy)
+                .map_err(|e| invalid(format!("building the proxied HTTP client: {e}")))?,
+            None => builder
+                .build()
+                .map_err(|e| invalid(format!("building the HTTP client: {e}")))?,
+        };
         let repo = format!("{}/{}", config.owner, config.repo);
         Ok(GithubSource {
             client: Client {

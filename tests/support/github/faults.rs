@@ -8,12 +8,12 @@
 //! force-push.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, Response, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, Response, StatusCode, Uri};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::json;
@@ -210,6 +210,7 @@ impl super::GithubStandIn {
 /// The stand-in's request path with the fault layer in front of it.
 pub(super) async fn handle_with_faults(
     State(inner): State<Arc<Inner>>,
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response<Body> {
@@ -256,15 +257,15 @@ pub(super) async fn handle_with_faults(
     }
     let mut not_before = None;
     let response = match &scheduled {
-        None => super::handle(State(inner.clone()), uri, headers).await,
+        None => super::handle(State(inner.clone()), method, uri, headers).await,
         Some((fault, hold, wait)) => match fault {
             Injected::Status(status) => error_reply(*status, "Server Error", &[]),
             Injected::Timeout => {
                 tokio::time::sleep(*hold).await;
-                return super::handle(State(inner.clone()), uri, headers).await;
+                return super::handle(State(inner.clone()), method, uri, headers).await;
             }
             Injected::TruncatedBody => {
-                let full = super::handle(State(inner.clone()), uri, headers).await;
+                let full = super::handle(State(inner.clone()), method, uri, headers).await;
                 truncate(full).await
             }
             Injected::PrimaryRateLimit | Injected::SecondaryRateLimit => {
@@ -285,7 +286,7 @@ pub(super) async fn handle_with_faults(
                 })
                 .await
                 .expect("force-push");
-                super::handle(State(inner.clone()), uri, headers).await
+                super::handle(State(inner.clone()), method, uri, headers).await
             }
         },
     };

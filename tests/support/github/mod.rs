@@ -14,9 +14,7 @@
 
 pub mod app;
 mod endpoints;
-mod faults;
-
-pub use faults::{Endpoint, FaultPlan, Injected, Outcome, Scheduled, Seen};
+pub mod faults;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
