@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use projectsync::api::{ProjectSync, REINDEX_ANNOTATION};
+use projectsync::api::{
+    ProjectSync, ProjectSyncStatus, REINDEX_ANNOTATION, REQUESTED_AT_ANNOTATION,
+};
 use serde_json::json;
 
 use crate::measure::{Proc, StoreCounts, waited_children_cpu};
@@ -19,7 +21,7 @@ use crate::support::{
     TestDb, fresh_database, fresh_namespace,
     github::GithubStandIn,
     operator::{Operator, OperatorConfig},
-    psync::{create, request_sync, synced_at, wait_until_within},
+    psync::{create, synced_at, wait_until_within},
 };
 
 /// The longest any one measured run may take (a first sync of 100,000
@@ -151,17 +153,8 @@ impl Lab {
         value: &str,
         head: &str,
     ) -> (Cost, ProjectSync) {
-        self.measured(target.standin, async {
-            request_sync(&self.api, target.name, value).await;
-            let synced = synced_at(head.to_string());
-            self.wait(target.name, "handled", |obj| {
-                synced(obj)
-                    && obj
-                        .status
-                        .as_ref()
-                        .is_some_and(|s| s.last_handled_requested_at.as_deref() == Some(value))
-            })
-            .await
+        self.annotate(target, REQUESTED_AT_ANNOTATION, value, head, |s| {
+            s.last_handled_requested_at.as_deref()
         })
         .await
     }
@@ -173,19 +166,31 @@ impl Lab {
         value: &str,
         head: &str,
     ) -> (Cost, ProjectSync) {
+        self.annotate(target, REINDEX_ANNOTATION, value, head, |s| {
+            s.last_handled_reindex_at.as_deref()
+        })
+        .await
+    }
+
+    /// Sets the annotation `key` to `value` as `kubectl annotate` does and
+    /// waits until the status says that value was handled at `head`.
+    async fn annotate(
+        &self,
+        target: Target<'_>,
+        key: &str,
+        value: &str,
+        head: &str,
+        handled: impl Fn(&ProjectSyncStatus) -> Option<&str>,
+    ) -> (Cost, ProjectSync) {
         self.measured(target.standin, async {
-            let patch = json!({ "metadata": { "annotations": { REINDEX_ANNOTATION: value } } });
+            let patch = json!({ "metadata": { "annotations": { key: value } } });
             self.api
                 .patch(target.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .expect("annotate for a reindex");
+                .unwrap_or_else(|e| panic!("annotate {} with {key}: {e}", target.name));
             let synced = synced_at(head.to_string());
-            self.wait(target.name, "reindexed", |obj| {
-                synced(obj)
-                    && obj
-                        .status
-                        .as_ref()
-                        .is_some_and(|s| s.last_handled_reindex_at.as_deref() == Some(value))
+            self.wait(target.name, "handled", |obj| {
+                synced(obj) && obj.status.as_ref().and_then(&handled) == Some(value)
             })
             .await
         })

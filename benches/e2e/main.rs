@@ -14,7 +14,6 @@
 //! resources. Needs `hack/testenv up` and fails loudly without it.
 //! Figures and how to read them: docs/e2e-bench.md.
 
-#[allow(dead_code, unused_imports)]
 #[path = "../../tests/support/mod.rs"]
 mod support;
 

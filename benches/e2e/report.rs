@@ -69,7 +69,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -211,9 +211,16 @@ pub fn chart(path: &Path, rows: &[Measurement]) -> Result<bool, Box<dyn std::err
     let (lo, hi) = if points.is_empty() {
         (0.01, 1.0)
     } else {
-        (lo / 2.0, hi * 2.0)
+        (lo / 2.0, hi * 8.0)
     };
 
+    // Room above the lines for the legend, and the largest k on the axis.
+    let max_k = points
+        .iter()
+        .filter_map(|m| m.k)
+        .max()
+        .unwrap_or(1_000)
+        .max(1_000) as f64;
     let root = BitMapBackend::new(path, (1100, 700)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut builder = ChartBuilder::on(&root);
@@ -228,7 +235,7 @@ pub fn chart(path: &Path, rows: &[Measurement]) -> Result<bool, Box<dyn std::err
         );
     }
     let mut chart =
-        builder.build_cartesian_2d((0.7f64..1500f64).log_scale(), (lo..hi).log_scale())?;
+        builder.build_cartesian_2d((0.7f64..max_k * 1.5).log_scale(), (lo..hi).log_scale())?;
     let mut mesh = chart.configure_mesh();
     if font.is_some() {
         mesh.x_desc("changed files (k)")
@@ -284,7 +291,7 @@ pub fn chart(path: &Path, rows: &[Measurement]) -> Result<bool, Box<dyn std::err
     if font.is_some() {
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 14))

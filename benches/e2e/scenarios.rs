@@ -126,9 +126,9 @@ pub async fn generated(lab: &Lab, mut repo: BareRepo, shape: Shape) -> Outcome {
         repo: &label,
         standin: &standin,
     };
-    let mut outcome = first_sync(lab, target, &daemon, &repo.head().to_string(), shape.files).await;
+    let mut outcome = first_sync(lab, target, &daemon, repo.head(), shape.files).await;
     let out = &mut outcome.measurements;
-    let (poll, _) = lab.request(target, "poll", &repo.head().to_string()).await;
+    let (poll, _) = lab.request(target, "poll", repo.head()).await;
     out.push(poll.measurement(&label, "poll, nothing changed", None, Route::Ours));
 
     for (round, k) in KS.into_iter().enumerate() {
@@ -156,7 +156,7 @@ pub async fn generated(lab: &Lab, mut repo: BareRepo, shape: Shape) -> Outcome {
             repo: &label,
             standin: &truncating,
         };
-        let (first, _) = lab.first_sync(target, &repo.head().to_string()).await;
+        let (first, _) = lab.first_sync(target, repo.head()).await;
         out.push(first.measurement(
             &label,
             "first sync, tree truncated at 1,000 entries",
