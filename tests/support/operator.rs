@@ -127,6 +127,11 @@ impl Operator {
         http_get(self.addr, "/metrics").await.expect("metrics answer").1
     }
 
+    /// The process id while it runs (benchmarks read its CPU and memory in `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is still running (has not exited).
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))

@@ -43,7 +43,20 @@ pub async fn wait_until(
     what: &str,
     condition: impl Fn(&ProjectSync) -> bool,
 ) -> ProjectSync {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    wait_until_within(api, name, WAIT, log, what, condition).await
+}
+
+/// [`wait_until`] with its own bound, for runs that take longer than [`WAIT`]
+/// on purpose (benchmarks over 100,000 files).
+pub async fn wait_until_within(
+    api: &Api<ProjectSync>,
+    name: &str,
+    within: Duration,
+    log: impl Fn() -> String,
+    what: &str,
+    condition: impl Fn(&ProjectSync) -> bool,
+) -> ProjectSync {
+    let deadline = tokio::time::Instant::now() + within;
     let condition = std::sync::Arc::new(condition);
     let mut last = None;
     while tokio::time::Instant::now() < deadline {
@@ -58,7 +71,7 @@ pub async fn wait_until(
     }
     let current = api.get(name).await.ok().and_then(|o| serde_json::to_string_pretty(&o.status).ok());
     panic!(
-        "{name}: not {what} within {WAIT:?} (last watch result: {})\nstatus: {}\nlog:\n{}",
+        "{name}: not {what} within {within:?} (last watch result: {})\nstatus: {}\nlog:\n{}",
         last.unwrap_or_else(|| "none".into()),
         current.unwrap_or_default(),
         log()

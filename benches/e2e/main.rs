@@ -1,0 +1,159 @@
+//! `cargo bench --bench e2e`: the real operator (the release build of
+//! `projectsync run`) against the testenv kube-apiserver and Postgres, with
+//! repositories served by the GitHub stand-in and `git daemon`, diff-aware
+//! versus (a) the naive re-import of every file and (b) `git clone --depth 1`
+//! plus a full import, all in one run; and Postgres COPY of the same rows.
+//!
+//! Repositories are built at bench time: generated ones (10,000 and 100,000
+//! files, seeded) and a real history from a crate's versions in the local
+//! cargo registry cache. Scenarios: first sync, unchanged poll, changes of
+//! k = 1, 10, 100, 1,000 files, a truncated tree, and many resources in one
+//! cluster. Writes `bench-results/e2e-<mode>.md` and `.png` and prints the
+//! markdown. `-- --quick` runs 10,000 files, the real crate and 50
+//! resources (a few minutes); the full run adds 100,000 files and 500
+//! resources. Needs `hack/testenv up` and fails loudly without it.
+//! Figures and how to read them: docs/e2e-bench.md.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod fleet;
+mod lab;
+mod measure;
+mod report;
+mod repos;
+mod scenarios;
+
+use std::time::Instant;
+
+use report::{RepoLine, duration, markdown};
+use repos::{Shape, find_real_crate, generate, real_history};
+
+/// Which scenarios run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Quick,
+    Full,
+}
+
+fn mode() -> Mode {
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var("BENCH_E2E_QUICK").is_ok_and(|v| v == "1");
+    if quick { Mode::Quick } else { Mode::Full }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mode = mode();
+    let label = if mode == Mode::Quick { "quick" } else { "full" };
+    // Fails with the command that fixes it when the environment is missing.
+    let env = support::testenv();
+    support::kube_client().await;
+    eprintln!(
+        "e2e bench ({label}): API server from {}",
+        env.kubeconfig.display()
+    );
+
+    let lab = lab::Lab::start("e2e").await;
+    let mut repos = Vec::new();
+    let mut rows = Vec::new();
+    let mut copies = Vec::new();
+
+    let mut shapes = vec![(
+        "gen-10k",
+        Shape {
+            files: 10_000,
+            seed: 10,
+        },
+    )];
+    if mode == Mode::Full {
+        shapes.push((
+            "gen-100k",
+            Shape {
+                files: 100_000,
+                seed: 100,
+            },
+        ));
+    }
+    for (name, shape) in shapes {
+        let start = Instant::now();
+        let (repo, stats) = generate(name, shape);
+        let build = start.elapsed();
+        eprintln!(
+            "built {name} ({} files) in {}",
+            stats.files,
+            duration(build)
+        );
+        repos.push(RepoLine {
+            label: name.into(),
+            description: "generated, seeded: log-normal sizes (text around 3 KiB, binary around 16 KiB), 5% binary".into(),
+            files: stats.files,
+            bytes: stats.bytes,
+            binary: stats.binary,
+            build,
+        });
+        let outcome = scenarios::generated(&lab, repo, shape).await;
+        rows.extend(outcome.measurements);
+        copies.push(outcome.copy);
+    }
+
+    match find_real_crate() {
+        Some((name, versions)) => {
+            let start = Instant::now();
+            let (repo, stats) = real_history(&name, &versions);
+            let build = start.elapsed();
+            let listed: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
+            repos.push(RepoLine {
+                label: format!("crate {name}"),
+                description: format!(
+                    "real: the crate's published sources, one commit per version ({})",
+                    listed.join(" → ")
+                ),
+                files: stats.files,
+                bytes: stats.bytes,
+                binary: stats.binary,
+                build,
+            });
+            let outcome = scenarios::real(&lab, repo, &format!("crate {name}"), &listed).await;
+            rows.extend(outcome.measurements);
+            copies.push(outcome.copy);
+        }
+        None => eprintln!(
+            "no crate with two versions in the cargo registry cache: the real repository is left out"
+        ),
+    }
+    drop(lab);
+
+    let fleet = fleet::run(if mode == Mode::Full { 500 } else { 50 }).await;
+    rows.extend(fleet.measurements);
+
+    let verdicts = scenarios::verdicts(&rows, &copies, fleet.count, fleet.peak_rss);
+    let header = format!(
+        "## End-to-end benchmark ({label} run)\n\n`cargo bench --bench e2e{}` on {} cores; {}.",
+        if mode == Mode::Quick {
+            " -- --quick"
+        } else {
+            ""
+        },
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        scenarios::versions().await,
+    );
+    let text = markdown(&header, &repos, &rows, &verdicts);
+    let dir = measure::results_dir();
+    std::fs::create_dir_all(&dir).expect("results directory");
+    let md = dir.join(format!("e2e-{label}.md"));
+    let png = dir.join(format!("e2e-{label}.png"));
+    std::fs::write(&md, &text).expect("write the markdown results");
+    match report::chart(&png, &rows) {
+        Ok(true) => eprintln!("wrote {} and {}", md.display(), png.display()),
+        Ok(false) => eprintln!(
+            "wrote {} and {} (no font found: set BENCH_FONT for labels)",
+            md.display(),
+            png.display()
+        ),
+        Err(e) => panic!("cannot draw {}: {e}", png.display()),
+    }
+    println!("{text}");
+}
