@@ -54,6 +54,18 @@ async fn main() {
         env.kubeconfig.display()
     );
 
+    // Only the fleet, for profiling the operator's memory with many
+    // resources: `BENCH_E2E_FLEET_ONLY=500 cargo bench --bench e2e`.
+    if let Some(count) = std::env::var("BENCH_E2E_FLEET_ONLY").ok().and_then(|v| v.parse().ok()) {
+        let fleet = fleet::run(count).await;
+        eprintln!(
+            "{} resources: operator peak RSS {} MiB",
+            fleet.count,
+            fleet.peak_rss.map_or(0, |b| b >> 20)
+        );
+        return;
+    }
+
     let lab = lab::Lab::start("e2e").await;
     let mut repos = Vec::new();
     let mut rows = Vec::new();

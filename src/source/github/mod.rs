@@ -20,6 +20,7 @@ mod compare;
 mod error;
 mod jwt;
 mod proxy;
+mod transport;
 mod walk;
 
 use std::sync::Arc;
@@ -29,8 +30,6 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{StatusCode, Uri, header};
-use octocrab::Octocrab;
-use octocrab::service::middleware::retry::RetryConfig;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
@@ -137,24 +136,6 @@ impl GithubSource {
                 config.api_url
             )));
         }
-        let mut builder = Octocrab::builder()
-            .base_uri(base.clone())
-            .map_err(|e| invalid(format!("apiUrl {:?}: {e}", config.api_url)))?
-            .add_retry_config(RetryConfig::None);
-        builder = match &config.credentials {
-            Credentials::Anonymous => builder,
-            Credentials::Token(token) => builder.personal_token(token.clone()),
-            Credentials::Basic { username, password } => {
-                builder.basic_auth(username.clone(), password.clone())
-            }
-            Credentials::SshKey { .. } => {
-                return Err(invalid(
-                    "an SSH key cannot authenticate to the GitHub API; use a token".into(),
-                ));
-            }
-            // Each request carries an installation token (see `app_token`).
-            Credentials::GithubApp(_) => builder,
-        };
         let app = match &config.credentials {
             Credentials::GithubApp(app) => Some(app_token::shared_installation_tokens(
                 &config.api_url,
@@ -163,12 +144,10 @@ impl GithubSource {
             )?),
             _ => None,
         };
-        // With a proxy, the builder above only checked the credentials.
         let octocrab = match &config.proxy {
             Some(proxy) => proxy::build_proxied_client(base.clone(), &config.credentials, proxy)
                 .map_err(|e| invalid(format!("building the proxied HTTP client: {e}")))?,
-            None => builder
-                .build()
+            None => transport::build_shared_octocrab(base.clone(), &config.credentials)
                 .map_err(|e| invalid(format!("building the HTTP client: {e}")))?,
         };
         let repo = format!("{}/{}", config.owner, config.repo);

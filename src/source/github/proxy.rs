@@ -15,7 +15,7 @@ use std::{
 };
 
 use futures::future::BoxFuture;
-use http::{HeaderValue, Request, Uri, header::USER_AGENT};
+use http::{Request, Uri};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::{
     client::{
@@ -27,12 +27,7 @@ use hyper_util::{
     },
     rt::{TokioExecutor, TokioIo},
 };
-use octocrab::{
-    AuthState, OctoBody, Octocrab, OctocrabBuilder,
-    service::middleware::{
-        auth_header::AuthHeaderLayer, base_uri::BaseUriLayer, extra_headers::ExtraHeadersLayer,
-    },
-};
+use octocrab::{OctoBody, Octocrab};
 use tower::ServiceExt;
 
 use crate::source::{Credentials, proxy::ProxySettings};
@@ -97,35 +92,7 @@ pub(crate) fn build_proxied_client(
         }
         req
     });
-    let (auth_header, auth_state) = match credentials {
-        // An App's installation token is added per request by the client.
-        Credentials::Anonymous | Credentials::GithubApp(_) => (None, AuthState::None),
-        Credentials::Token(token) => {
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| "the token is not a valid header value".to_string())?;
-            value.set_sensitive(true);
-            (Some(value), AuthState::None)
-        }
-        Credentials::Basic { username, password } => (
-            None,
-            AuthState::BasicAuth {
-                username: username.clone(),
-                password: password.clone(),
-            },
-        ),
-        Credentials::SshKey { .. } => {
-            return Err("an SSH key cannot authenticate to the GitHub API; use a token".into());
-        }
-    };
-    let headers = Arc::new(vec![(USER_AGENT, HeaderValue::from_static("octocrab"))]);
-    OctocrabBuilder::new_empty()
-        .with_service(service)
-        .with_layer(&ExtraHeadersLayer::new(headers))
-        .with_layer(&BaseUriLayer::new(base.clone()))
-        .with_layer(&AuthHeaderLayer::new(auth_header, base.clone(), base))
-        .with_auth(auth_state)
-        .build()
-        .map_err(|e| e.to_string())
+    super::transport::layered_octocrab(service, base, credentials)
 }
 
 /// Dials the target directly, or the proxy (tunnelling https targets).
