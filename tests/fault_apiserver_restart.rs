@@ -110,13 +110,7 @@ async fn an_apiserver_restart_mid_import_leaves_the_operator_up_and_the_store_co
         operator.log_tail()
     })
     .await;
-    assert!(
-        operator.is_running(),
-        "the operator exited:\n{}",
-        operator.log_tail()
-    );
-    let (health, _) = http_get(operator.addr, "/healthz").await.expect("/healthz");
-    assert_eq!(health, 200);
+    operator.assert_alive().await;
     let last = obj
         .status
         .and_then(|s| s.last_sync)

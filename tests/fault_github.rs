@@ -25,7 +25,7 @@ use support::{
         GithubStandIn,
         faults::{Endpoint, FaultPlan, Injected, Scheduled},
     },
-    operator::{Operator, OperatorConfig, http_get},
+    operator::{Operator, OperatorConfig},
     psync::{create, request_sync},
     repo::TestRepo,
 };
@@ -167,15 +167,7 @@ async fn the_operator_survives_every_github_fault_and_converges_on_the_rewritten
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(
-        operator.is_running(),
-        "the operator exited:\n{}",
-        operator.log_tail()
-    );
-    let (code, _) = http_get(operator.addr, "/healthz")
-        .await
-        .expect("/healthz answers");
-    assert_eq!(code, 200);
+    operator.assert_alive().await;
 
     let active = active_files(&db.pool, &project).await;
     let oracle = tree_of(&repo, &rewritten);

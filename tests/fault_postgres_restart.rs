@@ -25,7 +25,7 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 use support::{
     fresh_namespace,
     git_server::GitDaemon,
-    operator::{Operator, OperatorConfig, http_get},
+    operator::{Operator, OperatorConfig},
     psync::{condition, create},
     repo::TestRepo,
 };
@@ -245,15 +245,7 @@ async fn a_postgres_crash_during_import_converges_to_the_head_and_a_restart_leav
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(
-        operator.is_running(),
-        "the operator exited:\n{}",
-        operator.log_tail()
-    );
-    let (code, _) = http_get(operator.addr, "/healthz")
-        .await
-        .expect("/healthz answers");
-    assert_eq!(code, 200);
+    operator.assert_alive().await;
 
     let pool = connect(&pg.url()).await;
     let statuses: Vec<(String, i64)> =

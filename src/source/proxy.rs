@@ -127,9 +127,9 @@ impl ProxySettings {
                 let pass = self
                     .password
                     .as_deref()
-                    .map(|p| format!(":{}", percent_encode(p)))
+                    .map(|p| format!(":{}", percent_encode(p, b"")))
                     .unwrap_or_default();
-                format!("http://{}{pass}@{host}", percent_encode(user))
+                format!("http://{}{pass}@{host}", percent_encode(user, b""))
             }
         }
     }
@@ -144,11 +144,12 @@ impl ProxySettings {
     }
 }
 
-/// Percent-encodes everything but unreserved characters (RFC 3986).
-fn percent_encode(text: &str) -> String {
+/// Percent-encodes everything but RFC 3986's unreserved characters and the
+/// bytes in `keep` (a user name in a URL keeps none; a git ref path keeps `/`).
+pub(crate) fn percent_encode(text: &str, keep: &[u8]) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || keep.contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));

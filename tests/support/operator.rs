@@ -133,6 +133,14 @@ impl Operator {
     }
 
     /// Whether the process is still running (has not exited).
+    /// Asserts the process survived whatever the test did to it and its
+    /// liveness endpoint answers 200.
+    pub async fn assert_alive(&mut self) {
+        assert!(self.is_running(), "the operator exited:\n{}", self.log_tail());
+        let (code, _) = http_get(self.addr, "/healthz").await.expect("/healthz answers");
+        assert_eq!(code, 200, "/healthz");
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }

@@ -344,15 +344,7 @@ pub(crate) fn next_link(link: &str) -> Option<&str> {
 /// Percent-encodes a branch name for a URL path, keeping `/` (GitHub
 /// accepts slashes in ref paths) and unreserved characters.
 pub(crate) fn encode_ref(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::source::proxy::percent_encode(name, b"/")
 }
 
 #[cfg(test)]
