@@ -11,7 +11,7 @@ use kube::{Api, Client, api::ListParams};
 use crate::{
     api::ProjectSync,
     metrics::Metrics,
-    source::git::cache::{CacheLease, GitCache},
+    source::git::cache::{CacheLease, Eviction, GitCache},
 };
 
 use super::{context::Context, dereference::cache_name_for};
@@ -34,13 +34,8 @@ pub async fn enforce_limit(ctx: &Context) {
     let result = tokio::task::spawn_blocking(move || cache.enforce_limit()).await;
     match result {
         Ok(Ok(eviction)) => {
-            ctx.metrics
-                .git_cache_bytes
-                .set(i64::try_from(eviction.bytes).unwrap_or(i64::MAX));
+            record(&ctx.metrics, &eviction);
             if !eviction.evicted.is_empty() {
-                ctx.metrics
-                    .git_cache_evictions
-                    .inc_by(eviction.evicted.len() as u64);
                 tracing::info!(evicted = ?eviction.evicted, bytes = eviction.bytes, "evicted least recently used git caches");
                 ctx.forget_sources_with_cache(&eviction.evicted);
             }
@@ -104,14 +99,15 @@ pub async fn prune_git_cache(
                     "removed the git caches of resources that no longer exist"
                 );
             }
-            metrics
-                .git_cache_bytes
-                .set(i64::try_from(eviction.bytes).unwrap_or(i64::MAX));
-            metrics
-                .git_cache_evictions
-                .inc_by(eviction.evicted.len() as u64);
+            record(metrics, &eviction);
         }
         Err(error) => tracing::warn!(%error, "could not prune the git caches"),
     }
     Ok(())
+}
+
+/// Publishes the cache's size and counts its evictions.
+fn record(metrics: &Metrics, eviction: &Eviction) {
+    metrics.git_cache_bytes.set(i64::try_from(eviction.bytes).unwrap_or(i64::MAX));
+    metrics.git_cache_evictions.inc_by(eviction.evicted.len() as u64);
 }

@@ -97,7 +97,10 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
 
     let mut project = None;
     let result = apply_inner(&obj, &ctx, &key, &mut status, &mut writer, &mut project).await;
-    git_cache::enforce_limit(&ctx).await;
+    // Only a git source's reconcile can have grown the cache.
+    if obj.spec.source.git.is_some() {
+        git_cache::enforce_limit(&ctx).await;
+    }
     // Handled once, whether the run succeeded or not (as a request is): a
     // failed reindex is asked for again with a new value.
     if request.is_some() {
@@ -198,8 +201,13 @@ async fn apply_inner(
             ctx.metrics.no_change_polls.inc();
             status::mark_unchanged(status, &commit, generation);
             // The run that synced this commit completed, but its status was
-            // never written: write it now.
-            if let Some(record) = ctx.store.latest_completed(project).await?
+            // never written (the status does not show this commit and these
+            // inputs): write it now. Polls of an up-to-date status skip the
+            // lookup.
+            let stale = status.last_synced_commit.as_deref() != Some(commit.as_str())
+                || status.observed_inputs.as_ref() != Some(&inputs);
+            if stale
+                && let Some(record) = ctx.store.latest_completed(project).await?
                 && status.last_sync.as_ref().map(|s| s.id.as_str()) != Some(record.id.to_string().as_str())
             {
                 let history = ctx.store.history(project, history_limit(obj)).await?;
