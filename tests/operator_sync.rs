@@ -188,6 +188,66 @@ async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_co
 }
 
 #[tokio::test]
+async fn a_large_first_sync_reads_one_archive_and_fetches_what_it_does_not_match_one_by_one() {
+    let ns = fresh_namespace("op-archive").await;
+    let db = fresh_database("op_archive").await;
+    let mut repo = TestRepo::new("monorepo");
+    for i in 0..1_200 {
+        repo.write(&format!("pkg{}/src/file{i}.rs", i % 12), format!("pub fn f{i}() -> u32 {{ {i} }}\n"));
+    }
+    // What an archive leaves out or rewrites: it must not reach the store.
+    repo.write(".gitattributes", "internal/** export-ignore\nVERSION export-subst\n");
+    repo.write("internal/secret.rs", "pub const HIDDEN: bool = true;\n");
+    repo.write("internal/more.rs", "pub const MORE: bool = true;\n");
+    repo.write("VERSION", "commit $Format:%H$\n");
+    let first = repo.commit("a large first commit");
+    let github = GithubStandIn::start("acme", "monorepo", repo.git_dir()).await;
+    let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
+    let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
+    let project = format!("{}/monorepo", ns.name);
+
+    create(
+        &api,
+        "monorepo",
+        json!({
+            "source": { "github": { "owner": "acme", "repo": "monorepo", "apiUrl": github.api_url() } },
+            "branch": "main",
+        }),
+    )
+    .await;
+    wait_until(&api, "monorepo", || operator.log_tail(), "synced", synced_at(first.clone())).await;
+    let log = github.requests();
+    let count = |part: &str| log.iter().filter(|r| r.path.contains(part)).count();
+    assert_eq!((count("/tarball/"), count("/_codeload/")), (1, 1), "one archive: {:#?}", &log[..log.len().min(20)]);
+    let mut blobs: Vec<String> = log.iter().filter(|r| r.path.contains("/git/blobs/")).map(|r| r.path.clone()).collect();
+    blobs.sort();
+    let expected: Vec<String> = repo
+        .ls_tree(&first)
+        .into_iter()
+        .filter(|e| matches!(e.path.as_slice(), b"internal/secret.rs" | b"internal/more.rs" | b"VERSION"))
+        .map(|e| format!("/repos/acme/monorepo/git/blobs/{}", e.sha))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(blobs, expected, "only the files the archive left out or rewrote are fetched one by one");
+    assert!(log.len() < 20, "a first sync of 1,204 files costs a handful of requests, not one per file: {}", log.len());
+    assert_eq!(active_files(&db, &project).await, git_tree(&repo, &first), "the store is the tree, not the archive");
+    assert_eq!(memory_of(&db, &project, "VERSION").await, ["commit $Format:%H$\n"], "the blob, not its export-subst form");
+    assert_eq!(memory_of(&db, &project, "internal/secret.rs").await, ["pub const HIDDEN: bool = true;\n"]);
+
+    // A small change afterwards is read file by file.
+    github.clear_log();
+    repo.write("pkg3/src/file3.rs", "pub fn f3() -> u32 { 33 }\n");
+    let second = repo.commit("one change");
+    request_sync(&api, "monorepo", "one-change").await;
+    wait_until(&api, "monorepo", || operator.log_tail(), "synced", synced_at(second.clone())).await;
+    let log = github.requests();
+    assert_eq!(log.iter().filter(|r| r.path.contains("/tarball/")).count(), 0, "no archive for one file: {log:#?}");
+    assert_eq!(log.iter().filter(|r| r.path.contains("/git/blobs/")).count(), 1);
+    assert_eq!(active_files(&db, &project).await, git_tree(&repo, &second));
+}
+
+#[tokio::test]
 async fn deleting_a_resource_keeps_its_rows_with_retain_and_removes_them_with_delete() {
     let ns = fresh_namespace("op-delete").await;
     let db = fresh_database("op_delete").await;

@@ -1,19 +1,23 @@
 //! Stage import: records the planned file versions and turns the content of
-//! the ones to process into memory entries. Blobs are fetched with bounded
-//! concurrency and handled one batch at a time, so memory stays bounded by
-//! the batch, not by the repository. Embeddings are reused by content hash
-//! before any are computed. Does I/O (source, store, embeddings endpoint).
+//! the ones to process into memory entries. Files go in batches: while one
+//! batch is written to the store, the next ones are fetched and chunked on
+//! tasks of their own, so the source and the database work at the same time
+//! instead of taking turns. Memory stays bounded by the batches in flight,
+//! not by the repository. Embeddings are reused by content hash before any
+//! are computed. Does I/O (source, store, embeddings endpoint).
 
 use std::{collections::HashMap, sync::Arc};
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, stream};
+use tokio::task::JoinHandle;
 
 use crate::{
-    chunk::{ChunkerConfig, build_chunks},
+    chunk::{Chunk, ChunkerConfig, build_chunks},
     embed::EmbeddingProvider,
     source::{
-        Source,
+        Archive, Source, SourceError,
         content::{BlobClass, classify_blob},
+        tree::build_blob_sha1,
     },
     store::{ContentHash, Embedding, FileId, FileKind, NewFile, NewMemoryEntry, Rename, Store, SyncId},
 };
@@ -26,12 +30,18 @@ use super::{
 
 /// Files handled per batch: fetched, chunked, embedded and written together.
 pub const BATCH_FILES: usize = 128;
-/// Blob requests in flight at once.
+/// Blob requests in flight at once per batch (a source bounds its own total).
 pub const FETCH_CONCURRENCY: usize = 8;
+/// Batches fetched ahead of the one being written. Two keep the source busy
+/// across a write without holding much more than three batches of content.
+pub const PREFETCH_BATCHES: usize = 2;
+/// Batches written at once, on connections of their own: the database then
+/// works on one batch while committing another.
+pub const WRITE_CONCURRENCY: usize = 2;
 
 /// What import needs besides the plan.
 pub struct ImportContext<'a> {
-    pub source: &'a dyn Source,
+    pub source: &'a Arc<dyn Source>,
     pub store: &'a Store,
     pub sync: SyncId,
     pub chunker: &'a ChunkerConfig,
@@ -51,10 +61,257 @@ pub struct ImportTotals {
     pub embeddings_reused: u64,
 }
 
-/// Imports one batch of planned files; the caller loops over batches and
-/// reports progress between them.
-pub async fn import_batch(ctx: &ImportContext<'_>, batch: &[PlannedFile], totals: &mut ImportTotals) -> Result<(), PipelineError> {
+impl ImportTotals {
+    fn add(&mut self, other: &ImportTotals) {
+        self.files_done += other.files_done;
+        self.memory_entries += other.memory_entries;
+        self.bytes_fetched += other.bytes_fetched;
+        self.skipped_content += other.skipped_content;
+        self.embeddings_computed += other.embeddings_computed;
+        self.embeddings_reused += other.embeddings_reused;
+    }
+}
+
+/// A run that processes at least this many files, and at least half of the
+/// tree, reads them from one archive where the source offers one.
+pub const ARCHIVE_MIN_FILES: usize = 1_000;
+
+/// Whether processing `to_process` of a tree of `total` files is worth one
+/// download of the whole commit rather than a request per file.
+pub fn worth_an_archive(to_process: usize, total: usize) -> bool {
+    to_process >= ARCHIVE_MIN_FILES && to_process.saturating_mul(2) >= total
+}
+
+/// Imports `files` of `commit`, calling `progress` after each batch is
+/// written. With `use_archive`, the files to process are first taken from
+/// the source's archive of the commit where their bytes match the tree; the
+/// rest (and everything when there is no archive) are fetched one by one,
+/// running ahead of the writes by [`PREFETCH_BATCHES`]. A failure anywhere
+/// stops the import; dropping the future aborts the fetches in flight.
+pub async fn import(
+    ctx: &ImportContext<'_>,
+    files: &[PlannedFile],
+    commit: &str,
+    use_archive: bool,
+    mut progress: impl FnMut(&ImportTotals),
+) -> Result<ImportTotals, PipelineError> {
+    let mut totals = ImportTotals::default();
+    let archive = match use_archive {
+        true => ctx.source.fetch_archive(commit).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "could not download the commit's archive; fetching files one by one");
+            None
+        }),
+        false => None,
+    };
+    let rest = match archive {
+        Some(archive) => import_archive(ctx, files, archive, &mut totals, &mut progress).await?,
+        None => files.to_vec(),
+    };
+    import_one_by_one(ctx, &rest, &mut totals, &mut progress).await?;
+    Ok(totals)
+}
+
+/// Imports the files to process that `archive` holds with the right bytes,
+/// read and chunked on a blocking thread while the writes go on here.
+/// Returns the files left: those not to process, and those the archive
+/// lacked, held with other bytes, or never reached because it broke off.
+async fn import_archive(
+    ctx: &ImportContext<'_>,
+    files: &[PlannedFile],
+    archive: Archive,
+    totals: &mut ImportTotals,
+    progress: &mut impl FnMut(&ImportTotals),
+) -> Result<Vec<PlannedFile>, PipelineError> {
+    let wanted: HashMap<String, PlannedFile> = files
+        .iter()
+        .filter(|f| f.action == Action::Process)
+        .map(|f| (f.entry.path.clone(), f.clone()))
+        .collect();
+    let (sender, batches) = tokio::sync::mpsc::channel::<(Vec<PlannedFile>, Fetched)>(PREFETCH_BATCHES);
+    let (chunker, max_file_size) = (*ctx.chunker, ctx.max_file_size);
+    let reader = tokio::task::spawn_blocking(move || {
+        // Asked by both callbacks, one at a time.
+        let wanted = std::cell::RefCell::new(wanted);
+        let mut batch = (Vec::new(), Fetched::default());
+        let mut open = true;
+        let read = archive.for_each_file(
+            max_file_size,
+            |path| wanted.borrow().contains_key(path),
+            |path, bytes| {
+                let mut wanted = wanted.borrow_mut();
+                let matches = wanted.get(&path).is_some_and(|f| build_blob_sha1(&bytes) == f.entry.blob_sha);
+                if !matches {
+                    return true;
+                }
+                let file = wanted.remove(&path).expect("looked up above");
+                batch.1.bytes += bytes.len() as u64;
+                batch.1.contents.push(build_content(&chunker, &path, &bytes));
+                batch.0.push(file);
+                if batch.0.len() == BATCH_FILES {
+                    open = sender.blocking_send(std::mem::take(&mut batch)).is_ok();
+                }
+                open
+            },
+        );
+        let mut wanted = wanted.into_inner();
+        if open && !batch.0.is_empty() {
+            // A batch that cannot be sent was never written: its files stay wanted.
+            if let Err(unsent) = sender.blocking_send(batch) {
+                wanted.extend(unsent.0.0.into_iter().map(|f| (f.entry.path.clone(), f)));
+            }
+        }
+        (read, wanted)
+    });
+    let batches = tokio_stream::wrappers::ReceiverStream::new(batches).map(Ok);
+    write_all(ctx, batches, totals, progress).await?;
+    let (read, left) = match reader.await {
+        Ok(outcome) => outcome,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    };
+    if let Err(error) = read {
+        tracing::warn!(%error, files_left = left.len(), "the archive broke off; fetching the rest one by one");
+    } else if !left.is_empty() {
+        tracing::debug!(files = left.len(), "files not in the archive as the tree lists them; fetching them one by one");
+    }
+    Ok(files
+        .iter()
+        .filter(|f| f.action != Action::Process || left.contains_key(&f.entry.path))
+        .cloned()
+        .collect())
+}
+
+/// Imports `files` batch by batch, each batch's blobs fetched one request
+/// per file, [`PREFETCH_BATCHES`] batches ahead of the writes.
+async fn import_one_by_one(
+    ctx: &ImportContext<'_>,
+    files: &[PlannedFile],
+    totals: &mut ImportTotals,
+    progress: &mut impl FnMut(&ImportTotals),
+) -> Result<(), PipelineError> {
+    // `buffered` starts up to that many of these at once, and each spawns
+    // its fetch, which runs whether or not the stream is being polled. A
+    // plain loop rather than `map`: a closure over the borrowed batches trips
+    // the compiler's higher-ranked lifetime check on the Send stream.
+    let mut fetches = Vec::new();
+    for batch in files.chunks(BATCH_FILES) {
+        fetches.push(async move {
+            let fetched = FetchTask::spawn(ctx, batch).join().await;
+            let fetched = fetched.map_err(|e| PipelineError::new(Stage::Import, Some(ctx.sync), e))?;
+            Ok((batch.to_vec(), fetched))
+        });
+    }
+    let batches = stream::iter(fetches).buffered(PREFETCH_BATCHES + 1);
+    write_all(ctx, batches, totals, progress).await
+}
+
+/// Writes fetched batches as they come, [`WRITE_CONCURRENCY`] at a time
+/// (each batch is its own transactions; no two hold the same path).
+async fn write_all(
+    ctx: &ImportContext<'_>,
+    batches: impl futures::Stream<Item = Result<(Vec<PlannedFile>, Fetched), PipelineError>>,
+    totals: &mut ImportTotals,
+    progress: &mut impl FnMut(&ImportTotals),
+) -> Result<(), PipelineError> {
+    let writes = batches
+        .map(|fetched| async move {
+            let (batch, fetched) = fetched?;
+            write_batch(ctx, &batch, fetched).await
+        })
+        .buffer_unordered(WRITE_CONCURRENCY);
+    let mut writes = std::pin::pin!(writes);
+    while let Some(written) = writes.next().await {
+        totals.add(&written?);
+        progress(totals);
+    }
+    Ok(())
+}
+
+/// The content of one file to process, ready to record.
+enum Content {
+    Chunks(Vec<Chunk>),
+    LfsPointer,
+    /// Binary or not UTF-8: recorded, not chunked.
+    Skipped,
+}
+
+/// A batch's `Process` files, fetched and chunked, in batch order.
+#[derive(Default)]
+struct Fetched {
+    contents: Vec<Content>,
+    bytes: u64,
+}
+
+/// The fetch and chunking of one batch on a task of its own. Dropping it
+/// aborts the task, so a cancelled or failed import leaves nothing running.
+struct FetchTask(JoinHandle<Result<Fetched, SourceError>>);
+
+impl FetchTask {
+    fn spawn(ctx: &ImportContext<'_>, batch: &[PlannedFile]) -> FetchTask {
+        let wanted: Vec<(String, String)> = batch
+            .iter()
+            .filter(|f| f.action == Action::Process)
+            .map(|f| (f.entry.blob_sha.clone(), f.entry.path.clone()))
+            .collect();
+        let source = Arc::clone(ctx.source);
+        let chunker = *ctx.chunker;
+        let max_file_size = ctx.max_file_size;
+        FetchTask(tokio::spawn(async move {
+            // A plain loop rather than `map` over the iterator: a closure
+            // here trips the compiler's higher-ranked lifetime check on the
+            // Send future.
+            let mut fetches = Vec::with_capacity(wanted.len());
+            for (sha, _) in &wanted {
+                fetches.push(source.fetch_blob(sha, max_file_size));
+            }
+            let mut blobs = stream::iter(fetches).buffered(FETCH_CONCURRENCY);
+            let mut fetched = Fetched { contents: Vec::with_capacity(wanted.len()), bytes: 0 };
+            for (_, path) in &wanted {
+                let blob = blobs.next().await.expect("one blob per wanted file")?;
+                fetched.bytes += blob.len() as u64;
+                fetched.contents.push(build_content(&chunker, path, &blob));
+            }
+            Ok(fetched)
+        }))
+    }
+
+    async fn join(mut self) -> Result<Fetched, SourceError> {
+        match (&mut self.0).await {
+            Ok(fetched) => fetched,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Only `Drop` aborts the task, and it has not run.
+            Err(error) => unreachable!("a fetch task was cancelled while awaited: {error}"),
+        }
+    }
+}
+
+impl Drop for FetchTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Classifies a blob and chunks it when it is text.
+fn build_content(chunker: &ChunkerConfig, path: &str, bytes: &[u8]) -> Content {
+    match classify_blob(bytes) {
+        BlobClass::Text => {
+            let text = std::str::from_utf8(bytes).expect("classified as UTF-8 text");
+            Content::Chunks(build_chunks(chunker, path, text))
+        }
+        BlobClass::LfsPointer(_) => Content::LfsPointer,
+        BlobClass::Binary | BlobClass::NotUtf8 => Content::Skipped,
+    }
+}
+
+/// Writes one fetched batch: renames, file rows (LFS pointers change the
+/// row's kind), then memory entries with their embeddings.
+async fn write_batch(
+    ctx: &ImportContext<'_>,
+    batch: &[PlannedFile],
+    fetched: Fetched,
+) -> Result<ImportTotals, PipelineError> {
     let fail = |kind: FailureKind| PipelineError::new(Stage::Import, Some(ctx.sync), kind);
+    let mut totals = ImportTotals::default();
+    let totals = &mut totals;
 
     let renames: Vec<Rename> = batch
         .iter()
@@ -65,35 +322,18 @@ pub async fn import_batch(ctx: &ImportContext<'_>, batch: &[PlannedFile], totals
         .collect();
     ctx.store.record_renames(ctx.sync, &renames).await.map_err(|e| fail(e.into()))?;
 
-    let to_fetch: Vec<&PlannedFile> = batch.iter().filter(|f| f.action == Action::Process).collect();
-    // A plain loop rather than `map` over the iterator: a closure here trips
-    // the compiler's higher-ranked lifetime check on the Send stream.
-    let mut fetches = Vec::with_capacity(to_fetch.len());
-    for file in &to_fetch {
-        fetches.push(ctx.source.fetch_blob(&file.entry.blob_sha, ctx.max_file_size));
-    }
-    let blobs: Vec<bytes::Bytes> = stream::iter(fetches)
-        .buffered(FETCH_CONCURRENCY)
-        .try_collect()
-        .await
-        .map_err(|e| fail(e.into()))?;
-
-    // Classify and chunk; LFS pointers change the row's kind.
+    totals.bytes_fetched += fetched.bytes;
+    let processed: Vec<(&PlannedFile, Content)> =
+        batch.iter().filter(|f| f.action == Action::Process).zip(fetched.contents).collect();
     let mut kinds: HashMap<&str, FileKind> = HashMap::new();
-    let mut chunked: Vec<(usize, Vec<crate::chunk::Chunk>)> = Vec::new();
-    for (i, bytes) in blobs.iter().enumerate() {
-        totals.bytes_fetched += bytes.len() as u64;
-        let file = to_fetch[i];
-        match classify_blob(bytes) {
-            BlobClass::Text => {
-                let text = std::str::from_utf8(bytes).expect("classified as UTF-8 text");
-                chunked.push((i, build_chunks(ctx.chunker, &file.entry.path, text)));
-            }
-            BlobClass::LfsPointer(_) => {
+    for (file, content) in &processed {
+        match content {
+            Content::Chunks(_) => {}
+            Content::LfsPointer => {
                 kinds.insert(file.entry.path.as_str(), FileKind::Lfs);
                 totals.skipped_content += 1;
             }
-            BlobClass::Binary | BlobClass::NotUtf8 => totals.skipped_content += 1,
+            Content::Skipped => totals.skipped_content += 1,
         }
     }
 
@@ -112,8 +352,9 @@ pub async fn import_batch(ctx: &ImportContext<'_>, batch: &[PlannedFile], totals
     let id_by_path: HashMap<&str, _> = new_files.iter().map(|f| f.path.as_str()).zip(ids).collect();
 
     let mut entries: Vec<NewMemoryEntry> = copy_chunks(ctx, batch, &id_by_path).await.map_err(|e| fail(e.into()))?;
-    for (i, chunks) in chunked {
-        let file = id_by_path[to_fetch[i].entry.path.as_str()];
+    for (planned, content) in processed {
+        let Content::Chunks(chunks) = content else { continue };
+        let file = id_by_path[planned.entry.path.as_str()];
         entries.extend(chunks.into_iter().map(|chunk| NewMemoryEntry {
             file,
             chunk_index: chunk.index,
@@ -132,7 +373,7 @@ pub async fn import_batch(ctx: &ImportContext<'_>, batch: &[PlannedFile], totals
     ctx.store.record_memory(ctx.sync, &entries).await.map_err(|e| fail(e.into()))?;
     totals.memory_entries += entries.len() as u64;
     totals.files_done += batch.len() as u64;
-    Ok(())
+    Ok(*totals)
 }
 
 /// The stored chunks of the versions that `Reembed` files copy, moved to the

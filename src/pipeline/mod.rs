@@ -35,7 +35,7 @@ use crate::{
 };
 
 use self::{
-    import::{BATCH_FILES, ImportContext, ImportTotals, import_batch},
+    import::{ImportContext, ImportTotals, import, worth_an_archive},
     prepare::{Prepare, Prepared, prepare},
     scan::scan,
 };
@@ -236,7 +236,7 @@ impl Pipeline {
             let files_total = plan.files.len() as u64;
             emit(SyncEvent::Progress { stage, files_done: 0, files_total });
             let ctx = ImportContext {
-                source: self.source.as_ref(),
+                source: &self.source,
                 store: &self.store,
                 sync,
                 chunker: &self.chunker,
@@ -245,12 +245,12 @@ impl Pipeline {
             };
             let totals = async {
                 self.store.mark_stage(sync, SyncStage::Import).await.map_err(store_error(stage))?;
-                let mut totals = ImportTotals::default();
-                for batch in plan.files.chunks(BATCH_FILES) {
-                    import_batch(&ctx, batch, &mut totals).await?;
+                let to_process = plan.files.iter().filter(|f| f.action == scan::Action::Process).count();
+                let use_archive = worth_an_archive(to_process, usize::try_from(plan.counts.total).unwrap_or(usize::MAX));
+                import(&ctx, &plan.files, &run.commit, use_archive, |totals: &ImportTotals| {
                     emit(SyncEvent::Progress { stage, files_done: totals.files_done, files_total });
-                }
-                Ok::<_, PipelineError>(totals)
+                })
+                .await
             }
             .instrument(span)
             .await?;

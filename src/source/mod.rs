@@ -14,7 +14,10 @@
 //! the previous sync's tree (on GitHub a truncated tree is walked only where
 //! subtree ids changed); compare blob ids with the previous tree; fetch only
 //! added and modified blobs. `fetch_changes` can replace the tree read when
-//! the provider answers completely, but it carries no modes.
+//! the provider answers completely, but it carries no modes. A run that
+//! processes most of a repository (a first sync) asks
+//! [`Source::fetch_archive`] instead: one download (GitHub's tarball) for all
+//! files, each checked against its blob id, the rest fetched one by one.
 //!
 //! Every error carries what to do next ([`Retry`]) and a short static
 //! [`SourceError::reason`] used for condition reasons, event reasons and
@@ -22,6 +25,7 @@
 //! credentials from a Secret ([`credentials`]) and git tree hashing
 //! ([`tree`]) — do no I/O and are tested beside the code.
 
+pub mod archive;
 pub mod backoff;
 pub mod content;
 pub mod credentials;
@@ -37,6 +41,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 pub use crate::retry::Retry;
+pub use archive::Archive;
 pub use backoff::RetryPolicy;
 pub use credentials::{
     Credentials, CredentialsError, GithubAppCredentials, build_credentials_from_secret,
@@ -176,6 +181,15 @@ pub trait Source: Send + Sync + fmt::Debug {
         base: &'a str,
         head: &'a str,
     ) -> BoxFuture<'a, SourceResult<Option<Vec<Change>>>>;
+
+    /// Every file of `commit` in one download, where the provider has one
+    /// (GitHub's tarball); `None` where it does not or where reading files
+    /// one by one costs no requests (a local clone). For runs that process
+    /// most of a repository; its content is checked file by file.
+    fn fetch_archive<'a>(&'a self, commit: &'a str) -> BoxFuture<'a, SourceResult<Option<Archive>>> {
+        let _ = commit;
+        Box::pin(async { Ok(None) })
+    }
 
     /// Requests made so far, by endpoint and status, and the last rate limit
     /// the provider reported.

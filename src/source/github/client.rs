@@ -174,6 +174,95 @@ impl Client {
         }
     }
 
+    /// `GET`s an absolute `url` whose body is read as it arrives (an archive
+    /// download): not retried, with the request timeout applying to the
+    /// answer's head and then to every wait for more of the body, so a
+    /// large download may take as long as it keeps moving. A request permit
+    /// is held until the body is dropped. Any status but 200 is read in full
+    /// and returned as an [`Answer`] for the caller to map.
+    pub async fn get_streaming(
+        &self,
+        endpoint: &'static str,
+        url: &str,
+        accept: &'static str,
+    ) -> Result<Result<BodyStream, Answer>, GithubError> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        if let Some(error) = self.limit_in_force() {
+            return Err(error);
+        }
+        let timeout = |attempts| GithubError::Timeout {
+            repo: self.repo.clone(),
+            endpoint,
+            attempts,
+            seconds: self.timeout.as_secs(),
+        };
+        let transport = |source| GithubError::Transport {
+            repo: self.repo.clone(),
+            endpoint,
+            attempts: 1,
+            source: Box::new(source),
+        };
+        let builder = http::Request::builder()
+            .method(Method::GET)
+            .uri(url)
+            .header(header::ACCEPT, accept)
+            .header("x-github-api-version", "2022-11-28");
+        let request = self
+            .octocrab
+            .build_request(builder, None::<&()>)
+            .map_err(transport)?;
+        let response = match tokio::time::timeout(self.timeout, self.octocrab.execute(request)).await {
+            Ok(response) => response.map_err(|e| {
+                self.stats.record(endpoint, 0);
+                transport(e)
+            })?,
+            Err(_) => {
+                self.stats.record(endpoint, 0);
+                return Err(timeout(1));
+            }
+        };
+        let (parts, mut body) = response.into_parts();
+        self.stats.record(endpoint, parts.status.as_u16());
+        if parts.status != StatusCode::OK {
+            let body = Limited::new(body, 64 * 1024)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Ok(Err(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            }));
+        }
+        let idle = self.timeout;
+        let stream = async_stream::stream! {
+            let _permit = permit;
+            loop {
+                match tokio::time::timeout(idle, body.frame()).await {
+                    Err(_) => {
+                        yield Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no data for {}s", idle.as_secs())));
+                        break;
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        yield Err(std::io::Error::other(e));
+                        break;
+                    }
+                    Ok(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            yield Ok(data);
+                        }
+                    }
+                }
+            }
+        };
+        Ok(Ok(Box::pin(stream)))
+    }
+
     /// The rate limit still in force, if any.
     fn limit_in_force(&self) -> Option<GithubError> {
         let mut limit = self.limit.lock().unwrap_or_else(|e| e.into_inner());
@@ -321,6 +410,10 @@ impl Client {
         }
     }
 }
+
+/// A body read as it arrives.
+pub(crate) type BodyStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>>;
 
 enum Failure {
     Timeout,

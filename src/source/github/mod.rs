@@ -15,6 +15,7 @@
 //! (`https://host/api/v3`) or the test stand-in are the same to it.
 
 mod app_token;
+mod archive;
 mod client;
 mod compare;
 mod error;
@@ -46,7 +47,8 @@ use super::backoff::RetryPolicy;
 use super::stats::StatsRecorder;
 use super::tree::build_blob_sha1;
 use super::{
-    Branch, Change, Credentials, HeadCache, HeadLookup, Source, SourceResult, SourceStats, Tree,
+    Archive, Branch, Change, Credentials, HeadCache, HeadLookup, Source, SourceResult, SourceStats,
+    Tree,
 };
 
 /// The public API of github.com.
@@ -105,6 +107,11 @@ pub struct GithubSource {
     name: String,
     base: Uri,
     max_branch_pages: usize,
+    /// Whether the last tree this source read had to be walked (GitHub
+    /// answered `truncated: true`): the next read of the same repository
+    /// skips the recursive request, which would be truncated again and can
+    /// cost more than the walk itself (a 100,000-entry answer).
+    last_tree_walked: std::sync::atomic::AtomicBool,
 }
 
 impl GithubSource {
@@ -166,6 +173,7 @@ impl GithubSource {
             name: config.repo,
             base,
             max_branch_pages: config.max_branch_pages.max(1),
+            last_tree_walked: Default::default(),
         })
     }
 
@@ -443,6 +451,10 @@ impl Source for GithubSource {
         head: &'a str,
     ) -> BoxFuture<'a, SourceResult<Option<Vec<Change>>>> {
         Box::pin(async move { Ok(compare::fetch_changes(self, base, head).await?) })
+    }
+
+    fn fetch_archive<'a>(&'a self, commit: &'a str) -> BoxFuture<'a, SourceResult<Option<Archive>>> {
+        Box::pin(async move { Ok(archive::fetch_archive(self, commit).await?) })
     }
 
     fn stats(&self) -> SourceStats {

@@ -8,9 +8,13 @@
 //! id is unchanged is copied from the previous tree without a request: only
 //! the directories on the path to a change are listed. Subtrees new to the
 //! walk are tried with `recursive=1` first, since most fit in one answer.
+//! A repository whose last tree needed a walk (as this source remembers, or
+//! as its size says) is walked from the root at once: asking for the
+//! recursive listing again would cost a full, truncated answer every run.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use futures::future::try_join_all;
 use http::StatusCode;
@@ -22,6 +26,11 @@ use crate::source::content::classify_path;
 use crate::source::tree::{
     RejectReason, RejectedEntry, Tree, TreeEntry, build_directory_hashes, build_tree_entry,
 };
+
+/// GitHub truncates a recursive listing above this many entries (or 7 MB):
+/// a previous tree with as many files needs a walk whatever the source
+/// remembers.
+const TREE_ENTRY_LIMIT: usize = 100_000;
 
 #[derive(Deserialize)]
 struct Listing {
@@ -118,7 +127,11 @@ pub(super) async fn fetch_tree(
 
     let mut found = Found::default();
     let root_sha;
-    if let Some(p) = prev.as_ref().filter(|p| p.tree.walked) {
+    let walk_again = src.last_tree_walked.load(Ordering::Relaxed);
+    if let Some(p) = prev
+        .as_ref()
+        .filter(|p| walk_again || p.tree.walked || p.tree.entries.len() >= TREE_ENTRY_LIMIT)
+    {
         // The previous tree needed a walk: skip the recursive request that
         // would be truncated again, and compare the root first.
         let listing = fetch_listing(src, commit, false, commit).await?;
@@ -133,7 +146,7 @@ pub(super) async fn fetch_tree(
         root_sha = listing.sha;
         if !listing.truncated {
             add_items(src, "", listing.tree, &mut found, false)?;
-            return Ok(finish(commit, root_sha, found, false));
+            return Ok(finish(src, commit, root_sha, found, false));
         }
         found.dirs.push(Pending {
             sha: root_sha.clone(),
@@ -156,10 +169,11 @@ pub(super) async fn fetch_tree(
             pending.extend(part.dirs);
         }
     }
-    Ok(finish(commit, root_sha, found, true))
+    Ok(finish(src, commit, root_sha, found, true))
 }
 
-fn finish(commit: &str, tree_sha: String, found: Found, walked: bool) -> Tree {
+fn finish(src: &GithubSource, commit: &str, tree_sha: String, found: Found, walked: bool) -> Tree {
+    src.last_tree_walked.store(walked, Ordering::Relaxed);
     let mut tree = Tree {
         commit_sha: commit.to_string(),
         tree_sha,

@@ -207,6 +207,9 @@ async fn handle(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response<Body> {
+    if let Some(rest) = uri.path().strip_prefix("/_codeload/") {
+        return codeload(&inner, &uri, rest);
+    }
     let inner2 = inner.clone();
     let headers2 = headers.clone();
     let uri2 = uri.clone();
@@ -293,6 +296,37 @@ async fn handle(
         .expect("response")
 }
 
+/// The download host: the archive streamed from `git archive`, the process
+/// killed if the client goes away. Not an API request: no rate limit.
+fn codeload(inner: &Inner, uri: &Uri, rest: &str) -> Response<Body> {
+    let child = endpoints::codeload(inner, rest);
+    let status = if child.is_some() { StatusCode::OK } else { StatusCode::NOT_FOUND };
+    inner.log.lock().unwrap().push(LoggedRequest {
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or("").to_string(),
+        status: status.as_u16(),
+        if_none_match: None,
+        authorization: None,
+    });
+    let Some(mut child) = child else {
+        return Response::builder().status(status).body(Body::from("Not Found")).expect("response");
+    };
+    let stdout = child.stdout.take().expect("piped stdout");
+    let body = async_stream::stream! {
+        // Owned by the body: dropped (and killed) with it.
+        let _child = child;
+        let mut chunks = tokio_util::io::ReaderStream::new(stdout);
+        while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+            yield chunk;
+        }
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-gzip")
+        .body(Body::from_stream(body))
+        .expect("response")
+}
+
 /// Routes one request; the flag says whether it counts against the limit.
 fn route(
     inner: &Inner,
@@ -367,6 +401,8 @@ fn route(
         )
     } else if let Some(sha) = rest.strip_prefix("/git/blobs/") {
         endpoints::blob(inner, &base, sha, accept.contains("raw"), fault.as_ref())
+    } else if let Some(spec) = rest.strip_prefix("/tarball/") {
+        endpoints::tarball(inner, &format!("http://{host}"), spec)
     } else if let Some(spec) = rest.strip_prefix("/compare/") {
         endpoints::compare(inner, &base, spec, &query)
     } else {
