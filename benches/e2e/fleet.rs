@@ -132,6 +132,7 @@ pub async fn run(count: usize) -> FleetResult {
             requests: Some(statuses.len()),
             not_modified: statuses.iter().filter(|s| **s == 304).count(),
             rows: Some(StoreCounts::read(&lab.db.pool).await.written_since(counts)),
+            stages: None,
         });
     }
     FleetResult {

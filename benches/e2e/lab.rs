@@ -12,6 +12,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use projectsync::api::{
     ProjectSync, ProjectSyncStatus, REINDEX_ANNOTATION, REQUESTED_AT_ANNOTATION,
+    StageDurations,
 };
 use serde_json::json;
 
@@ -43,6 +44,9 @@ pub struct Cost {
     /// Statuses of the source requests, in order.
     pub requests: Vec<u16>,
     pub rows: i64,
+    /// The stage durations of the run the trigger started, as the status
+    /// reports them (none for a poll that found nothing new).
+    pub stages: Option<StageDurations>,
 }
 
 impl Cost {
@@ -64,6 +68,7 @@ impl Cost {
             requests: Some(self.requests.len()),
             not_modified: self.requests.iter().filter(|s| **s == 304).count(),
             rows: Some(self.rows),
+            stages: self.stages,
         }
     }
 }
@@ -95,9 +100,18 @@ impl Lab {
     /// around it.
     pub async fn measured<F: Future<Output = ProjectSync>>(
         &self,
-        standin: &GithubStandIn,
+        target: Target<'_>,
         trigger: F,
     ) -> (Cost, ProjectSync) {
+        let last_run = |obj: &ProjectSync| {
+            obj.status
+                .as_ref()
+                .and_then(|s| s.last_sync.as_ref())
+                .map(|s| (s.id.clone(), s.durations.clone()))
+        };
+        let before = self.api.get_opt(target.name).await.ok().flatten();
+        let run_before = before.as_ref().and_then(last_run).map(|(id, _)| id);
+        let standin = target.standin;
         let counts = StoreCounts::read(&self.db.pool).await;
         let requests = standin.request_count();
         let cpu = self.proc.cpu();
@@ -114,6 +128,9 @@ impl Lab {
                 .map(|r| r.status)
                 .collect(),
             rows: StoreCounts::read(&self.db.pool).await.written_since(counts),
+            stages: last_run(&obj)
+                .filter(|(id, _)| Some(id) != run_before.as_ref())
+                .map(|(_, durations)| durations),
         };
         (cost, obj)
     }
@@ -137,7 +154,7 @@ impl Lab {
 
     /// Creates the resource and waits until it is Ready at `head`.
     pub async fn first_sync(&self, target: Target<'_>, head: &str) -> (Cost, ProjectSync) {
-        self.measured(target.standin, async {
+        self.measured(target, async {
             create(&self.api, target.name, spec(target.standin, target.repo)).await;
             self.wait(target.name, "synced", synced_at(head.to_string()))
                 .await
@@ -182,7 +199,7 @@ impl Lab {
         head: &str,
         handled: impl Fn(&ProjectSyncStatus) -> Option<&str>,
     ) -> (Cost, ProjectSync) {
-        self.measured(target.standin, async {
+        self.measured(target, async {
             let patch = json!({ "metadata": { "annotations": { key: value } } });
             self.api
                 .patch(target.name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -66,6 +66,11 @@ async fn main() {
         return;
     }
 
+    // One generated repository, our route only, printed and not written:
+    // `BENCH_E2E_PROFILE=gen-100k cargo bench --bench e2e` (or gen-10k), for
+    // finding where a run's time goes without the baselines' hour.
+    let profile = std::env::var("BENCH_E2E_PROFILE").ok();
+
     let lab = lab::Lab::start("e2e").await;
     let mut repos = Vec::new();
     let mut rows = Vec::new();
@@ -87,6 +92,14 @@ async fn main() {
             },
         ));
     }
+    if let Some(only) = &profile {
+        shapes = [("gen-10k", 10_000), ("gen-100k", 100_000)]
+            .into_iter()
+            .filter(|(name, _)| name == only)
+            .map(|(name, files)| (name, Shape { files, seed: files as u64 / 1_000 }))
+            .collect();
+        assert!(!shapes.is_empty(), "BENCH_E2E_PROFILE must be gen-10k or gen-100k, not {only}");
+    }
     for (name, shape) in shapes {
         let start = Instant::now();
         let (repo, stats) = generate(name, shape);
@@ -104,9 +117,13 @@ async fn main() {
             binary: stats.binary,
             build,
         });
-        let outcome = scenarios::generated(&lab, repo, shape).await;
+        let outcome = scenarios::generated(&lab, repo, shape, profile.is_none()).await;
         rows.extend(outcome.measurements);
         copies.push(outcome.copy);
+    }
+    if profile.is_some() {
+        println!("{}", markdown("## Profile", &repos, &rows, &[]));
+        return;
     }
 
     match find_real_crate() {

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use plotters::prelude::*;
+use projectsync::api::StageDurations;
 
 /// Which way a scenario was done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct Measurement {
     /// How many of the requests were answered 304.
     pub not_modified: usize,
     pub rows: Option<i64>,
+    /// Where the operator's run spent its time, by stage.
+    pub stages: Option<StageDurations>,
 }
 
 /// One line of the repositories table.
@@ -150,16 +153,16 @@ pub fn markdown(
     let _ = writeln!(out, "\n### Every measurement\n");
     let _ = writeln!(
         out,
-        "| repository | scenario | route | wall time | CPU | peak RSS | source requests | rows written |"
+        "| repository | scenario | route | wall time | CPU | peak RSS | source requests | rows written | in the run: prepare / scan / import / finalize |"
     );
     let _ = writeln!(
         out,
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for m in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             m.repo,
             m.scenario,
             m.route.label(),
@@ -168,6 +171,7 @@ pub fn markdown(
             or_dash(m.peak_rss, mib),
             requests_cell(m),
             or_dash(m.rows, |r| thousands(r.max(0) as u64)),
+            or_dash(m.stages.as_ref(), stages_cell),
         );
     }
     out
@@ -299,4 +303,9 @@ pub fn chart(path: &Path, rows: &[Measurement]) -> Result<bool, Box<dyn std::err
     }
     root.present()?;
     Ok(font.is_some())
+}
+
+/// The stage durations of a run, in milliseconds, as the status reports them.
+fn stages_cell(d: &StageDurations) -> String {
+    format!("{} / {} / {} / {} ms", d.prepare_ms, d.scan_ms, d.import_ms, d.finalize_ms)
 }

@@ -45,6 +45,7 @@ async fn first_sync(
     daemon: &GitDaemon,
     head: &str,
     files: usize,
+    baselines: bool,
 ) -> Outcome {
     let (first, obj) = lab.first_sync(target, head).await;
     let mut measurements = vec![first.measurement(
@@ -65,8 +66,11 @@ async fn first_sync(
         requests: None,
         not_modified: 0,
         rows: Some(rows),
+        stages: None,
     });
-    measurements.push(clone(lab, daemon, target.repo, "first sync", None).await);
+    if baselines {
+        measurements.push(clone(lab, daemon, target.repo, "first sync", None).await);
+    }
     Outcome {
         measurements,
         copy: CopyRatio {
@@ -107,6 +111,7 @@ async fn clone(
         requests: None,
         not_modified: 0,
         rows: Some(rows),
+        stages: None,
     }
 }
 
@@ -117,7 +122,9 @@ fn baselines_at(files: usize, k: usize) -> bool {
     files <= 10_000 || k == 1_000
 }
 
-pub async fn generated(lab: &Lab, mut repo: BareRepo, shape: Shape) -> Outcome {
+/// The scenarios of a generated repository; without `baselines`, only our
+/// route (and the COPY, which is cheap).
+pub async fn generated(lab: &Lab, mut repo: BareRepo, shape: Shape, baselines: bool) -> Outcome {
     let label = repo.name.clone();
     let standin = GithubStandIn::start("bench", &label, repo.git_dir()).await;
     let daemon = GitDaemon::start(&repo.root);
@@ -126,7 +133,7 @@ pub async fn generated(lab: &Lab, mut repo: BareRepo, shape: Shape) -> Outcome {
         repo: &label,
         standin: &standin,
     };
-    let mut outcome = first_sync(lab, target, &daemon, repo.head(), shape.files).await;
+    let mut outcome = first_sync(lab, target, &daemon, repo.head(), shape.files, baselines).await;
     let out = &mut outcome.measurements;
     let (poll, _) = lab.request(target, "poll", repo.head()).await;
     out.push(poll.measurement(&label, "poll, nothing changed", None, Route::Ours));
@@ -136,7 +143,7 @@ pub async fn generated(lab: &Lab, mut repo: BareRepo, shape: Shape) -> Outcome {
         let scenario = format!("change of {}", files_label(k));
         let (cost, _) = lab.request(target, &format!("change-{k}"), &commit).await;
         out.push(cost.measurement(&label, &scenario, Some(k), Route::Ours));
-        if baselines_at(shape.files, k) {
+        if baselines && baselines_at(shape.files, k) {
             let (naive, _) = lab.reindex(target, &format!("naive-{k}"), &commit).await;
             out.push(naive.measurement(&label, &scenario, Some(k), Route::Naive));
             out.push(clone(lab, &daemon, &label, &scenario, Some(k)).await);
@@ -197,7 +204,7 @@ pub async fn real(lab: &Lab, repo: BareRepo, label: &str, versions: &[&str]) -> 
     let commits = repo.commits.clone();
     repo.move_main(&commits[0]);
     let files = repo.tree_size(&commits[0]);
-    let mut outcome = first_sync(lab, target, &daemon, &commits[0], files).await;
+    let mut outcome = first_sync(lab, target, &daemon, &commits[0], files, true).await;
     let out = &mut outcome.measurements;
     let (poll, _) = lab.request(target, "poll", &commits[0]).await;
     out.push(poll.measurement(&repo.name, "poll, nothing changed", None, Route::Ours));
