@@ -263,7 +263,10 @@ impl Store {
         }
     }
 
-    /// The files of the project's latest completed run, sorted by path.
+    /// The files of the project's latest completed run, sorted by path
+    /// bytes (`COLLATE "C"`: the order the tree walk wants, and a plain
+    /// byte comparison; the database's collation sorts 100,000 paths several
+    /// times slower).
     pub async fn active_files(&self, project: ProjectId) -> Result<Vec<ActiveFile>, StoreError> {
         sqlx::query_as!(
             FileRow,
@@ -271,7 +274,7 @@ impl Store {
                       mode AS "mode!", kind AS "kind!"
                  FROM active_repository_files
                 WHERE project_id = $1
-                ORDER BY path"#,
+                ORDER BY path COLLATE "C""#,
             project.0
         )
         .fetch_all(&self.pool)
@@ -282,7 +285,7 @@ impl Store {
         .collect()
     }
 
-    /// The files of any completed run's picture, sorted by path.
+    /// The files of any completed run's picture, sorted by path bytes.
     pub async fn files_at(&self, sync: SyncId) -> Result<Vec<ActiveFile>, StoreError> {
         self.check_readable(sync, "read").await?;
         sqlx::query_as!(
@@ -290,7 +293,7 @@ impl Store {
             r#"SELECT id AS "id!", path AS "path!", blob_sha AS "blob_sha!", size AS "size!",
                       mode AS "mode!", kind AS "kind!"
                  FROM sync_files($1)
-                ORDER BY path"#,
+                ORDER BY path COLLATE "C""#,
             sync.0
         )
         .fetch_all(&self.pool)

@@ -112,6 +112,22 @@ pub(super) async fn fetch_tree(
     previous: Option<&Tree>,
 ) -> Result<Tree, GithubError> {
     src.require_object_id(commit)?;
+    let walk_again = src.last_tree_walked.load(Ordering::Relaxed);
+    let walk_first = previous.is_some_and(|t| walk_again || t.walked || t.entries.len() >= TREE_ENTRY_LIMIT);
+    let mut found = Found::default();
+    let mut truncated_root = None;
+    if !walk_first {
+        let listing = fetch_listing(src, commit, true, commit).await?;
+        if !listing.truncated {
+            let root_sha = listing.sha;
+            add_items(src, "", listing.tree, &mut found, false)?;
+            return Ok(finish(src, commit, root_sha, found, false));
+        }
+        truncated_root = Some(listing.sha);
+    }
+
+    // A walk. The previous tree, sorted and hashed, tells which subtrees did
+    // not change (only now: a tree answered in one request needs neither).
     let sorted: Option<Cow<'_, Tree>> = previous.map(|tree| {
         if tree.entries.is_sorted_by(|a, b| a.path <= b.path) {
             Cow::Borrowed(tree)
@@ -124,36 +140,26 @@ pub(super) async fn fetch_tree(
     let prev = sorted.as_deref().and_then(|tree| {
         build_directory_hashes(&tree.entries).map(|hashes| Previous { tree, hashes })
     });
-
-    let mut found = Found::default();
-    let root_sha;
-    let walk_again = src.last_tree_walked.load(Ordering::Relaxed);
-    if let Some(p) = prev
-        .as_ref()
-        .filter(|p| walk_again || p.tree.walked || p.tree.entries.len() >= TREE_ENTRY_LIMIT)
-    {
-        // The previous tree needed a walk: skip the recursive request that
-        // would be truncated again, and compare the root first.
-        let listing = fetch_listing(src, commit, false, commit).await?;
-        root_sha = listing.sha;
-        if p.unchanged("", &root_sha) {
-            (found.entries, found.rejected) = p.under("");
-        } else {
-            add_items(src, "", listing.tree, &mut found, true)?;
+    let root_sha = match truncated_root {
+        Some(root_sha) => {
+            found.dirs.push(Pending {
+                sha: root_sha.clone(),
+                prefix: String::new(),
+                flat: true,
+            });
+            root_sha
         }
-    } else {
-        let listing = fetch_listing(src, commit, true, commit).await?;
-        root_sha = listing.sha;
-        if !listing.truncated {
-            add_items(src, "", listing.tree, &mut found, false)?;
-            return Ok(finish(src, commit, root_sha, found, false));
+        None => {
+            // The previous tree needed a walk: skip the recursive request
+            // that would be truncated again, and compare the root first.
+            let listing = fetch_listing(src, commit, false, commit).await?;
+            match prev.as_ref() {
+                Some(p) if p.unchanged("", &listing.sha) => (found.entries, found.rejected) = p.under(""),
+                _ => add_items(src, "", listing.tree, &mut found, true)?,
+            }
+            listing.sha
         }
-        found.dirs.push(Pending {
-            sha: root_sha.clone(),
-            prefix: String::new(),
-            flat: true,
-        });
-    }
+    };
     // Breadth first, one wave per depth; requests within a wave run
     // concurrently under the client's request bound. The number of waves is
     // bounded by the depth of the tree.

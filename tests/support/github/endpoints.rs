@@ -153,53 +153,54 @@ pub(super) fn git_ref(inner: &Inner, base: &str, name: &str) -> Reply {
 }
 
 pub(super) fn tree(inner: &Inner, base: &str, spec: &str, recursive: bool) -> Reply {
-    if is_empty_repo(inner) {
-        return Reply::error(409, "Git Repository is empty.", "/git/trees#get-a-tree");
-    }
     if spec.is_empty() || spec.starts_with('-') || spec.contains(':') {
         return Reply::not_found();
     }
-    let Some(tree_sha) = git(
-        inner,
-        &[
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{spec}^{{tree}}"),
-        ],
-    ) else {
+    let limit = inner.config.lock().unwrap().tree_entry_limit;
+    let mut cat = inner.cat_file.lock().unwrap();
+    let Some((tree_sha, root)) = cat.tree_with_sizes(&format!("{spec}^{{tree}}")) else {
+        drop(cat);
+        if is_empty_repo(inner) {
+            return Reply::error(409, "Git Repository is empty.", "/git/trees#get-a-tree");
+        }
         return Reply::error(404, "Not Found", "/git/trees#get-a-tree");
     };
-    let tree_sha = lossy(&tree_sha).trim().to_string();
-    let mut args = vec!["ls-tree", "-l", "-z"];
-    if recursive {
-        args.extend(["-r", "-t"]);
-    }
-    args.push(&tree_sha);
-    let out = git(inner, &args).unwrap_or_default();
-    let limit = inner.config.lock().unwrap().tree_entry_limit;
+    // As `git ls-tree -l [-r -t]`: each tree before what it holds.
     let mut items = Vec::new();
     let mut truncated = false;
-    for record in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+    let mut stack = vec![(Vec::new(), root.into_iter())];
+    while let Some((prefix, entries)) = stack.last_mut() {
+        let Some((entry, size)) = entries.next() else {
+            stack.pop();
+            continue;
+        };
         if recursive && items.len() >= limit {
             truncated = true;
             break;
         }
-        let tab = record
-            .iter()
-            .position(|b| *b == b'\t')
-            .expect("ls-tree tab");
-        let meta = lossy(&record[..tab]);
-        let f: Vec<&str> = meta.split_ascii_whitespace().collect();
-        let (mode, kind, sha) = (f[0], f[1], f[2]);
-        let path = lossy(&record[tab + 1..]);
-        let mut item = json!({"path": path, "mode": mode, "type": kind, "sha": sha});
+        let mut path = prefix.clone();
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&entry.name);
+        let kind = match entry.mode.as_str() {
+            "040000" => "tree",
+            "160000" => "commit",
+            _ => "blob",
+        };
+        let mut item = json!({"path": lossy(&path), "mode": entry.mode, "type": kind, "sha": entry.sha});
         match kind {
             "blob" => {
-                item["size"] = json!(f[3].parse::<u64>().unwrap_or(0));
-                item["url"] = json!(format!("{base}/git/blobs/{sha}"));
+                item["size"] = json!(size.unwrap_or(0));
+                item["url"] = json!(format!("{base}/git/blobs/{}", entry.sha));
             }
-            "tree" => item["url"] = json!(format!("{base}/git/trees/{sha}")),
+            "tree" => {
+                item["url"] = json!(format!("{base}/git/trees/{}", entry.sha));
+                if recursive {
+                    let (_, children) = cat.tree_with_sizes(&entry.sha).expect("a listed tree exists");
+                    stack.push((path, children.into_iter()));
+                }
+            }
             _ => {}
         }
         items.push(item);
@@ -449,11 +450,20 @@ pub(super) fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A long-lived `git cat-file --batch` for blob reads.
+/// A long-lived `git cat-file --batch-command --buffer` for object reads:
+/// blobs, and trees listed without starting a process per request (a walk
+/// of a large repository lists thousands of directories).
 pub(super) struct CatFile {
     _child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+}
+
+/// One item of a tree object.
+pub(super) struct TreeItem {
+    pub mode: String,
+    pub name: Vec<u8>,
+    pub sha: String,
 }
 
 impl CatFile {
@@ -463,7 +473,7 @@ impl CatFile {
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .arg("--git-dir")
             .arg(git_dir)
-            .args(["cat-file", "--batch"])
+            .args(["cat-file", "--batch-command", "--buffer"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -477,20 +487,86 @@ impl CatFile {
         }
     }
 
-    pub fn blob(&mut self, sha: &str) -> Option<Vec<u8>> {
-        writeln!(self.stdin, "{sha}").ok()?;
-        self.stdin.flush().ok()?;
+    /// `(type, size)` from a header line; `None` for a missing object.
+    fn header(&mut self) -> Option<(String, String, usize)> {
         let mut header = String::new();
         self.stdout.read_line(&mut header).ok()?;
         let f: Vec<&str> = header.trim_end().split(' ').collect();
         if f.len() != 3 {
             return None;
         }
-        let size: usize = f[2].parse().ok()?;
+        Some((f[0].to_string(), f[1].to_string(), f[2].parse().ok()?))
+    }
+
+    /// The id, type and content of `spec` (an id or a revision expression).
+    fn object(&mut self, spec: &str) -> Option<(String, String, Vec<u8>)> {
+        write!(self.stdin, "contents {spec}\nflush\n").ok()?;
+        self.stdin.flush().ok()?;
+        let (sha, kind, size) = self.header()?;
         let mut content = vec![0u8; size + 1];
         self.stdout.read_exact(&mut content).ok()?;
         content.pop();
-        (f[1] == "blob").then_some(content)
+        Some((sha, kind, content))
+    }
+
+    pub fn blob(&mut self, sha: &str) -> Option<Vec<u8>> {
+        self.object(sha).and_then(|(_, kind, content)| (kind == "blob").then_some(content))
+    }
+
+    /// The id and items of the tree `spec` names (`<rev>^{tree}` works).
+    fn tree(&mut self, spec: &str) -> Option<(String, Vec<TreeItem>)> {
+        let (sha, kind, content) = self.object(spec)?;
+        if kind != "tree" {
+            return None;
+        }
+        let mut items = Vec::new();
+        let mut rest = content.as_slice();
+        while !rest.is_empty() {
+            let space = rest.iter().position(|b| *b == b' ')?;
+            let nul = rest.iter().position(|b| *b == 0)?;
+            let raw = rest.get(nul + 1..nul + 21)?;
+            items.push(TreeItem {
+                // ls-tree and GitHub print six digits ("040000").
+                mode: format!("{:0>6}", String::from_utf8_lossy(&rest[..space])),
+                name: rest[space + 1..nul].to_vec(),
+                sha: hex::encode(raw),
+            });
+            rest = &rest[nul + 21..];
+        }
+        Some((sha, items))
+    }
+
+    /// The tree `spec` names with the size of each blob item, the sizes
+    /// asked in one round trip.
+    pub fn tree_with_sizes(&mut self, spec: &str) -> Option<(String, Vec<(TreeItem, Option<u64>)>)> {
+        let (sha, items) = self.tree(spec)?;
+        let blobs: Vec<&str> = items
+            .iter()
+            .filter(|i| !matches!(i.mode.as_str(), "040000" | "160000"))
+            .map(|i| i.sha.as_str())
+            .collect();
+        let mut sizes = self.sizes(&blobs)?.into_iter();
+        let sized = items
+            .into_iter()
+            .map(|i| {
+                let size = (!matches!(i.mode.as_str(), "040000" | "160000")).then(|| sizes.next()).flatten();
+                (i, size)
+            })
+            .collect();
+        Some((sha, sized))
+    }
+
+    /// The sizes of `shas`, asked in one round trip.
+    fn sizes(&mut self, shas: &[&str]) -> Option<Vec<u64>> {
+        if shas.is_empty() {
+            return Some(Vec::new());
+        }
+        for sha in shas {
+            writeln!(self.stdin, "info {sha}").ok()?;
+        }
+        writeln!(self.stdin, "flush").ok()?;
+        self.stdin.flush().ok()?;
+        shas.iter().map(|_| self.header().map(|(_, _, size)| size as u64)).collect()
     }
 }
 
