@@ -9,7 +9,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use futures::{StreamExt, stream};
-use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::{
     chunk::{Chunk, ChunkerConfig, build_chunks},
@@ -23,7 +23,7 @@ use crate::{
 };
 
 use super::{
-    Stage,
+    AbortOnDrop, Stage,
     error::{FailureKind, PipelineError},
     scan::{Action, PlannedFile},
 };
@@ -243,7 +243,7 @@ struct Fetched {
 
 /// The fetch and chunking of one batch on a task of its own. Dropping it
 /// aborts the task, so a cancelled or failed import leaves nothing running.
-struct FetchTask(JoinHandle<Result<Fetched, SourceError>>);
+struct FetchTask(AbortOnDrop<Result<Fetched, SourceError>>);
 
 impl FetchTask {
     fn spawn(ctx: &ImportContext<'_>, batch: &[PlannedFile]) -> FetchTask {
@@ -255,7 +255,7 @@ impl FetchTask {
         let source = Arc::clone(ctx.source);
         let chunker = *ctx.chunker;
         let max_file_size = ctx.max_file_size;
-        FetchTask(tokio::spawn(async move {
+        FetchTask(AbortOnDrop(tokio::spawn(async move {
             // A plain loop rather than `map` over the iterator: a closure
             // here trips the compiler's higher-ranked lifetime check on the
             // Send future.
@@ -271,22 +271,16 @@ impl FetchTask {
                 fetched.contents.push(build_content(&chunker, path, &blob));
             }
             Ok(fetched)
-        }))
+        }.in_current_span())))
     }
 
     async fn join(mut self) -> Result<Fetched, SourceError> {
-        match (&mut self.0).await {
+        match (&mut self.0.0).await {
             Ok(fetched) => fetched,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             // Only `Drop` aborts the task, and it has not run.
             Err(error) => unreachable!("a fetch task was cancelled while awaited: {error}"),
         }
-    }
-}
-
-impl Drop for FetchTask {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -115,21 +115,29 @@ pub enum Step {
 
 impl Pipeline {
     /// Runs `request`, yielding events as it goes and the outcome last.
-    /// Dropping the stream cancels the run where it stands and leaves it
-    /// IN_PROGRESS; the caller then fails it (see the controller's shutdown).
+    /// The run is a task of its own: it goes on while the caller handles
+    /// events (status and Event writes to the API server take their time,
+    /// and a run must not wait for them). Dropping the stream aborts the run
+    /// where it stands and leaves it IN_PROGRESS; the caller then fails it
+    /// (see the controller's shutdown).
     pub fn run(self, request: SyncRequest) -> impl Stream<Item = Step> + Send {
         let (sender, mut receiver) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move { self.drive(&request, &sender).await }.in_current_span());
+        let mut task = AbortOnDrop(task);
         async_stream::stream! {
-            let drive = self.drive(&request, &sender);
-            let mut drive = std::pin::pin!(drive);
             loop {
                 tokio::select! {
                     biased;
                     Some(event) = receiver.recv() => yield Step::Event(event),
-                    result = &mut drive => {
+                    result = &mut task.0 => {
                         while let Ok(event) = receiver.try_recv() {
                             yield Step::Event(event);
                         }
+                        let result = match result {
+                            Ok(result) => result,
+                            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                            Err(error) => unreachable!("only dropping the stream aborts a run: {error}"),
+                        };
                         yield Step::Done(result);
                         break;
                     }
@@ -296,6 +304,16 @@ impl Pipeline {
         if let Err(store_error) = self.store.fail_sync(sync, Some(to_store_stage(error.stage)), &error.to_string()).await {
             tracing::error!(%sync, error = %store_error, "could not mark the failed run FAILED");
         }
+    }
+}
+
+/// A task that must not outlive its owner (a run's task, the fetches ahead
+/// of an import): aborted when dropped.
+pub(crate) struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

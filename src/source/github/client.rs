@@ -193,10 +193,10 @@ impl Client {
         if let Some(error) = self.limit_in_force() {
             return Err(error);
         }
-        let timeout = |attempts| GithubError::Timeout {
+        let timeout = || GithubError::Timeout {
             repo: self.repo.clone(),
             endpoint,
-            attempts,
+            attempts: 1,
             seconds: self.timeout.as_secs(),
         };
         let transport = |source| GithubError::Transport {
@@ -221,22 +221,25 @@ impl Client {
             })?,
             Err(_) => {
                 self.stats.record(endpoint, 0);
-                return Err(timeout(1));
+                return Err(timeout());
             }
         };
         let (parts, mut body) = response.into_parts();
         self.stats.record(endpoint, parts.status.as_u16());
+        self.observe_rate_limit(&parts.headers);
         if parts.status != StatusCode::OK {
             let body = Limited::new(body, 64 * 1024)
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            return Ok(Err(Answer {
+            let answer = Answer {
                 status: parts.status,
                 headers: parts.headers,
                 body,
-            }));
+            };
+            self.observe_limit(endpoint, &answer);
+            return Ok(Err(answer));
         }
         let idle = self.timeout;
         let stream = async_stream::stream! {
