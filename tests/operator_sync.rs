@@ -235,6 +235,26 @@ async fn a_large_first_sync_reads_one_archive_and_fetches_what_it_does_not_match
     assert_eq!(memory_of(&db, &project, "VERSION").await, ["commit $Format:%H$\n"], "the blob, not its export-subst form");
     assert_eq!(memory_of(&db, &project, "internal/secret.rs").await, ["pub const HIDDEN: bool = true;\n"]);
 
+    // An archive that breaks off: what it delivered is kept, the rest is
+    // fetched one by one, and the store is still exactly the tree.
+    let cut = GithubStandIn::start("acme", "monorepo", repo.git_dir()).await;
+    cut.cut_archives_after(64 * 1024);
+    create(
+        &api,
+        "cut",
+        json!({
+            "source": { "github": { "owner": "acme", "repo": "monorepo", "apiUrl": cut.api_url() } },
+            "branch": "main",
+        }),
+    )
+    .await;
+    wait_until(&api, "cut", || operator.log_tail(), "synced", synced_at(first.clone())).await;
+    let log = cut.requests();
+    let blobs = log.iter().filter(|r| r.path.contains("/git/blobs/")).count();
+    assert_eq!(log.iter().filter(|r| r.path.contains("/_codeload/")).count(), 1);
+    assert!(blobs > 3 && blobs < 1_204, "the archive delivered some files and the rest were fetched: {blobs} blob requests");
+    assert_eq!(active_files(&db, &format!("{}/cut", ns.name)).await, git_tree(&repo, &first));
+
     // A small change afterwards is read file by file.
     github.clear_log();
     repo.write("pkg3/src/file3.rs", "pub fn f3() -> u32 { 33 }\n");

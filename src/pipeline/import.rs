@@ -6,7 +6,7 @@
 //! not by the repository. Embeddings are reused by content hash before any
 //! are computed. Does I/O (source, store, embeddings endpoint).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
 use futures::{StreamExt, stream};
 use tracing::Instrument;
@@ -23,7 +23,7 @@ use crate::{
 };
 
 use super::{
-    AbortOnDrop, Stage,
+    AbortOnDrop, Stage, joined,
     error::{FailureKind, PipelineError},
     scan::{Action, PlannedFile},
 };
@@ -104,8 +104,8 @@ pub async fn import(
         false => None,
     };
     let rest = match archive {
-        Some(archive) => import_archive(ctx, files, archive, &mut totals, &mut progress).await?,
-        None => files.to_vec(),
+        Some(archive) => Cow::Owned(import_archive(ctx, files, archive, &mut totals, &mut progress).await?),
+        None => Cow::Borrowed(files),
     };
     import_one_by_one(ctx, &rest, &mut totals, &mut progress).await?;
     Ok(totals)
@@ -130,30 +130,23 @@ async fn import_archive(
     let (sender, batches) = tokio::sync::mpsc::channel::<(Vec<PlannedFile>, Fetched)>(PREFETCH_BATCHES);
     let (chunker, max_file_size) = (*ctx.chunker, ctx.max_file_size);
     let reader = tokio::task::spawn_blocking(move || {
-        // Asked by both callbacks, one at a time.
-        let wanted = std::cell::RefCell::new(wanted);
+        let mut wanted = wanted;
         let mut batch = (Vec::new(), Fetched::default());
         let mut open = true;
-        let read = archive.for_each_file(
-            max_file_size,
-            |path| wanted.borrow().contains_key(path),
-            |path, bytes| {
-                let mut wanted = wanted.borrow_mut();
-                let matches = wanted.get(&path).is_some_and(|f| build_blob_sha1(&bytes) == f.entry.blob_sha);
-                if !matches {
-                    return true;
-                }
-                let file = wanted.remove(&path).expect("looked up above");
-                batch.1.bytes += bytes.len() as u64;
-                batch.1.contents.push(build_content(&chunker, &path, &bytes));
-                batch.0.push(file);
-                if batch.0.len() == BATCH_FILES {
-                    open = sender.blocking_send(std::mem::take(&mut batch)).is_ok();
-                }
-                open
-            },
-        );
-        let mut wanted = wanted.into_inner();
+        let read = archive.for_each_file(max_file_size, |path, bytes| {
+            let matches = wanted.get(&path).is_some_and(|f| build_blob_sha1(&bytes) == f.entry.blob_sha);
+            if !matches {
+                return true;
+            }
+            let file = wanted.remove(&path).expect("looked up above");
+            batch.1.bytes += bytes.len() as u64;
+            batch.1.contents.push(build_content(&chunker, &path, &bytes));
+            batch.0.push(file);
+            if batch.0.len() == BATCH_FILES {
+                open = sender.blocking_send(std::mem::take(&mut batch)).is_ok();
+            }
+            open
+        });
         if open && !batch.0.is_empty() {
             // A batch that cannot be sent was never written: its files stay wanted.
             if let Err(unsent) = sender.blocking_send(batch) {
@@ -164,10 +157,7 @@ async fn import_archive(
     });
     let batches = tokio_stream::wrappers::ReceiverStream::new(batches).map(Ok);
     write_all(ctx, batches, totals, progress).await?;
-    let (read, left) = match reader.await {
-        Ok(outcome) => outcome,
-        Err(error) => std::panic::resume_unwind(error.into_panic()),
-    };
+    let (read, left) = joined(reader.await);
     if let Err(error) = read {
         tracing::warn!(%error, files_left = left.len(), "the archive broke off; fetching the rest one by one");
     } else if !left.is_empty() {
@@ -275,12 +265,7 @@ impl FetchTask {
     }
 
     async fn join(mut self) -> Result<Fetched, SourceError> {
-        match (&mut self.0.0).await {
-            Ok(fetched) => fetched,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            // Only `Drop` aborts the task, and it has not run.
-            Err(error) => unreachable!("a fetch task was cancelled while awaited: {error}"),
-        }
+        joined((&mut self.0.0).await)
     }
 }
 

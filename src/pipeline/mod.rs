@@ -133,12 +133,7 @@ impl Pipeline {
                         while let Ok(event) = receiver.try_recv() {
                             yield Step::Event(event);
                         }
-                        let result = match result {
-                            Ok(result) => result,
-                            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-                            Err(error) => unreachable!("only dropping the stream aborts a run: {error}"),
-                        };
-                        yield Step::Done(result);
+                        yield Step::Done(joined(result));
                         break;
                     }
                 }
@@ -314,6 +309,17 @@ pub(crate) struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// The output of a finished task this code awaited: its panic goes on in
+/// the awaiting task. Only dropping an [`AbortOnDrop`] (or shutting the
+/// runtime down) cancels one, and then nobody is awaiting it.
+pub(crate) fn joined<T>(result: Result<T, tokio::task::JoinError>) -> T {
+    match result {
+        Ok(output) => output,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => unreachable!("an awaited task was cancelled: {error}"),
     }
 }
 

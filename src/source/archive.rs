@@ -32,13 +32,11 @@ impl Archive {
     }
 
     /// Calls `each` with the path (below the top directory) and bytes of
-    /// every regular file of at most `max_size` bytes that `wanted` asks
-    /// for, in archive order, until `each` returns false. Other entries are
-    /// skipped unread. Blocking.
+    /// every regular file of at most `max_size` bytes, in archive order,
+    /// until `each` returns false. Other entries are skipped. Blocking.
     pub fn for_each_file(
         self,
         max_size: u64,
-        mut wanted: impl FnMut(&str) -> bool,
         mut each: impl FnMut(String, Vec<u8>) -> bool,
     ) -> std::io::Result<()> {
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(self.reader));
@@ -50,9 +48,6 @@ impl Archive {
             let Some(path) = below_top(&entry.path_bytes()).map(str::to_string) else {
                 continue;
             };
-            if !wanted(&path) {
-                continue;
-            }
             let mut bytes = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0));
             entry.read_to_end(&mut bytes)?;
             if !each(path, bytes) {
@@ -96,7 +91,7 @@ mod tests {
     fn read_all(archive: Archive, max: u64) -> Vec<(String, Vec<u8>)> {
         let mut files = Vec::new();
         archive
-            .for_each_file(max, |_| true, |path, bytes| {
+            .for_each_file(max, |path, bytes| {
                 files.push((path, bytes));
                 true
             })
@@ -121,14 +116,11 @@ mod tests {
     fn a_truncated_archive_is_an_error_after_the_files_before_the_cut() {
         let bytes = gzip_tar(&[("t/a", &[b'a'; 3000]), ("t/b", &[b'b'; 3000])], &[]);
         let mut seen = Vec::new();
-        let result = Archive::from_gzip(std::io::Cursor::new(bytes[..bytes.len() / 2].to_vec())).for_each_file(
-            u64::MAX,
-            |_| true,
-            |path, _| {
+        let result = Archive::from_gzip(std::io::Cursor::new(bytes[..bytes.len() / 2].to_vec()))
+            .for_each_file(u64::MAX, |path, _| {
                 seen.push(path);
                 true
-            },
-        );
+            });
         assert!(result.is_err(), "a cut archive must not look complete");
         assert!(seen.len() < 2);
     }

@@ -205,14 +205,8 @@ impl Client {
             attempts: 1,
             source: Box::new(source),
         };
-        let builder = http::Request::builder()
-            .method(Method::GET)
-            .uri(url)
-            .header(header::ACCEPT, accept)
-            .header("x-github-api-version", "2022-11-28");
         let request = self
-            .octocrab
-            .build_request(builder, None::<&()>)
+            .build_request(&Method::GET, url, accept, None, None)
             .map_err(transport)?;
         let response = match tokio::time::timeout(self.timeout, self.octocrab.execute(request)).await {
             Ok(response) => response.map_err(|e| {
@@ -264,6 +258,33 @@ impl Client {
             }
         };
         Ok(Ok(Box::pin(stream)))
+    }
+
+    /// A request with the headers every call sends (`Accept`, the API
+    /// version) and the optional validator and authorization; octocrab adds
+    /// the base URI and the token.
+    fn build_request(
+        &self,
+        method: &Method,
+        uri: &str,
+        accept: &'static str,
+        if_none_match: Option<&str>,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<http::Request<octocrab::OctoBody>, octocrab::Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+        headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
+        if let Some(tag) = if_none_match.and_then(|t| HeaderValue::from_str(t).ok()) {
+            headers.insert(header::IF_NONE_MATCH, tag);
+        }
+        if let Some(value) = authorization {
+            headers.insert(header::AUTHORIZATION, value.clone());
+        }
+        let mut builder = http::Request::builder().method(method.clone()).uri(uri);
+        if let Some(all) = builder.headers_mut() {
+            all.extend(headers);
+        }
+        self.octocrab.build_request(builder, None::<&()>)
     }
 
     /// The rate limit still in force, if any.
@@ -319,31 +340,9 @@ impl Client {
         if let Some(error) = self.limit_in_force() {
             return Err(Failure::Limited(error));
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_static(req.accept));
-        headers.insert(
-            "x-github-api-version",
-            HeaderValue::from_static("2022-11-28"),
-        );
-        if let Some(tag) = req
-            .if_none_match
-            .and_then(|t| HeaderValue::from_str(t).ok())
-        {
-            headers.insert(header::IF_NONE_MATCH, tag);
-        }
-        if let Some(value) = authorization {
-            headers.insert(header::AUTHORIZATION, value.clone());
-        }
-        let mut builder = http::Request::builder()
-            .method(method.clone())
-            .uri(req.path);
-        if let Some(all) = builder.headers_mut() {
-            all.extend(headers);
-        }
         let call = async {
             let request = self
-                .octocrab
-                .build_request(builder, None::<&()>)
+                .build_request(method, req.path, req.accept, req.if_none_match, authorization)
                 .map_err(Failure::Transport)?;
             let response = self
                 .octocrab

@@ -170,7 +170,7 @@ pub(super) fn tree(inner: &Inner, base: &str, spec: &str, recursive: bool) -> Re
     let mut truncated = false;
     let mut stack = vec![(Vec::new(), root.into_iter())];
     while let Some((prefix, entries)) = stack.last_mut() {
-        let Some((entry, size)) = entries.next() else {
+        let Some(entry) = entries.next() else {
             stack.pop();
             continue;
         };
@@ -191,7 +191,7 @@ pub(super) fn tree(inner: &Inner, base: &str, spec: &str, recursive: bool) -> Re
         let mut item = json!({"path": lossy(&path), "mode": entry.mode, "type": kind, "sha": entry.sha});
         match kind {
             "blob" => {
-                item["size"] = json!(size.unwrap_or(0));
+                item["size"] = json!(entry.size.unwrap_or(0));
                 item["url"] = json!(format!("{base}/git/blobs/{}", entry.sha));
             }
             "tree" => {
@@ -464,6 +464,14 @@ pub(super) struct TreeItem {
     pub mode: String,
     pub name: Vec<u8>,
     pub sha: String,
+    /// Blobs' sizes, when asked for.
+    pub size: Option<u64>,
+}
+
+impl TreeItem {
+    fn is_blob(&self) -> bool {
+        !matches!(self.mode.as_str(), "040000" | "160000")
+    }
 }
 
 impl CatFile {
@@ -530,6 +538,7 @@ impl CatFile {
                 mode: format!("{:0>6}", String::from_utf8_lossy(&rest[..space])),
                 name: rest[space + 1..nul].to_vec(),
                 sha: hex::encode(raw),
+                size: None,
             });
             rest = &rest[nul + 21..];
         }
@@ -538,22 +547,14 @@ impl CatFile {
 
     /// The tree `spec` names with the size of each blob item, the sizes
     /// asked in one round trip.
-    pub fn tree_with_sizes(&mut self, spec: &str) -> Option<(String, Vec<(TreeItem, Option<u64>)>)> {
-        let (sha, items) = self.tree(spec)?;
-        let blobs: Vec<&str> = items
-            .iter()
-            .filter(|i| !matches!(i.mode.as_str(), "040000" | "160000"))
-            .map(|i| i.sha.as_str())
-            .collect();
+    pub fn tree_with_sizes(&mut self, spec: &str) -> Option<(String, Vec<TreeItem>)> {
+        let (sha, mut items) = self.tree(spec)?;
+        let blobs: Vec<&str> = items.iter().filter(|i| i.is_blob()).map(|i| i.sha.as_str()).collect();
         let mut sizes = self.sizes(&blobs)?.into_iter();
-        let sized = items
-            .into_iter()
-            .map(|i| {
-                let size = (!matches!(i.mode.as_str(), "040000" | "160000")).then(|| sizes.next()).flatten();
-                (i, size)
-            })
-            .collect();
-        Some((sha, sized))
+        for item in items.iter_mut().filter(|i| i.is_blob()) {
+            item.size = sizes.next();
+        }
+        Some((sha, items))
     }
 
     /// The sizes of `shas`, asked in one round trip.

@@ -73,6 +73,8 @@ pub struct LoggedRequest {
 
 struct Config {
     tree_entry_limit: usize,
+    /// Archives end after this many bytes, as a download that broke off.
+    archive_cut: Option<usize>,
     token: Option<String>,
     fault: Option<(Fault, Option<usize>)>,
     app: Option<app::AppMode>,
@@ -131,6 +133,7 @@ impl GithubStandIn {
             remaining: Mutex::new(RATE_LIMIT),
             config: Mutex::new(Config {
                 tree_entry_limit: 100_000,
+                archive_cut: None,
                 token: None,
                 fault: None,
                 app: None,
@@ -160,6 +163,12 @@ impl GithubStandIn {
     /// (GitHub: 100,000 entries or 7 MB).
     pub fn set_tree_entry_limit(&self, limit: usize) {
         self.inner.config.lock().unwrap().tree_entry_limit = limit;
+    }
+
+    /// Ends every archive download after `bytes`, as a connection that
+    /// broke off.
+    pub fn cut_archives_after(&self, bytes: usize) {
+        self.inner.config.lock().unwrap().archive_cut = Some(bytes);
     }
 
     /// Require `Authorization: Bearer <token>` (or `token <token>`): none
@@ -312,12 +321,23 @@ fn codeload(inner: &Inner, uri: &Uri, rest: &str) -> Response<Body> {
         return Response::builder().status(status).body(Body::from("Not Found")).expect("response");
     };
     let stdout = child.stdout.take().expect("piped stdout");
+    let mut left = inner.config.lock().unwrap().archive_cut.unwrap_or(usize::MAX);
     let body = async_stream::stream! {
         // Owned by the body: dropped (and killed) with it.
         let _child = child;
         let mut chunks = tokio_util::io::ReaderStream::new(stdout);
         while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
-            yield chunk;
+            match chunk {
+                Ok(mut bytes) if bytes.len() >= left => {
+                    yield Ok(bytes.split_to(left));
+                    break;
+                }
+                Ok(bytes) => {
+                    left -= bytes.len();
+                    yield Ok(bytes);
+                }
+                Err(error) => yield Err(error),
+            }
         }
     };
     Response::builder()
