@@ -61,7 +61,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/api/v1/events/project-sync/{namespace}/{name}", get(events))
+        .route(
+            "/api/v1/events/project-sync/{namespace}/{name}",
+            get(events),
+        )
         .with_state(state)
         .merge(hooks)
 }
@@ -84,7 +87,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 
 async fn metrics(State(state): State<HttpState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -107,22 +113,21 @@ async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (last, receiver) = state.hub.subscribe(&format!("{namespace}/{name}"));
     let snapshot = stream::iter(last.map(|event| Ok(sse_event("snapshot", &event))));
-    let live = BroadcastStream::new(receiver)
-        .scan(false, |done, item| {
-            if *done {
-                return future::ready(None);
+    let live = BroadcastStream::new(receiver).scan(false, |done, item| {
+        if *done {
+            return future::ready(None);
+        }
+        let event = match item {
+            Ok(event) => {
+                *done = event.is_terminal();
+                sse_event(event.name(), &event)
             }
-            let event = match item {
-                Ok(event) => {
-                    *done = event.is_terminal();
-                    sse_event(event.name(), &event)
-                }
-                Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                    Event::default().comment(format!("lagged: {missed} events dropped"))
-                }
-            };
-            future::ready(Some(Ok(event)))
-        });
+            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                Event::default().comment(format!("lagged: {missed} events dropped"))
+            }
+        };
+        future::ready(Some(Ok(event)))
+    });
     Sse::new(snapshot.chain(live)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 

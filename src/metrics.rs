@@ -54,7 +54,9 @@ pub struct Metrics {
     pub git_cache_evictions: IntCounter,
 }
 
-const DURATION_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
+const DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+];
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -62,37 +64,67 @@ impl Metrics {
         let registry = Registry::new_custom(Some("projectsync".into()), None)
             .expect("static registry prefix is valid");
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry.register(Box::new(metric.clone())).expect("metric registered once");
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("static metric definition");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric registered once");
             metric
         };
         let counter = |name: &str, help: &str| {
             let metric = IntCounter::new(name, help).expect("static metric definition");
-            registry.register(Box::new(metric.clone())).expect("metric registered once");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric registered once");
             metric
         };
         let histogram_vec = |name: &str, help: &str, labels: &[&str]| {
             let opts = HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec());
             let metric = HistogramVec::new(opts, labels).expect("static metric definition");
-            registry.register(Box::new(metric.clone())).expect("metric registered once");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric registered once");
             metric
         };
-        let runs = counter_vec("sync_runs_total", "Finished sync runs by result.", &["result"]);
-        let no_change_polls = counter("no_change_polls_total", "Polls that found the branch unchanged.");
-        let run_duration = histogram_vec("sync_run_duration_seconds", "Wall time of sync runs.", &["result"]);
-        let stage_duration =
-            histogram_vec("sync_stage_duration_seconds", "Wall time of pipeline stages.", &["stage"]);
+        let runs = counter_vec(
+            "sync_runs_total",
+            "Finished sync runs by result.",
+            &["result"],
+        );
+        let no_change_polls = counter(
+            "no_change_polls_total",
+            "Polls that found the branch unchanged.",
+        );
+        let run_duration = histogram_vec(
+            "sync_run_duration_seconds",
+            "Wall time of sync runs.",
+            &["result"],
+        );
+        let stage_duration = histogram_vec(
+            "sync_stage_duration_seconds",
+            "Wall time of pipeline stages.",
+            &["stage"],
+        );
         let files = counter_vec("files_total", "Files by change type.", &["change"]);
-        let memory_entries = counter("memory_entries_written_total", "Memory entries (chunks) written.");
+        let memory_entries = counter(
+            "memory_entries_written_total",
+            "Memory entries (chunks) written.",
+        );
         let embeddings = counter_vec("embeddings_total", "Embeddings by origin.", &["origin"]);
-        let bytes_fetched = counter("source_bytes_fetched_total", "Bytes of blobs fetched from sources.");
+        let bytes_fetched = counter(
+            "source_bytes_fetched_total",
+            "Bytes of blobs fetched from sources.",
+        );
         let source_requests = counter_vec(
             "source_requests_total",
             "Requests to repository sources by endpoint and status.",
             &["endpoint", "status"],
         );
         let rate_limit_remaining = IntGaugeVec::new(
-            Opts::new("source_rate_limit_remaining", "Rate-limit budget the source last reported."),
+            Opts::new(
+                "source_rate_limit_remaining",
+                "Rate-limit budget the source last reported.",
+            ),
             &["source"],
         )
         .expect("static metric definition");
@@ -100,26 +132,56 @@ impl Metrics {
             .register(Box::new(rate_limit_remaining.clone()))
             .expect("metric registered once");
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry.register(Box::new(metric.clone())).expect("metric registered once");
+            let metric =
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric registered once");
             metric
         };
-        let github_rate_limit_remaining =
-            gauge_vec("github_rate_limit_remaining", "GitHub rate-limit budget a resource last saw.", &["namespace", "name"]);
-        let github_rate_limit =
-            gauge_vec("github_rate_limit_limit", "GitHub hourly rate limit a resource last saw.", &["namespace", "name"]);
-        let github_app_tokens_minted =
-            counter_vec("github_app_tokens_minted_total", "GitHub App installation tokens minted, by result.", &["result"]);
+        let github_rate_limit_remaining = gauge_vec(
+            "github_rate_limit_remaining",
+            "GitHub rate-limit budget a resource last saw.",
+            &["namespace", "name"],
+        );
+        let github_rate_limit = gauge_vec(
+            "github_rate_limit_limit",
+            "GitHub hourly rate limit a resource last saw.",
+            &["namespace", "name"],
+        );
+        let github_app_tokens_minted = counter_vec(
+            "github_app_tokens_minted_total",
+            "GitHub App installation tokens minted, by result.",
+            &["result"],
+        );
         let reconciliations = counter("reconciliations_total", "Reconciliations started.");
-        let reconcile_errors = counter_vec("reconcile_errors_total", "Failed reconciliations by reason.", &["reason"]);
-        let running_syncs = IntGauge::new("running_syncs", "Sync runs in progress.").expect("static metric definition");
-        registry.register(Box::new(running_syncs.clone())).expect("metric registered once");
-        let webhook_requests = counter_vec("webhook_requests_total", "Webhook deliveries by result.", &["result"]);
-        let git_cache_bytes =
-            IntGauge::new("git_cache_bytes", "Total size of the git caches at the last measurement.").expect("static metric definition");
-        registry.register(Box::new(git_cache_bytes.clone())).expect("metric registered once");
-        let git_cache_evictions =
-            counter("git_cache_evictions_total", "Git caches evicted (least recently used) to stay under the size limit.");
+        let reconcile_errors = counter_vec(
+            "reconcile_errors_total",
+            "Failed reconciliations by reason.",
+            &["reason"],
+        );
+        let running_syncs = IntGauge::new("running_syncs", "Sync runs in progress.")
+            .expect("static metric definition");
+        registry
+            .register(Box::new(running_syncs.clone()))
+            .expect("metric registered once");
+        let webhook_requests = counter_vec(
+            "webhook_requests_total",
+            "Webhook deliveries by result.",
+            &["result"],
+        );
+        let git_cache_bytes = IntGauge::new(
+            "git_cache_bytes",
+            "Total size of the git caches at the last measurement.",
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(git_cache_bytes.clone()))
+            .expect("metric registered once");
+        let git_cache_evictions = counter(
+            "git_cache_evictions_total",
+            "Git caches evicted (least recently used) to stay under the size limit.",
+        );
         Metrics {
             registry,
             runs,
@@ -170,7 +232,13 @@ mod tests {
         metrics.runs.with_label_values(&["completed"]).inc();
         metrics.files.with_label_values(&["added"]).inc_by(3);
         let text = metrics.render();
-        assert!(text.contains("projectsync_sync_runs_total{result=\"completed\"} 1"), "{text}");
-        assert!(text.contains("projectsync_files_total{change=\"added\"} 3"), "{text}");
+        assert!(
+            text.contains("projectsync_sync_runs_total{result=\"completed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("projectsync_files_total{change=\"added\"} 3"),
+            "{text}"
+        );
     }
 }

@@ -27,14 +27,20 @@ struct Channel {
 
 impl Channel {
     fn new() -> Self {
-        Channel { sender: broadcast::channel(CHANNEL_CAPACITY).0, last: None }
+        Channel {
+            sender: broadcast::channel(CHANNEL_CAPACITY).0,
+            last: None,
+        }
     }
 }
 
 impl ProgressHub {
     /// Publishes `event` for `key` (`namespace/name`). Never blocks.
     pub fn publish(&self, key: &str, event: SyncEvent) {
-        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let channel = channels.entry(key.to_string()).or_insert_with(Channel::new);
         channel.last = Some(event.clone());
         // No receivers is fine: nobody is watching this resource.
@@ -43,14 +49,20 @@ impl ProgressHub {
 
     /// The last event for `key` and a receiver for what comes next.
     pub fn subscribe(&self, key: &str) -> (Option<SyncEvent>, broadcast::Receiver<SyncEvent>) {
-        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let channel = channels.entry(key.to_string()).or_insert_with(Channel::new);
         (channel.last.clone(), channel.sender.subscribe())
     }
 
     /// Forgets `key` (the resource was deleted).
     pub fn remove(&self, key: &str) {
-        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         channels.remove(key);
     }
 }
@@ -63,12 +75,33 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_gets_the_last_event_then_live_ones() {
         let hub = ProgressHub::default();
-        hub.publish("ns/a", SyncEvent::StageStarted { stage: Stage::Prepare });
+        hub.publish(
+            "ns/a",
+            SyncEvent::StageStarted {
+                stage: Stage::Prepare,
+            },
+        );
         let (last, mut live) = hub.subscribe("ns/a");
-        assert_eq!(last, Some(SyncEvent::StageStarted { stage: Stage::Prepare }));
+        assert_eq!(
+            last,
+            Some(SyncEvent::StageStarted {
+                stage: Stage::Prepare
+            })
+        );
         hub.publish("ns/a", SyncEvent::StageStarted { stage: Stage::Scan });
-        hub.publish("ns/b", SyncEvent::StageStarted { stage: Stage::Import });
-        assert_eq!(live.recv().await.unwrap(), SyncEvent::StageStarted { stage: Stage::Scan });
-        assert!(live.try_recv().is_err(), "events of another resource leaked");
+        hub.publish(
+            "ns/b",
+            SyncEvent::StageStarted {
+                stage: Stage::Import,
+            },
+        );
+        assert_eq!(
+            live.recv().await.unwrap(),
+            SyncEvent::StageStarted { stage: Stage::Scan }
+        );
+        assert!(
+            live.try_recv().is_err(),
+            "events of another resource leaked"
+        );
     }
 }

@@ -27,7 +27,9 @@ pub enum Retry {
 /// time, capped at `max`, with "equal jitter" (half fixed, half random) so
 /// that many clients failing together spread out.
 pub fn jittered_backoff(base: Duration, max: Duration, retry: u32) -> Duration {
-    let capped = base.saturating_mul(1u32 << retry.saturating_sub(1).min(20)).min(max);
+    let capped = base
+        .saturating_mul(1u32 << retry.saturating_sub(1).min(20))
+        .min(max);
     let half = capped / 2;
     half + half.mul_f64(random_unit())
 }
@@ -53,11 +55,18 @@ mod tests {
                 assert!(d >= full / 2 && d <= full, "retry {retry}: {d:?}");
             }
         }
-        assert!(jittered_backoff(base, max, u32::MAX) <= max, "no overflow on absurd retry numbers");
+        assert!(
+            jittered_backoff(base, max, u32::MAX) <= max,
+            "no overflow on absurd retry numbers"
+        );
     }
 
     #[test]
     fn random_units_stay_in_range() {
-        assert!((0..100).map(|_| random_unit()).all(|u| (0.0..1.0).contains(&u)));
+        assert!(
+            (0..100)
+                .map(|_| random_unit())
+                .all(|u| (0.0..1.0).contains(&u))
+        );
     }
 }

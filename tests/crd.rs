@@ -52,7 +52,10 @@ fn remove(manifest: &mut Value, pointer: &str) {
 }
 
 fn apply_dry_run(namespace: &str, manifest: &str) -> support::KubectlOutput {
-    kubectl(&["apply", "--dry-run=server", "-n", namespace, "-f", "-"], manifest)
+    kubectl(
+        &["apply", "--dry-run=server", "-n", namespace, "-f", "-"],
+        manifest,
+    )
 }
 
 #[tokio::test]
@@ -77,7 +80,13 @@ async fn crd_is_established_with_the_contract_names() {
     assert_eq!(crd.spec.scope, "Namespaced");
     let version = &crd.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");
-    assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    assert!(
+        version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -85,13 +94,20 @@ async fn server_applies_defaults_to_a_minimal_manifest() {
     let ns = fresh_namespace("crd-defaults").await;
     // Raw JSON with only what a user writes: the Rust defaults must not hide the server's.
     let mut manifest = valid_manifest("minimal");
-    set(&mut manifest, "/spec/source/github/secretRef", json!({ "name": "s" }));
+    set(
+        &mut manifest,
+        "/spec/source/github/secretRef",
+        json!({ "name": "s" }),
+    );
     set(
         &mut manifest,
         "/spec/embedding",
         json!({ "provider": "OpenAI", "endpoint": "http://127.0.0.1:1/v1", "model": "m" }),
     );
-    let created = kubectl(&["create", "-n", &ns.name, "-o", "json", "-f", "-"], &manifest.to_string());
+    let created = kubectl(
+        &["create", "-n", &ns.name, "-o", "json", "-f", "-"],
+        &manifest.to_string(),
+    );
     assert!(created.success, "{}", created.stderr);
     let stored: Value = serde_json::from_str(&created.stdout).expect("json");
     let spec = &stored["spec"];
@@ -120,134 +136,355 @@ struct Bad {
 fn bad_manifests() -> Vec<Bad> {
     macro_rules! bad {
         ($case:expr, |$m:ident| $body:expr, $message:expr) => {
-            Bad { case: $case, mutate: |$m: &mut Value| { $body; }, message: $message }
+            Bad {
+                case: $case,
+                mutate: |$m: &mut Value| {
+                    $body;
+                },
+                message: $message,
+            }
         };
     }
     vec![
         // Source: exactly one of github / git.
-        bad!("both sources", |m| set(m, "/spec/source/git", json!({"url": "https://example.com/r.git"})),
-            "exactly one of source.github or source.git must be set"),
-        bad!("no source", |m| set(m, "/spec/source", json!({})),
-            "exactly one of source.github or source.git must be set"),
-        bad!("missing source", |m| remove(m, "/spec/source"), "spec.source: Required value"),
-        bad!("missing branch", |m| remove(m, "/spec/branch"), "spec.branch: Required value"),
-        bad!("missing owner", |m| remove(m, "/spec/source/github/owner"), "spec.source.github.owner: Required value"),
-        bad!("missing git url", |m| set(m, "/spec/source", json!({"git": {}})), "spec.source.git.url: Required value"),
+        bad!(
+            "both sources",
+            |m| set(
+                m,
+                "/spec/source/git",
+                json!({"url": "https://example.com/r.git"})
+            ),
+            "exactly one of source.github or source.git must be set"
+        ),
+        bad!(
+            "no source",
+            |m| set(m, "/spec/source", json!({})),
+            "exactly one of source.github or source.git must be set"
+        ),
+        bad!(
+            "missing source",
+            |m| remove(m, "/spec/source"),
+            "spec.source: Required value"
+        ),
+        bad!(
+            "missing branch",
+            |m| remove(m, "/spec/branch"),
+            "spec.branch: Required value"
+        ),
+        bad!(
+            "missing owner",
+            |m| remove(m, "/spec/source/github/owner"),
+            "spec.source.github.owner: Required value"
+        ),
+        bad!(
+            "missing git url",
+            |m| set(m, "/spec/source", json!({"git": {}})),
+            "spec.source.git.url: Required value"
+        ),
         // GitHub names.
-        bad!("owner with a space", |m| set(m, "/spec/source/github/owner", json!("kube rs")),
-            "owner must be a GitHub user or organization name"),
-        bad!("owner starting with a hyphen", |m| set(m, "/spec/source/github/owner", json!("-kube")),
-            "owner must be a GitHub user or organization name"),
-        bad!("owner too long", |m| set(m, "/spec/source/github/owner", json!("a".repeat(40))),
-            "spec.source.github.owner: Too long"),
-        bad!("repo with a slash", |m| set(m, "/spec/source/github/repo", json!("kube/rs")),
-            "repo must be a GitHub repository name"),
-        bad!("repo with .git", |m| set(m, "/spec/source/github/repo", json!("kube.git")),
-            "without a .git suffix"),
-        bad!("repo dot-dot", |m| set(m, "/spec/source/github/repo", json!("..")),
-            "repo must be a GitHub repository name"),
-        bad!("apiUrl not a URL", |m| set(m, "/spec/source/github/apiUrl", json!("github.example.com")),
-            "apiUrl must be an http(s) URL"),
-        bad!("git url not a URL", |m| set(m, "/spec/source", json!({"git": {"url": "not a url"}})),
-            "url must be a git remote URL"),
+        bad!(
+            "owner with a space",
+            |m| set(m, "/spec/source/github/owner", json!("kube rs")),
+            "owner must be a GitHub user or organization name"
+        ),
+        bad!(
+            "owner starting with a hyphen",
+            |m| set(m, "/spec/source/github/owner", json!("-kube")),
+            "owner must be a GitHub user or organization name"
+        ),
+        bad!(
+            "owner too long",
+            |m| set(m, "/spec/source/github/owner", json!("a".repeat(40))),
+            "spec.source.github.owner: Too long"
+        ),
+        bad!(
+            "repo with a slash",
+            |m| set(m, "/spec/source/github/repo", json!("kube/rs")),
+            "repo must be a GitHub repository name"
+        ),
+        bad!(
+            "repo with .git",
+            |m| set(m, "/spec/source/github/repo", json!("kube.git")),
+            "without a .git suffix"
+        ),
+        bad!(
+            "repo dot-dot",
+            |m| set(m, "/spec/source/github/repo", json!("..")),
+            "repo must be a GitHub repository name"
+        ),
+        bad!(
+            "apiUrl not a URL",
+            |m| set(m, "/spec/source/github/apiUrl", json!("github.example.com")),
+            "apiUrl must be an http(s) URL"
+        ),
+        bad!(
+            "git url not a URL",
+            |m| set(m, "/spec/source", json!({"git": {"url": "not a url"}})),
+            "url must be a git remote URL"
+        ),
         // Branch names (git check-ref-format).
-        bad!("branch with dot-dot", |m| set(m, "/spec/branch", json!("feature..x")),
-            "branch must be a valid git branch name"),
-        bad!("branch with a space", |m| set(m, "/spec/branch", json!("my branch")),
-            "branch must be a valid git branch name"),
-        bad!("branch ending in .lock", |m| set(m, "/spec/branch", json!("main.lock")),
-            "branch must be a valid git branch name"),
-        bad!("branch starting with a hyphen", |m| set(m, "/spec/branch", json!("-main")),
-            "branch must be a valid git branch name"),
-        bad!("branch with a tilde", |m| set(m, "/spec/branch", json!("main~1")),
-            "branch must be a valid git branch name"),
-        bad!("branch with @{", |m| set(m, "/spec/branch", json!("main@{1}")),
-            "branch must be a valid git branch name"),
-        bad!("empty branch", |m| set(m, "/spec/branch", json!("")),
-            "spec.branch: Invalid value"),
+        bad!(
+            "branch with dot-dot",
+            |m| set(m, "/spec/branch", json!("feature..x")),
+            "branch must be a valid git branch name"
+        ),
+        bad!(
+            "branch with a space",
+            |m| set(m, "/spec/branch", json!("my branch")),
+            "branch must be a valid git branch name"
+        ),
+        bad!(
+            "branch ending in .lock",
+            |m| set(m, "/spec/branch", json!("main.lock")),
+            "branch must be a valid git branch name"
+        ),
+        bad!(
+            "branch starting with a hyphen",
+            |m| set(m, "/spec/branch", json!("-main")),
+            "branch must be a valid git branch name"
+        ),
+        bad!(
+            "branch with a tilde",
+            |m| set(m, "/spec/branch", json!("main~1")),
+            "branch must be a valid git branch name"
+        ),
+        bad!(
+            "branch with @{",
+            |m| set(m, "/spec/branch", json!("main@{1}")),
+            "branch must be a valid git branch name"
+        ),
+        bad!(
+            "empty branch",
+            |m| set(m, "/spec/branch", json!("")),
+            "spec.branch: Invalid value"
+        ),
         // Commit, interval, sizes, limits.
-        bad!("short commit", |m| set(m, "/spec/commit", json!("abc1234")),
-            "commit must be a full lowercase hex commit SHA"),
-        bad!("uppercase commit", |m| set(m, "/spec/commit", json!("ABCDEF0123456789ABCDEF0123456789ABCDEF01")),
-            "commit must be a full lowercase hex commit SHA"),
-        bad!("interval not a duration", |m| set(m, "/spec/interval", json!("soon")),
-            "interval must be a duration of at least 30s"),
-        bad!("interval too short", |m| set(m, "/spec/interval", json!("5s")),
-            "interval must be a duration of at least 30s"),
-        bad!("maxFileSize zero", |m| set(m, "/spec/maxFileSize", json!(0)),
-            "maxFileSize must be a positive number of bytes"),
-        bad!("maxFileSize negative", |m| set(m, "/spec/maxFileSize", json!(-5)),
-            "maxFileSize must be a positive number of bytes"),
-        bad!("maxFileSize not a quantity", |m| set(m, "/spec/maxFileSize", json!("big")),
-            "maxFileSize must be a positive number of bytes"),
-        bad!("historyLimit zero", |m| set(m, "/spec/historyLimit", json!(0)),
-            "spec.historyLimit: Invalid value: 0: spec.historyLimit in body should be greater than or equal to 1"),
-        bad!("historyLimit too large", |m| set(m, "/spec/historyLimit", json!(1000)),
-            "spec.historyLimit in body should be less than or equal to 100"),
-        bad!("embedding without endpoint", |m| set(m, "/spec/embedding", json!({"provider": "OpenAI", "model": "m"})),
-            "embedding.endpoint and embedding.model are required"),
-        bad!("unknown embedding provider", |m| set(m, "/spec/embedding", json!({"provider": "Magic"})),
-            "spec.embedding.provider: Unsupported value: \"Magic\""),
-        bad!("unknown deletion policy", |m| set(m, "/spec/deletionPolicy", json!("Sometimes")),
-            "spec.deletionPolicy: Unsupported value: \"Sometimes\""),
+        bad!(
+            "short commit",
+            |m| set(m, "/spec/commit", json!("abc1234")),
+            "commit must be a full lowercase hex commit SHA"
+        ),
+        bad!(
+            "uppercase commit",
+            |m| set(
+                m,
+                "/spec/commit",
+                json!("ABCDEF0123456789ABCDEF0123456789ABCDEF01")
+            ),
+            "commit must be a full lowercase hex commit SHA"
+        ),
+        bad!(
+            "interval not a duration",
+            |m| set(m, "/spec/interval", json!("soon")),
+            "interval must be a duration of at least 30s"
+        ),
+        bad!(
+            "interval too short",
+            |m| set(m, "/spec/interval", json!("5s")),
+            "interval must be a duration of at least 30s"
+        ),
+        bad!(
+            "maxFileSize zero",
+            |m| set(m, "/spec/maxFileSize", json!(0)),
+            "maxFileSize must be a positive number of bytes"
+        ),
+        bad!(
+            "maxFileSize negative",
+            |m| set(m, "/spec/maxFileSize", json!(-5)),
+            "maxFileSize must be a positive number of bytes"
+        ),
+        bad!(
+            "maxFileSize not a quantity",
+            |m| set(m, "/spec/maxFileSize", json!("big")),
+            "maxFileSize must be a positive number of bytes"
+        ),
+        bad!(
+            "historyLimit zero",
+            |m| set(m, "/spec/historyLimit", json!(0)),
+            "spec.historyLimit: Invalid value: 0: spec.historyLimit in body should be greater than or equal to 1"
+        ),
+        bad!(
+            "historyLimit too large",
+            |m| set(m, "/spec/historyLimit", json!(1000)),
+            "spec.historyLimit in body should be less than or equal to 100"
+        ),
+        bad!(
+            "embedding without endpoint",
+            |m| set(
+                m,
+                "/spec/embedding",
+                json!({"provider": "OpenAI", "model": "m"})
+            ),
+            "embedding.endpoint and embedding.model are required"
+        ),
+        bad!(
+            "unknown embedding provider",
+            |m| set(m, "/spec/embedding", json!({"provider": "Magic"})),
+            "spec.embedding.provider: Unsupported value: \"Magic\""
+        ),
+        bad!(
+            "unknown deletion policy",
+            |m| set(m, "/spec/deletionPolicy", json!("Sometimes")),
+            "spec.deletionPolicy: Unsupported value: \"Sometimes\""
+        ),
         // Unknown fields and the wrong API version.
-        bad!("unknown spec field", |m| set(m, "/spec/brnach", json!("main")),
-            "unknown field \"spec.brnach\""),
-        bad!("unknown nested field", |m| set(m, "/spec/source/github/token", json!("x")),
-            "unknown field \"spec.source.github.token\""),
-        bad!("wrong apiVersion", |m| set(m, "/apiVersion", json!("projectsync.dev/v1")),
-            "no matches for kind \"ProjectSync\" in version \"projectsync.dev/v1\""),
+        bad!(
+            "unknown spec field",
+            |m| set(m, "/spec/brnach", json!("main")),
+            "unknown field \"spec.brnach\""
+        ),
+        bad!(
+            "unknown nested field",
+            |m| set(m, "/spec/source/github/token", json!("x")),
+            "unknown field \"spec.source.github.token\""
+        ),
+        bad!(
+            "wrong apiVersion",
+            |m| set(m, "/apiVersion", json!("projectsync.dev/v1")),
+            "no matches for kind \"ProjectSync\" in version \"projectsync.dev/v1\""
+        ),
         // A wrong type for every field.
-        bad!("source is a string", |m| set(m, "/spec/source", json!("github")),
-            "spec.source: Invalid value: \"string\": spec.source in body must be of type object"),
-        bad!("github is a string", |m| set(m, "/spec/source/github", json!("kube-rs/kube")),
-            "spec.source.github in body must be of type object"),
-        bad!("owner is a number", |m| set(m, "/spec/source/github/owner", json!(42)),
-            "spec.source.github.owner in body must be of type string"),
-        bad!("repo is a number", |m| set(m, "/spec/source/github/repo", json!(42)),
-            "spec.source.github.repo in body must be of type string"),
-        bad!("apiUrl is a bool", |m| set(m, "/spec/source/github/apiUrl", json!(true)),
-            "spec.source.github.apiUrl in body must be of type string"),
-        bad!("secretRef is a string", |m| set(m, "/spec/source/github/secretRef", json!("token")),
-            "spec.source.github.secretRef in body must be of type object"),
-        bad!("secretRef.name is a number", |m| set(m, "/spec/source/github/secretRef", json!({"name": 1})),
-            "spec.source.github.secretRef.name in body must be of type string"),
-        bad!("secretRef.key is a list", |m| set(m, "/spec/source/github/secretRef", json!({"name": "s", "key": ["a"]})),
-            "spec.source.github.secretRef.key in body must be of type string"),
-        bad!("git is a string", |m| set(m, "/spec/source", json!({"git": "https://x"})),
-            "spec.source.git in body must be of type object"),
-        bad!("git url is a number", |m| set(m, "/spec/source", json!({"git": {"url": 5}})),
-            "spec.source.git.url in body must be of type string"),
-        bad!("git secretRef is a string", |m| set(m, "/spec/source", json!({"git": {"url": "https://x/y.git", "secretRef": "s"}})),
-            "spec.source.git.secretRef in body must be of type object"),
-        bad!("branch is a number", |m| set(m, "/spec/branch", json!(7)),
-            "spec.branch in body must be of type string"),
-        bad!("commit is a number", |m| set(m, "/spec/commit", json!(123)),
-            "spec.commit in body must be of type string"),
-        bad!("interval is a number", |m| set(m, "/spec/interval", json!(300)),
-            "spec.interval in body must be of type string"),
-        bad!("suspend is a string", |m| set(m, "/spec/suspend", json!("yes")),
-            "spec.suspend in body must be of type boolean"),
-        bad!("include is a string", |m| set(m, "/spec/include", json!("**/*.rs")),
-            "spec.include in body must be of type array"),
-        bad!("include item is a number", |m| set(m, "/spec/include", json!([1])),
-            "spec.include[0] in body must be of type string"),
-        bad!("exclude is a string", |m| set(m, "/spec/exclude", json!("target/**")),
-            "spec.exclude in body must be of type array"),
-        bad!("maxFileSize is a bool", |m| set(m, "/spec/maxFileSize", json!(true)),
-            "spec.maxFileSize in body must be of type integer,string"),
-        bad!("embedding is a string", |m| set(m, "/spec/embedding", json!("openai")),
-            "spec.embedding in body must be of type object"),
-        bad!("embedding model is a number", |m| set(m, "/spec/embedding", json!({"provider": "None", "model": 3})),
-            "spec.embedding.model in body must be of type string"),
-        bad!("embedding batchSize is a string", |m| set(m, "/spec/embedding", json!({"provider": "None", "batchSize": "many"})),
-            "spec.embedding.batchSize in body must be of type integer"),
-        bad!("historyLimit is a string", |m| set(m, "/spec/historyLimit", json!("ten")),
-            "spec.historyLimit in body must be of type integer"),
-        bad!("deletionPolicy is a number", |m| set(m, "/spec/deletionPolicy", json!(1)),
-            "spec.deletionPolicy in body must be of type string"),
-        bad!("spec is a list", |m| set(m, "/spec", json!([])),
-            "spec in body must be of type object"),
+        bad!(
+            "source is a string",
+            |m| set(m, "/spec/source", json!("github")),
+            "spec.source: Invalid value: \"string\": spec.source in body must be of type object"
+        ),
+        bad!(
+            "github is a string",
+            |m| set(m, "/spec/source/github", json!("kube-rs/kube")),
+            "spec.source.github in body must be of type object"
+        ),
+        bad!(
+            "owner is a number",
+            |m| set(m, "/spec/source/github/owner", json!(42)),
+            "spec.source.github.owner in body must be of type string"
+        ),
+        bad!(
+            "repo is a number",
+            |m| set(m, "/spec/source/github/repo", json!(42)),
+            "spec.source.github.repo in body must be of type string"
+        ),
+        bad!(
+            "apiUrl is a bool",
+            |m| set(m, "/spec/source/github/apiUrl", json!(true)),
+            "spec.source.github.apiUrl in body must be of type string"
+        ),
+        bad!(
+            "secretRef is a string",
+            |m| set(m, "/spec/source/github/secretRef", json!("token")),
+            "spec.source.github.secretRef in body must be of type object"
+        ),
+        bad!(
+            "secretRef.name is a number",
+            |m| set(m, "/spec/source/github/secretRef", json!({"name": 1})),
+            "spec.source.github.secretRef.name in body must be of type string"
+        ),
+        bad!(
+            "secretRef.key is a list",
+            |m| set(
+                m,
+                "/spec/source/github/secretRef",
+                json!({"name": "s", "key": ["a"]})
+            ),
+            "spec.source.github.secretRef.key in body must be of type string"
+        ),
+        bad!(
+            "git is a string",
+            |m| set(m, "/spec/source", json!({"git": "https://x"})),
+            "spec.source.git in body must be of type object"
+        ),
+        bad!(
+            "git url is a number",
+            |m| set(m, "/spec/source", json!({"git": {"url": 5}})),
+            "spec.source.git.url in body must be of type string"
+        ),
+        bad!(
+            "git secretRef is a string",
+            |m| set(
+                m,
+                "/spec/source",
+                json!({"git": {"url": "https://x/y.git", "secretRef": "s"}})
+            ),
+            "spec.source.git.secretRef in body must be of type object"
+        ),
+        bad!(
+            "branch is a number",
+            |m| set(m, "/spec/branch", json!(7)),
+            "spec.branch in body must be of type string"
+        ),
+        bad!(
+            "commit is a number",
+            |m| set(m, "/spec/commit", json!(123)),
+            "spec.commit in body must be of type string"
+        ),
+        bad!(
+            "interval is a number",
+            |m| set(m, "/spec/interval", json!(300)),
+            "spec.interval in body must be of type string"
+        ),
+        bad!(
+            "suspend is a string",
+            |m| set(m, "/spec/suspend", json!("yes")),
+            "spec.suspend in body must be of type boolean"
+        ),
+        bad!(
+            "include is a string",
+            |m| set(m, "/spec/include", json!("**/*.rs")),
+            "spec.include in body must be of type array"
+        ),
+        bad!(
+            "include item is a number",
+            |m| set(m, "/spec/include", json!([1])),
+            "spec.include[0] in body must be of type string"
+        ),
+        bad!(
+            "exclude is a string",
+            |m| set(m, "/spec/exclude", json!("target/**")),
+            "spec.exclude in body must be of type array"
+        ),
+        bad!(
+            "maxFileSize is a bool",
+            |m| set(m, "/spec/maxFileSize", json!(true)),
+            "spec.maxFileSize in body must be of type integer,string"
+        ),
+        bad!(
+            "embedding is a string",
+            |m| set(m, "/spec/embedding", json!("openai")),
+            "spec.embedding in body must be of type object"
+        ),
+        bad!(
+            "embedding model is a number",
+            |m| set(
+                m,
+                "/spec/embedding",
+                json!({"provider": "None", "model": 3})
+            ),
+            "spec.embedding.model in body must be of type string"
+        ),
+        bad!(
+            "embedding batchSize is a string",
+            |m| set(
+                m,
+                "/spec/embedding",
+                json!({"provider": "None", "batchSize": "many"})
+            ),
+            "spec.embedding.batchSize in body must be of type integer"
+        ),
+        bad!(
+            "historyLimit is a string",
+            |m| set(m, "/spec/historyLimit", json!("ten")),
+            "spec.historyLimit in body must be of type integer"
+        ),
+        bad!(
+            "deletionPolicy is a number",
+            |m| set(m, "/spec/deletionPolicy", json!(1)),
+            "spec.deletionPolicy in body must be of type string"
+        ),
+        bad!(
+            "spec is a list",
+            |m| set(m, "/spec", json!([])),
+            "spec in body must be of type object"
+        ),
     ]
 }
 
@@ -256,14 +493,21 @@ async fn bad_manifests_are_refused_with_a_message_that_names_the_fix() {
     let ns = fresh_namespace("crd-bad").await;
     // The unmutated manifest is accepted, so each refusal is the mutation's doing.
     let good = apply_dry_run(&ns.name, &valid_manifest("good").to_string());
-    assert!(good.success, "the valid manifest was refused: {}", good.stderr);
+    assert!(
+        good.success,
+        "the valid manifest was refused: {}",
+        good.stderr
+    );
     let mut failures = Vec::new();
     for (i, bad) in bad_manifests().into_iter().enumerate() {
         let mut manifest = valid_manifest(&format!("bad-{i}"));
         (bad.mutate)(&mut manifest);
         let out = apply_dry_run(&ns.name, &manifest.to_string());
         if out.success {
-            failures.push(format!("{}: accepted, expected refusal with {:?}", bad.case, bad.message));
+            failures.push(format!(
+                "{}: accepted, expected refusal with {:?}",
+                bad.case, bad.message
+            ));
         } else if !out.stderr.contains(bad.message) {
             failures.push(format!(
                 "{}: refused, but the message lacks {:?}:\n  {}",
@@ -273,7 +517,12 @@ async fn bad_manifests_are_refused_with_a_message_that_names_the_fix() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} bad manifests misbehaved:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} bad manifests misbehaved:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Status as the operator would write it, for the printer-column tests.
@@ -307,11 +556,21 @@ fn sample_status() -> Value {
 }
 
 fn create_with_status(namespace: &str, name: &str) {
-    let created = kubectl(&["create", "-n", namespace, "-f", "-"], &valid_manifest(name).to_string());
+    let created = kubectl(
+        &["create", "-n", namespace, "-f", "-"],
+        &valid_manifest(name).to_string(),
+    );
     assert!(created.success, "{}", created.stderr);
     let patched = kubectl(
         &[
-            "patch", "psync", name, "-n", namespace, "--subresource=status", "--type=merge", "-p",
+            "patch",
+            "psync",
+            name,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
             &sample_status().to_string(),
         ],
         "",
@@ -330,19 +589,49 @@ async fn kubectl_get_psync_prints_the_columns() {
     let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "REPOSITORY", "BRANCH", "COMMIT", "PHASE", "FILES", "LAST", "SYNC", "AGE"]
+        [
+            "NAME",
+            "REPOSITORY",
+            "BRANCH",
+            "COMMIT",
+            "PHASE",
+            "FILES",
+            "LAST",
+            "SYNC",
+            "AGE"
+        ]
     );
     let row: Vec<&str> = lines.next().expect("row").split_whitespace().collect();
-    assert_eq!(&row[..6], ["columns", "kube-rs/kube", "main", "0123456", "Synced", "1234"]);
+    assert_eq!(
+        &row[..6],
+        [
+            "columns",
+            "kube-rs/kube",
+            "main",
+            "0123456",
+            "Synced",
+            "1234"
+        ]
+    );
 
     let wide = kubectl(&["get", "psync", "-n", &ns.name, "-o", "wide"], "");
     assert!(wide.success, "{}", wide.stderr);
     let header = wide.stdout.lines().next().expect("wide header");
-    for column in ["READY", "REASON", "STAGE", "INTERVAL", "SUSPENDED", "MESSAGE"] {
+    for column in [
+        "READY",
+        "REASON",
+        "STAGE",
+        "INTERVAL",
+        "SUSPENDED",
+        "MESSAGE",
+    ] {
         assert!(header.contains(column), "-o wide lacks {column}: {header}");
     }
     let row = wide.stdout.lines().nth(1).expect("wide row");
-    assert!(row.contains("True") && row.contains("Succeeded") && row.contains("5m"), "{row}");
+    assert!(
+        row.contains("True") && row.contains("Succeeded") && row.contains("5m"),
+        "{row}"
+    );
 }
 
 #[tokio::test]
@@ -350,7 +639,14 @@ async fn kubectl_wait_understands_the_ready_condition() {
     let ns = fresh_namespace("crd-wait").await;
     create_with_status(&ns.name, "waitable");
     let out = kubectl(
-        &["wait", "--for=condition=Ready", "psync/waitable", "-n", &ns.name, "--timeout=20s"],
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "psync/waitable",
+            "-n",
+            &ns.name,
+            "--timeout=20s",
+        ],
         "",
     );
     assert!(out.success, "kubectl wait failed: {}", out.stderr);

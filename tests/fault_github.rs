@@ -200,7 +200,11 @@ async fn the_operator_survives_every_github_fault_and_converges_on_the_rewritten
             // again: the run that wanted it failed on the force-push (with
             // fetches running ahead, possibly before retrying it).
             _ => {
-                let unneeded = outcome.seen.path.rsplit_once("/git/blobs/").is_some_and(|(_, sha)| !oracle.values().any(|s| s == sha));
+                let unneeded = outcome
+                    .seen
+                    .path
+                    .rsplit_once("/git/blobs/")
+                    .is_some_and(|(_, sha)| !oracle.values().any(|s| s == sha));
                 (outcome.answered_later || unneeded) && outcome.waited != Some(false)
             }
         };

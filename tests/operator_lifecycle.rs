@@ -21,11 +21,6 @@ use support::{
     repo::TestRepo,
 };
 
-
-
-
-
-
 fn github_spec(github: &GithubStandIn, repo: &str) -> serde_json::Value {
     json!({ "source": { "github": { "owner": "acme", "repo": repo, "apiUrl": github.api_url() } }, "branch": "main" })
 }
@@ -34,11 +29,17 @@ fn github_spec(github: &GithubStandIn, repo: &str) -> serde_json::Value {
 async fn wait_for_db(db: &TestDb, sql: &str, what: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let done: bool = sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap_or(false);
+        let done: bool = sqlx::query_scalar(sql)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or(false);
         if done {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "database never showed: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "database never showed: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -52,23 +53,30 @@ async fn runs(db: &TestDb) -> Vec<(String, Option<String>)> {
 
 fn many_files(repo: &mut TestRepo, n: usize) -> String {
     for i in 0..n {
-        repo.write(&format!("src/m{:03}/f{i}.rs", i % 17), format!("pub fn f{i}() -> usize {{\n    {i}\n}}\n"));
+        repo.write(
+            &format!("src/m{:03}/f{i}.rs", i % 17),
+            format!("pub fn f{i}() -> usize {{\n    {i}\n}}\n"),
+        );
     }
     repo.commit("many files")
 }
 
 async fn assert_converged(db: &TestDb, repo: &TestRepo, commit: &str) {
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT path, blob_sha FROM active_repository_files ORDER BY path")
-        .fetch_all(&db.pool)
-        .await
-        .expect("active files");
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT path, blob_sha FROM active_repository_files ORDER BY path")
+            .fetch_all(&db.pool)
+            .await
+            .expect("active files");
     let mut expected: Vec<(String, String)> = repo
         .ls_tree(commit)
         .into_iter()
         .map(|e| (String::from_utf8(e.path).expect("utf-8"), e.sha))
         .collect();
     expected.sort();
-    assert_eq!(rows, expected, "the active view is exactly git ls-tree of the head");
+    assert_eq!(
+        rows, expected,
+        "the active view is exactly git ls-tree of the head"
+    );
     let duplicates: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT path FROM active_memory_entries GROUP BY path, start_line HAVING count(*) > 1) d",
     )
@@ -76,10 +84,12 @@ async fn assert_converged(db: &TestDb, repo: &TestRepo, commit: &str) {
     .await
     .expect("duplicates");
     assert_eq!(duplicates, 0, "no duplicate memory entries");
-    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM project_syncs WHERE status IN ('PENDING', 'IN_PROGRESS')")
-        .fetch_one(&db.pool)
-        .await
-        .expect("live runs");
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM project_syncs WHERE status IN ('PENDING', 'IN_PROGRESS')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("live runs");
     assert_eq!(live, 0, "no run is left IN_PROGRESS");
 }
 
@@ -103,15 +113,32 @@ async fn sigkill_during_import_fails_the_run_on_restart_and_the_next_run_converg
     )
     .await;
     operator.kill();
-    assert_eq!(runs(&db).await, vec![("IN_PROGRESS".to_string(), None)], "the killed run is left behind");
+    assert_eq!(
+        runs(&db).await,
+        vec![("IN_PROGRESS".to_string(), None)],
+        "the killed run is left behind"
+    );
 
     github.clear_fault();
     let restarted = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
-    wait_until(&api, "big", || restarted.log_tail(), "synced", synced_at(head.clone())).await;
+    wait_until(
+        &api,
+        "big",
+        || restarted.log_tail(),
+        "synced",
+        synced_at(head.clone()),
+    )
+    .await;
     let runs = runs(&db).await;
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0].0, "FAILED");
-    assert!(runs[0].1.as_deref().is_some_and(|m| m.starts_with("abandoned")), "{runs:?}");
+    assert!(
+        runs[0]
+            .1
+            .as_deref()
+            .is_some_and(|m| m.starts_with("abandoned")),
+        "{runs:?}"
+    );
     assert_eq!(runs[1].0, "COMPLETED");
     assert_converged(&db, &repo, &head).await;
 }
@@ -127,15 +154,33 @@ async fn sigterm_during_a_run_never_leaves_it_in_progress() {
     let mut operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
     let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
     create(&api, "slow", github_spec(&github, "slow")).await;
-    wait_for_db(&db, "SELECT EXISTS (SELECT 1 FROM project_syncs WHERE status = 'IN_PROGRESS')", "a run").await;
+    wait_for_db(
+        &db,
+        "SELECT EXISTS (SELECT 1 FROM project_syncs WHERE status = 'IN_PROGRESS')",
+        "a run",
+    )
+    .await;
 
-    assert!(operator.terminate(Duration::from_secs(30)).await, "the operator exits after SIGTERM within the grace period");
+    assert!(
+        operator.terminate(Duration::from_secs(30)).await,
+        "the operator exits after SIGTERM within the grace period"
+    );
     let live: Vec<(String, Option<String>)> = runs(&db).await;
-    assert!(live.iter().all(|(s, _)| s == "COMPLETED" || s == "FAILED"), "{live:?}");
+    assert!(
+        live.iter().all(|(s, _)| s == "COMPLETED" || s == "FAILED"),
+        "{live:?}"
+    );
 
     github.clear_fault();
     let restarted = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
-    wait_until(&api, "slow", || restarted.log_tail(), "synced", synced_at(head.clone())).await;
+    wait_until(
+        &api,
+        "slow",
+        || restarted.log_tail(),
+        "synced",
+        synced_at(head.clone()),
+    )
+    .await;
     assert_converged(&db, &repo, &head).await;
 }
 
@@ -147,15 +192,40 @@ async fn of_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
     repo.write("a.txt", "a\n");
     let first = repo.commit("a");
     let github = GithubStandIn::start("acme", "ha", repo.git_dir()).await;
-    let mut a = Operator::start(OperatorConfig { identity: "replica-a", ..OperatorConfig::new(&ns.name, &db.url) }).await;
-    let mut b = Operator::start(OperatorConfig { identity: "replica-b", ..OperatorConfig::new(&ns.name, &db.url) }).await;
+    let mut a = Operator::start(OperatorConfig {
+        identity: "replica-a",
+        ..OperatorConfig::new(&ns.name, &db.url)
+    })
+    .await;
+    let mut b = Operator::start(OperatorConfig {
+        identity: "replica-b",
+        ..OperatorConfig::new(&ns.name, &db.url)
+    })
+    .await;
     let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
     create(&api, "ha", github_spec(&github, "ha")).await;
-    wait_until(&api, "ha", || format!("{}\n---\n{}", a.log_tail(), b.log_tail()), "synced", synced_at(first)).await;
+    wait_until(
+        &api,
+        "ha",
+        || format!("{}\n---\n{}", a.log_tail(), b.log_tail()),
+        "synced",
+        synced_at(first),
+    )
+    .await;
 
     let leases: Api<Lease> = Api::namespaced(ns.client.clone(), &ns.name);
-    let holder = leases.get("projectsync-leader").await.expect("lease").spec.and_then(|s| s.holder_identity).expect("holder");
-    let (leader, follower) = if holder == "replica-a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    let holder = leases
+        .get("projectsync-leader")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("holder");
+    let (leader, follower) = if holder == "replica-a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
     let reconciled = |metrics: &str| {
         metrics
             .lines()
@@ -164,15 +234,35 @@ async fn of_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    assert!(reconciled(&leader.metrics().await) > 0.0, "the leader reconciles");
-    assert_eq!(reconciled(&follower.metrics().await), 0.0, "the follower does not");
+    assert!(
+        reconciled(&leader.metrics().await) > 0.0,
+        "the leader reconciles"
+    );
+    assert_eq!(
+        reconciled(&follower.metrics().await),
+        0.0,
+        "the follower does not"
+    );
 
     leader.kill();
     repo.write("a.txt", "b\n");
     let second = repo.commit("b");
     request_sync(&api, "ha", "after-failover").await;
-    wait_until(&api, "ha", || follower.log_tail(), "synced by the new leader", synced_at(second)).await;
-    let holder_now = leases.get("projectsync-leader").await.expect("lease").spec.and_then(|s| s.holder_identity).expect("holder");
+    wait_until(
+        &api,
+        "ha",
+        || follower.log_tail(),
+        "synced by the new leader",
+        synced_at(second),
+    )
+    .await;
+    let holder_now = leases
+        .get("projectsync-leader")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("holder");
     assert_ne!(holder_now, holder, "leadership moved");
     assert!(reconciled(&follower.metrics().await) > 0.0);
 }
@@ -187,7 +277,10 @@ async fn the_sse_stream_delivers_progress_and_the_summary_and_metrics_count_the_
     let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
     let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
 
-    let url = format!("http://{}/api/v1/events/project-sync/{}/live", operator.addr, ns.name);
+    let url = format!(
+        "http://{}/api/v1/events/project-sync/{}/live",
+        operator.addr, ns.name
+    );
     let response = reqwest::get(&url).await.expect("connect to the SSE stream");
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let reader = tokio::spawn(async move {
@@ -202,21 +295,43 @@ async fn the_sse_stream_delivers_progress_and_the_summary_and_metrics_count_the_
         text
     });
     create(&api, "live", github_spec(&github, "live")).await;
-    let text = tokio::time::timeout(WAIT, reader).await.expect("stream ends with the summary").expect("reader");
-    let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
-    for expected in ["started", "stageStarted", "progress", "stageFinished", "completed"] {
+    let text = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("stream ends with the summary")
+        .expect("reader");
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    for expected in [
+        "started",
+        "stageStarted",
+        "progress",
+        "stageFinished",
+        "completed",
+    ] {
         assert!(names.contains(&expected), "missing {expected} in {names:?}");
     }
     assert_eq!(names.last(), Some(&"completed"));
     let summary: serde_json::Value = serde_json::from_str(
-        text.lines().rev().find_map(|l| l.strip_prefix("data: ")).expect("summary data"),
+        text.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("summary data"),
     )
     .expect("summary is JSON");
     assert_eq!(summary["commit"], head);
     assert_eq!(summary["files"]["added"], 30);
     assert_eq!(summary["files"]["total"], 30);
 
-    wait_until(&api, "live", || operator.log_tail(), "synced", synced_at(head)).await;
+    wait_until(
+        &api,
+        "live",
+        || operator.log_tail(),
+        "synced",
+        synced_at(head),
+    )
+    .await;
     let metrics = operator.metrics().await;
     for line in [
         "projectsync_sync_runs_total{result=\"completed\"} 1",
@@ -224,8 +339,14 @@ async fn the_sse_stream_delivers_progress_and_the_summary_and_metrics_count_the_
     ] {
         assert!(metrics.contains(line), "metrics lack {line}:\n{metrics}");
     }
-    assert!(metrics.contains("projectsync_source_requests_total{endpoint=\"blob\",status=\"200\"} 30"), "{metrics}");
-    assert!(metrics.contains("projectsync_sync_stage_duration_seconds_count{stage=\"import\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("projectsync_source_requests_total{endpoint=\"blob\",status=\"200\"} 30"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("projectsync_sync_stage_duration_seconds_count{stage=\"import\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -252,44 +373,79 @@ async fn suspend_a_pinned_commit_the_interval_and_restore() {
         o.status.as_ref().and_then(|s| s.phase) == Some(projectsync::api::Phase::Suspended)
     })
     .await;
-    assert!(runs(&db).await.is_empty(), "a suspended resource does not sync");
+    assert!(
+        runs(&db).await.is_empty(),
+        "a suspended resource does not sync"
+    );
 
     // Resumed with a pinned commit: the pin wins over the branch head.
-    api.patch("knobs", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "suspend": false } })))
-        .await
-        .expect("resume");
-    let obj = wait_until(&api, "knobs", log, "synced at the pin", synced_at(first.clone())).await;
+    api.patch(
+        "knobs",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": { "suspend": false } })),
+    )
+    .await
+    .expect("resume");
+    let obj = wait_until(
+        &api,
+        "knobs",
+        log,
+        "synced at the pin",
+        synced_at(first.clone()),
+    )
+    .await;
     let first_sync = obj.status.expect("status").last_sync.expect("lastSync").id;
 
     // Unpinned: follows the branch. Then a new commit arrives and the
     // interval (30s) picks it up without any request.
-    api.patch("knobs", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "commit": null } })))
-        .await
-        .expect("unpin");
+    api.patch(
+        "knobs",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": { "commit": null } })),
+    )
+    .await
+    .expect("unpin");
     wait_until(&api, "knobs", log, "synced at the head", synced_at(second)).await;
     repo.write("v.txt", "3\n");
     let third = repo.commit("three");
-    wait_until(&api, "knobs", log, "synced by the interval", synced_at(third)).await;
+    wait_until(
+        &api,
+        "knobs",
+        log,
+        "synced by the interval",
+        synced_at(third),
+    )
+    .await;
 
     // Restore the first sync while suspended (so the branch does not move it on).
-    api.patch("knobs", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "suspend": true } })))
-        .await
-        .expect("suspend");
+    api.patch(
+        "knobs",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": { "suspend": true } })),
+    )
+    .await
+    .expect("suspend");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_projectsync"))
         .args(["restore", &format!("{}/knobs", ns.name), &first_sync])
         .env("DATABASE_URL", &db.url)
         .output()
         .expect("run projectsync restore");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("restore of {first_sync}")));
-    let content: String = sqlx::query_scalar("SELECT content FROM active_memory_entries WHERE path = 'v.txt'")
-        .fetch_one(&db.pool)
-        .await
-        .expect("active memory");
+    let content: String =
+        sqlx::query_scalar("SELECT content FROM active_memory_entries WHERE path = 'v.txt'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("active memory");
     assert_eq!(content, "1\n", "the first sync's memory is current again");
-    let trigger: String = sqlx::query_scalar("SELECT trigger FROM project_syncs ORDER BY started_at DESC LIMIT 1")
-        .fetch_one(&db.pool)
-        .await
-        .expect("latest run");
+    let trigger: String =
+        sqlx::query_scalar("SELECT trigger FROM project_syncs ORDER BY started_at DESC LIMIT 1")
+            .fetch_one(&db.pool)
+            .await
+            .expect("latest run");
     assert_eq!(trigger, format!("restore of {first_sync}"));
 }

@@ -306,13 +306,23 @@ async fn changing_the_embedding_model_only_reembeds_stored_chunks() {
     let obj = bench
         .change_spec(json!({ "embedding": embedding("fake-8") }), &obj)
         .await;
-    assert_eq!(counts(&last_sync(&obj).expect("lastSync").files), (0, 7, 0, 2, 9));
+    assert_eq!(
+        counts(&last_sync(&obj).expect("lastSync").files),
+        (0, 7, 0, 2, 9)
+    );
     assert_eq!(blob_requests(&bench.github.requests()), 0);
-    assert_eq!(embed.request_count(), count, "embeddings are reused by content hash");
+    assert_eq!(
+        embed.request_count(),
+        count,
+        "embeddings are reused by content hash"
+    );
 
     // No model at all: the chunks stay, without embeddings.
     let obj = bench.change_spec(json!({ "embedding": null }), &obj).await;
-    assert_eq!(counts(&last_sync(&obj).expect("lastSync").files), (0, 7, 0, 2, 9));
+    assert_eq!(
+        counts(&last_sync(&obj).expect("lastSync").files),
+        (0, 7, 0, 2, 9)
+    );
     assert_eq!(blob_requests(&bench.github.requests()), 0);
     assert_eq!(
         bench.active_entries_by_model().await,

@@ -7,10 +7,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use kube::{
-    Api,
-    runtime::wait::await_condition,
-};
+use kube::{Api, runtime::wait::await_condition};
 use projectsync::api::ProjectSync;
 use serde_json::json;
 use support::{
@@ -22,20 +19,18 @@ use support::{
     repo::TestRepo,
 };
 
-
-
-
-
-
 /// `(path, blob sha, size)` of the active view for a project.
 async fn active_files(db: &TestDb, project: &str) -> BTreeMap<String, (String, i64)> {
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT path, blob_sha, size FROM active_repository_files WHERE project = $1")
-            .bind(project)
-            .fetch_all(&db.pool)
-            .await
-            .expect("query the active view");
-    rows.into_iter().map(|(path, sha, size)| (path, (sha, size))).collect()
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT path, blob_sha, size FROM active_repository_files WHERE project = $1",
+    )
+    .bind(project)
+    .fetch_all(&db.pool)
+    .await
+    .expect("query the active view");
+    rows.into_iter()
+        .map(|(path, sha, size)| (path, (sha, size)))
+        .collect()
 }
 
 /// What `git ls-tree -r -l` says, in the same shape.
@@ -77,17 +72,41 @@ async fn a_git_remote_syncs_to_ready_and_follows_adds_edits_deletes_renames_and_
     let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
     let project = format!("{}/app", ns.name);
 
-    create(&api, "app", json!({ "source": { "git": { "url": daemon.url("app") } }, "branch": "main" })).await;
-    let obj = wait_until(&api, "app", || operator.log_tail(), "synced", synced_at(first.clone())).await;
+    create(
+        &api,
+        "app",
+        json!({ "source": { "git": { "url": daemon.url("app") } }, "branch": "main" }),
+    )
+    .await;
+    let obj = wait_until(
+        &api,
+        "app",
+        || operator.log_tail(),
+        "synced",
+        synced_at(first.clone()),
+    )
+    .await;
     let status = obj.status.expect("status");
     let last = status.last_sync.expect("lastSync");
     assert_eq!((last.files.added, last.files.total), (6, 6));
     assert_eq!(status.phase, Some(projectsync::api::Phase::Synced));
-    assert_eq!(status.repository.as_deref(), Some(daemon.url("app").as_str()));
+    assert_eq!(
+        status.repository.as_deref(),
+        Some(daemon.url("app").as_str())
+    );
     assert_eq!(active_files(&db, &project).await, git_tree(&repo, &first));
-    assert!(!memory_of(&db, &project, "src/main.rs").await.is_empty(), "text is chunked");
-    assert!(memory_of(&db, &project, "assets/logo.bin").await.is_empty(), "binary is not chunked");
-    assert!(memory_of(&db, &project, "docs/readme").await.is_empty(), "symlinks are not followed");
+    assert!(
+        !memory_of(&db, &project, "src/main.rs").await.is_empty(),
+        "text is chunked"
+    );
+    assert!(
+        memory_of(&db, &project, "assets/logo.bin").await.is_empty(),
+        "binary is not chunked"
+    );
+    assert!(
+        memory_of(&db, &project, "docs/readme").await.is_empty(),
+        "symlinks are not followed"
+    );
 
     // Edit one file, delete one, rename one.
     let util_memory = memory_of(&db, &project, "src/util.rs").await;
@@ -96,16 +115,33 @@ async fn a_git_remote_syncs_to_ready_and_follows_adds_edits_deletes_renames_and_
         .rename("src/util.rs", "src/helpers.rs");
     let second = repo.commit("edit, delete, rename");
     request_sync(&api, "app", "second").await;
-    let obj = wait_until(&api, "app", || operator.log_tail(), "synced", synced_at(second.clone())).await;
+    let obj = wait_until(
+        &api,
+        "app",
+        || operator.log_tail(),
+        "synced",
+        synced_at(second.clone()),
+    )
+    .await;
     let last = obj.status.expect("status").last_sync.expect("lastSync");
     assert_eq!(
-        (last.files.added, last.files.modified, last.files.deleted, last.files.unchanged, last.files.total),
+        (
+            last.files.added,
+            last.files.modified,
+            last.files.deleted,
+            last.files.unchanged,
+            last.files.total
+        ),
         (1, 1, 2, 3, 5),
         "the rename is a new path plus a deleted one: {:?}",
         last.files
     );
     assert_eq!(active_files(&db, &project).await, git_tree(&repo, &second));
-    assert_eq!(memory_of(&db, &project, "src/helpers.rs").await, util_memory, "a renamed file keeps its memory");
+    assert_eq!(
+        memory_of(&db, &project, "src/helpers.rs").await,
+        util_memory,
+        "a renamed file keeps its memory"
+    );
     let superseded: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM repository_files WHERE path = 'assets/logo.bin' AND superseded_sync_id IS NOT NULL",
     )
@@ -117,7 +153,14 @@ async fn a_git_remote_syncs_to_ready_and_follows_adds_edits_deletes_renames_and_
     // Force-push main back to the first commit: the tree diff handles it.
     repo.force_branch("main", &first);
     request_sync(&api, "app", "third").await;
-    let obj = wait_until(&api, "app", || operator.log_tail(), "synced", synced_at(first.clone())).await;
+    let obj = wait_until(
+        &api,
+        "app",
+        || operator.log_tail(),
+        "synced",
+        synced_at(first.clone()),
+    )
+    .await;
     assert_eq!(active_files(&db, &project).await, git_tree(&repo, &first));
     let history = obj.status.expect("status").history;
     assert_eq!(history.len(), 3, "three runs in history, newest first");
@@ -126,12 +169,16 @@ async fn a_git_remote_syncs_to_ready_and_follows_adds_edits_deletes_renames_and_
 }
 
 #[tokio::test]
-async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_conditional_request() {
+async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_conditional_request()
+{
     let ns = fresh_namespace("op-github").await;
     let db = fresh_database("op_github").await;
     let mut repo = TestRepo::new("service");
     for i in 0..20 {
-        repo.write(&format!("src/mod{i}.rs"), format!("pub fn f{i}() -> u32 {{ {i} }}\n"));
+        repo.write(
+            &format!("src/mod{i}.rs"),
+            format!("pub fn f{i}() -> u32 {{ {i} }}\n"),
+        );
     }
     let first = repo.commit("twenty files");
     let github = GithubStandIn::start("acme", "service", repo.git_dir()).await;
@@ -147,19 +194,49 @@ async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_co
         }),
     )
     .await;
-    wait_until(&api, "service", || operator.log_tail(), "synced", synced_at(first)).await;
-    let blob_requests = |log: &[support::github::LoggedRequest]| log.iter().filter(|r| r.path.contains("/git/blobs/")).count();
-    assert_eq!(blob_requests(&github.requests()), 20, "the first sync fetches every blob once");
+    wait_until(
+        &api,
+        "service",
+        || operator.log_tail(),
+        "synced",
+        synced_at(first),
+    )
+    .await;
+    let blob_requests = |log: &[support::github::LoggedRequest]| {
+        log.iter()
+            .filter(|r| r.path.contains("/git/blobs/"))
+            .count()
+    };
+    assert_eq!(
+        blob_requests(&github.requests()),
+        20,
+        "the first sync fetches every blob once"
+    );
 
     // One modified file: one blob.
     github.clear_log();
     repo.write("src/mod7.rs", "pub fn f7() -> u32 { 700 }\n");
     let second = repo.commit("one change");
     request_sync(&api, "service", "one-change").await;
-    let obj = wait_until(&api, "service", || operator.log_tail(), "synced", synced_at(second)).await;
+    let obj = wait_until(
+        &api,
+        "service",
+        || operator.log_tail(),
+        "synced",
+        synced_at(second),
+    )
+    .await;
     let log = github.requests();
-    assert_eq!(blob_requests(&log), 1, "exactly the changed file is fetched: {log:#?}");
-    assert!(log.len() <= 1 + 3, "about k + 3 requests for k changed files, got {}: {log:#?}", log.len());
+    assert_eq!(
+        blob_requests(&log),
+        1,
+        "exactly the changed file is fetched: {log:#?}"
+    );
+    assert!(
+        log.len() <= 1 + 3,
+        "about k + 3 requests for k changed files, got {}: {log:#?}",
+        log.len()
+    );
     let last = obj.status.expect("status").last_sync.expect("lastSync");
     assert_eq!((last.files.modified, last.files.unchanged), (1, 19));
 
@@ -168,22 +245,48 @@ async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_co
     repo.rename("src/mod3.rs", "src/moved/mod3.rs");
     let third = repo.commit("rename");
     request_sync(&api, "service", "rename").await;
-    wait_until(&api, "service", || operator.log_tail(), "synced", synced_at(third.clone())).await;
-    assert_eq!(blob_requests(&github.requests()), 0, "a renamed file is not re-fetched");
+    wait_until(
+        &api,
+        "service",
+        || operator.log_tail(),
+        "synced",
+        synced_at(third.clone()),
+    )
+    .await;
+    assert_eq!(
+        blob_requests(&github.requests()),
+        0,
+        "a renamed file is not re-fetched"
+    );
 
     // Nothing changed: one conditional request, answered 304, and no new run.
     github.clear_log();
     request_sync(&api, "service", "no-change").await;
-    let obj = wait_until(&api, "service", || operator.log_tail(), "checked", |obj| {
-        obj.status.as_ref().is_some_and(|s| s.last_handled_requested_at.as_deref() == Some("no-change"))
-    })
+    let obj = wait_until(
+        &api,
+        "service",
+        || operator.log_tail(),
+        "checked",
+        |obj| {
+            obj.status
+                .as_ref()
+                .is_some_and(|s| s.last_handled_requested_at.as_deref() == Some("no-change"))
+        },
+    )
     .await;
     let log = github.requests();
     assert_eq!(log.len(), 1, "an unchanged poll is one request: {log:#?}");
     assert_eq!(log[0].status, 304);
     let status = obj.status.expect("status");
-    assert_eq!(status.last_sync.expect("lastSync").commit, third, "no new run");
-    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM project_syncs").fetch_one(&db.pool).await.expect("count runs");
+    assert_eq!(
+        status.last_sync.expect("lastSync").commit,
+        third,
+        "no new run"
+    );
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM project_syncs")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count runs");
     assert_eq!(runs, 3);
 }
 
@@ -193,10 +296,16 @@ async fn a_large_first_sync_reads_one_archive_and_fetches_what_it_does_not_match
     let db = fresh_database("op_archive").await;
     let mut repo = TestRepo::new("monorepo");
     for i in 0..1_200 {
-        repo.write(&format!("pkg{}/src/file{i}.rs", i % 12), format!("pub fn f{i}() -> u32 {{ {i} }}\n"));
+        repo.write(
+            &format!("pkg{}/src/file{i}.rs", i % 12),
+            format!("pub fn f{i}() -> u32 {{ {i} }}\n"),
+        );
     }
     // What an archive leaves out or rewrites: it must not reach the store.
-    repo.write(".gitattributes", "internal/** export-ignore\nVERSION export-subst\n");
+    repo.write(
+        ".gitattributes",
+        "internal/** export-ignore\nVERSION export-subst\n",
+    );
     repo.write("internal/secret.rs", "pub const HIDDEN: bool = true;\n");
     repo.write("internal/more.rs", "pub const MORE: bool = true;\n");
     repo.write("VERSION", "commit $Format:%H$\n");
@@ -215,25 +324,64 @@ async fn a_large_first_sync_reads_one_archive_and_fetches_what_it_does_not_match
         }),
     )
     .await;
-    wait_until(&api, "monorepo", || operator.log_tail(), "synced", synced_at(first.clone())).await;
+    wait_until(
+        &api,
+        "monorepo",
+        || operator.log_tail(),
+        "synced",
+        synced_at(first.clone()),
+    )
+    .await;
     let log = github.requests();
     let count = |part: &str| log.iter().filter(|r| r.path.contains(part)).count();
-    assert_eq!((count("/tarball/"), count("/_codeload/")), (1, 1), "one archive: {:#?}", &log[..log.len().min(20)]);
-    let mut blobs: Vec<String> = log.iter().filter(|r| r.path.contains("/git/blobs/")).map(|r| r.path.clone()).collect();
+    assert_eq!(
+        (count("/tarball/"), count("/_codeload/")),
+        (1, 1),
+        "one archive: {:#?}",
+        &log[..log.len().min(20)]
+    );
+    let mut blobs: Vec<String> = log
+        .iter()
+        .filter(|r| r.path.contains("/git/blobs/"))
+        .map(|r| r.path.clone())
+        .collect();
     blobs.sort();
     let expected: Vec<String> = repo
         .ls_tree(&first)
         .into_iter()
-        .filter(|e| matches!(e.path.as_slice(), b"internal/secret.rs" | b"internal/more.rs" | b"VERSION"))
+        .filter(|e| {
+            matches!(
+                e.path.as_slice(),
+                b"internal/secret.rs" | b"internal/more.rs" | b"VERSION"
+            )
+        })
         .map(|e| format!("/repos/acme/monorepo/git/blobs/{}", e.sha))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    assert_eq!(blobs, expected, "only the files the archive left out or rewrote are fetched one by one");
-    assert!(log.len() < 20, "a first sync of 1,204 files costs a handful of requests, not one per file: {}", log.len());
-    assert_eq!(active_files(&db, &project).await, git_tree(&repo, &first), "the store is the tree, not the archive");
-    assert_eq!(memory_of(&db, &project, "VERSION").await, ["commit $Format:%H$\n"], "the blob, not its export-subst form");
-    assert_eq!(memory_of(&db, &project, "internal/secret.rs").await, ["pub const HIDDEN: bool = true;\n"]);
+    assert_eq!(
+        blobs, expected,
+        "only the files the archive left out or rewrote are fetched one by one"
+    );
+    assert!(
+        log.len() < 20,
+        "a first sync of 1,204 files costs a handful of requests, not one per file: {}",
+        log.len()
+    );
+    assert_eq!(
+        active_files(&db, &project).await,
+        git_tree(&repo, &first),
+        "the store is the tree, not the archive"
+    );
+    assert_eq!(
+        memory_of(&db, &project, "VERSION").await,
+        ["commit $Format:%H$\n"],
+        "the blob, not its export-subst form"
+    );
+    assert_eq!(
+        memory_of(&db, &project, "internal/secret.rs").await,
+        ["pub const HIDDEN: bool = true;\n"]
+    );
 
     // An archive that breaks off: what it delivered is kept, the rest is
     // fetched one by one, and the store is still exactly the tree.
@@ -248,22 +396,59 @@ async fn a_large_first_sync_reads_one_archive_and_fetches_what_it_does_not_match
         }),
     )
     .await;
-    wait_until(&api, "cut", || operator.log_tail(), "synced", synced_at(first.clone())).await;
+    wait_until(
+        &api,
+        "cut",
+        || operator.log_tail(),
+        "synced",
+        synced_at(first.clone()),
+    )
+    .await;
     let log = cut.requests();
-    let blobs = log.iter().filter(|r| r.path.contains("/git/blobs/")).count();
-    assert_eq!(log.iter().filter(|r| r.path.contains("/_codeload/")).count(), 1);
-    assert!(blobs > 3 && blobs < 1_204, "the archive delivered some files and the rest were fetched: {blobs} blob requests");
-    assert_eq!(active_files(&db, &format!("{}/cut", ns.name)).await, git_tree(&repo, &first));
+    let blobs = log
+        .iter()
+        .filter(|r| r.path.contains("/git/blobs/"))
+        .count();
+    assert_eq!(
+        log.iter()
+            .filter(|r| r.path.contains("/_codeload/"))
+            .count(),
+        1
+    );
+    assert!(
+        blobs > 3 && blobs < 1_204,
+        "the archive delivered some files and the rest were fetched: {blobs} blob requests"
+    );
+    assert_eq!(
+        active_files(&db, &format!("{}/cut", ns.name)).await,
+        git_tree(&repo, &first)
+    );
 
     // A small change afterwards is read file by file.
     github.clear_log();
     repo.write("pkg3/src/file3.rs", "pub fn f3() -> u32 { 33 }\n");
     let second = repo.commit("one change");
     request_sync(&api, "monorepo", "one-change").await;
-    wait_until(&api, "monorepo", || operator.log_tail(), "synced", synced_at(second.clone())).await;
+    wait_until(
+        &api,
+        "monorepo",
+        || operator.log_tail(),
+        "synced",
+        synced_at(second.clone()),
+    )
+    .await;
     let log = github.requests();
-    assert_eq!(log.iter().filter(|r| r.path.contains("/tarball/")).count(), 0, "no archive for one file: {log:#?}");
-    assert_eq!(log.iter().filter(|r| r.path.contains("/git/blobs/")).count(), 1);
+    assert_eq!(
+        log.iter().filter(|r| r.path.contains("/tarball/")).count(),
+        0,
+        "no archive for one file: {log:#?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|r| r.path.contains("/git/blobs/"))
+            .count(),
+        1
+    );
     assert_eq!(active_files(&db, &project).await, git_tree(&repo, &second));
 }
 
@@ -280,17 +465,40 @@ async fn deleting_a_resource_keeps_its_rows_with_retain_and_removes_them_with_de
     let spec = |policy: &str| json!({ "source": { "git": { "url": daemon.url("doomed") } }, "branch": "main", "deletionPolicy": policy });
     create(&api, "kept", spec("Retain")).await;
     create(&api, "dropped", spec("Delete")).await;
-    wait_until(&api, "kept", || operator.log_tail(), "synced", synced_at(head.clone())).await;
-    wait_until(&api, "dropped", || operator.log_tail(), "synced", synced_at(head)).await;
+    wait_until(
+        &api,
+        "kept",
+        || operator.log_tail(),
+        "synced",
+        synced_at(head.clone()),
+    )
+    .await;
+    wait_until(
+        &api,
+        "dropped",
+        || operator.log_tail(),
+        "synced",
+        synced_at(head),
+    )
+    .await;
 
     for name in ["kept", "dropped"] {
         api.delete(name, &Default::default()).await.expect("delete");
         let gone = await_condition(api.clone(), name, |obj: Option<&ProjectSync>| obj.is_none());
-        tokio::time::timeout(WAIT, gone).await.expect("the finalizer is released").expect("watch");
+        tokio::time::timeout(WAIT, gone)
+            .await
+            .expect("the finalizer is released")
+            .expect("watch");
     }
-    let projects: Vec<String> =
-        sqlx::query_scalar("SELECT key FROM projects ORDER BY key").fetch_all(&db.pool).await.expect("projects");
-    assert_eq!(projects, vec![format!("{}/kept", ns.name)], "Delete removed its project, Retain kept it");
+    let projects: Vec<String> = sqlx::query_scalar("SELECT key FROM projects ORDER BY key")
+        .fetch_all(&db.pool)
+        .await
+        .expect("projects");
+    assert_eq!(
+        projects,
+        vec![format!("{}/kept", ns.name)],
+        "Delete removed its project, Retain kept it"
+    );
     let kept = active_files(&db, &format!("{}/kept", ns.name)).await;
     assert_eq!(kept.len(), 1, "a retained project's rows stay queryable");
 }

@@ -396,7 +396,10 @@ async fn no_request_is_sent_while_a_rate_limit_is_in_force() {
     // After the reset the same source asks again.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while source.fetch_branch_head("main", None).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "not answered after the reset");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not answered after the reset"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(chrono::Utc::now() >= until, "asked before the reset");

@@ -13,7 +13,10 @@ async fn postgres_accepts_a_connection_and_a_query() {
         .await
         .expect("query runs");
     assert_eq!(answer, 42);
-    assert!(version.starts_with("PostgreSQL 15"), "unexpected server: {version}");
+    assert!(
+        version.starts_with("PostgreSQL 15"),
+        "unexpected server: {version}"
+    );
     let current: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(&db.pool)
         .await
@@ -34,18 +37,33 @@ async fn each_test_database_is_isolated() {
         .fetch_one(&second.pool)
         .await
         .expect("query runs");
-    assert_eq!(seen, None, "a table of one test database is visible in another");
+    assert_eq!(
+        seen, None,
+        "a table of one test database is visible in another"
+    );
 }
 
 #[tokio::test]
 async fn the_api_server_is_the_pinned_upstream_release_with_rbac_on() {
     let client = kube_client().await;
     let version = client.apiserver_version().await.expect("version");
-    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "34"));
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "34")
+    );
     let ns = fresh_namespace("harness").await;
     // RBAC is on: an identity without bindings is refused, the admin is not.
     let denied = support::kubectl(
-        &["auth", "can-i", "list", "secrets", "-n", &ns.name, "--as", "system:serviceaccount:default:nobody"],
+        &[
+            "auth",
+            "can-i",
+            "list",
+            "secrets",
+            "-n",
+            &ns.name,
+            "--as",
+            "system:serviceaccount:default:nobody",
+        ],
         "",
     );
     assert_eq!(denied.stdout.trim(), "no", "{}", denied.stderr);

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use projectsync::api::{
-    ProjectSync, ProjectSyncStatus, REINDEX_ANNOTATION, REQUESTED_AT_ANNOTATION,
-    StageDurations,
+    ProjectSync, ProjectSyncStatus, REINDEX_ANNOTATION, REQUESTED_AT_ANNOTATION, StageDurations,
 };
 use serde_json::json;
 

@@ -56,7 +56,10 @@ async fn main() {
 
     // Only the fleet, for profiling the operator's memory with many
     // resources: `BENCH_E2E_FLEET_ONLY=500 cargo bench --bench e2e`.
-    if let Some(count) = std::env::var("BENCH_E2E_FLEET_ONLY").ok().and_then(|v| v.parse().ok()) {
+    if let Some(count) = std::env::var("BENCH_E2E_FLEET_ONLY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         let fleet = fleet::run(count).await;
         eprintln!(
             "{} resources: operator peak RSS {} MiB",
@@ -96,9 +99,20 @@ async fn main() {
         shapes = [("gen-10k", 10_000), ("gen-100k", 100_000)]
             .into_iter()
             .filter(|(name, _)| name == only)
-            .map(|(name, files)| (name, Shape { files, seed: files as u64 / 1_000 }))
+            .map(|(name, files)| {
+                (
+                    name,
+                    Shape {
+                        files,
+                        seed: files as u64 / 1_000,
+                    },
+                )
+            })
             .collect();
-        assert!(!shapes.is_empty(), "BENCH_E2E_PROFILE must be gen-10k or gen-100k, not {only}");
+        assert!(
+            !shapes.is_empty(),
+            "BENCH_E2E_PROFILE must be gen-10k or gen-100k, not {only}"
+        );
     }
     for (name, shape) in shapes {
         let start = Instant::now();

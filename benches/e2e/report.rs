@@ -307,5 +307,8 @@ pub fn chart(path: &Path, rows: &[Measurement]) -> Result<bool, Box<dyn std::err
 
 /// The stage durations of a run, in milliseconds, as the status reports them.
 fn stages_cell(d: &StageDurations) -> String {
-    format!("{} / {} / {} / {} ms", d.prepare_ms, d.scan_ms, d.import_ms, d.finalize_ms)
+    format!(
+        "{} / {} / {} / {} ms",
+        d.prepare_ms, d.scan_ms, d.import_ms, d.finalize_ms
+    )
 }

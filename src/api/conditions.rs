@@ -109,14 +109,38 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_flips() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, READY, Status::False, reason::PROGRESSING, "syncing", Some(1), &time(10));
-        set_condition(&mut conditions, READY, Status::False, reason::PROGRESSING, "still", Some(2), &time(20));
+        set_condition(
+            &mut conditions,
+            READY,
+            Status::False,
+            reason::PROGRESSING,
+            "syncing",
+            Some(1),
+            &time(10),
+        );
+        set_condition(
+            &mut conditions,
+            READY,
+            Status::False,
+            reason::PROGRESSING,
+            "still",
+            Some(2),
+            &time(20),
+        );
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].last_transition_time, time(10));
         assert_eq!(conditions[0].message, "still");
         assert_eq!(conditions[0].observed_generation, Some(2));
 
-        set_condition(&mut conditions, READY, Status::True, reason::SUCCEEDED, "done", Some(2), &time(30));
+        set_condition(
+            &mut conditions,
+            READY,
+            Status::True,
+            reason::SUCCEEDED,
+            "done",
+            Some(2),
+            &time(30),
+        );
         assert_eq!(conditions[0].last_transition_time, time(30));
         assert_eq!(conditions[0].status, "True");
     }
@@ -124,8 +148,24 @@ mod tests {
     #[test]
     fn abnormal_conditions_are_removed_not_set_false() {
         let mut conditions = Vec::new();
-        set_condition(&mut conditions, STALLED, Status::True, reason::INVALID_SPEC, "bad", None, &time(1));
-        set_condition(&mut conditions, READY, Status::False, reason::INVALID_SPEC, "bad", None, &time(1));
+        set_condition(
+            &mut conditions,
+            STALLED,
+            Status::True,
+            reason::INVALID_SPEC,
+            "bad",
+            None,
+            &time(1),
+        );
+        set_condition(
+            &mut conditions,
+            READY,
+            Status::False,
+            reason::INVALID_SPEC,
+            "bad",
+            None,
+            &time(1),
+        );
         remove_condition(&mut conditions, STALLED);
         assert!(find_condition(&conditions, STALLED).is_none());
         assert!(find_condition(&conditions, READY).is_some());

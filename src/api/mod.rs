@@ -16,7 +16,7 @@ pub use spec::{
     ProjectSync, ProjectSyncSpec, SecretKeyRef, SourceSpec, WebhookSpec,
 };
 pub use status::{
-    FileCounts, ObservedInputs, Phase, ProjectSyncStatus, Progress, StageDurations, SyncSummary,
+    FileCounts, ObservedInputs, Phase, Progress, ProjectSyncStatus, StageDurations, SyncSummary,
 };
 
 /// The annotation that requests a sync now; its value (any string, usually a

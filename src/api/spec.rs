@@ -22,19 +22,73 @@ use super::status::ProjectSyncStatus;
     category = "projectsync",
     namespaced,
     status = "ProjectSyncStatus",
-    printcolumn(name = "Repository", type_ = "string", json_path = ".status.repository", description = "owner/repo on GitHub, or the git URL"),
+    printcolumn(
+        name = "Repository",
+        type_ = "string",
+        json_path = ".status.repository",
+        description = "owner/repo on GitHub, or the git URL"
+    ),
     printcolumn(name = "Branch", type_ = "string", json_path = ".spec.branch"),
-    printcolumn(name = "Commit", type_ = "string", json_path = ".status.lastSync.shortCommit", description = "commit of the last completed sync"),
+    printcolumn(
+        name = "Commit",
+        type_ = "string",
+        json_path = ".status.lastSync.shortCommit",
+        description = "commit of the last completed sync"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Files", type_ = "integer", json_path = ".status.lastSync.files.total", description = "files in the last completed sync"),
-    printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSync.finishedAt"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", priority = 1),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
-    printcolumn(name = "Stage", type_ = "string", json_path = ".status.progress.stage", priority = 1, description = "pipeline stage of the run in progress"),
-    printcolumn(name = "Interval", type_ = "string", json_path = ".spec.interval", priority = 1),
-    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend", priority = 1),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message", priority = 1)
+    printcolumn(
+        name = "Files",
+        type_ = "integer",
+        json_path = ".status.lastSync.files.total",
+        description = "files in the last completed sync"
+    ),
+    printcolumn(
+        name = "Last Sync",
+        type_ = "date",
+        json_path = ".status.lastSync.finishedAt"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Stage",
+        type_ = "string",
+        json_path = ".status.progress.stage",
+        priority = 1,
+        description = "pipeline stage of the run in progress"
+    ),
+    printcolumn(
+        name = "Interval",
+        type_ = "string",
+        json_path = ".spec.interval",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Suspended",
+        type_ = "boolean",
+        json_path = ".spec.suspend",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = 1
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectSyncSpec {

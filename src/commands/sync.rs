@@ -16,7 +16,9 @@ use crate::{
     cli::{OutputFormat, SyncArgs},
     controller::validate::{PathFilter, SpecError, parse_size},
     embed::{EmbeddingProvider, NoEmbeddings},
-    pipeline::{Outcome, Pipeline, ProcessingInputs, Reprocess, RunSummary, Step, SyncEvent, SyncRequest},
+    pipeline::{
+        Outcome, Pipeline, ProcessingInputs, Reprocess, RunSummary, Step, SyncEvent, SyncRequest,
+    },
     store::{ProjectIdentity, Store},
 };
 
@@ -94,7 +96,11 @@ pub async fn run(args: &SyncArgs) -> Result<(), CommandError> {
             filter,
             max_file_size,
             previous_max_file_size: None,
-            reprocess: if args.force { Reprocess::Everything } else { Reprocess::Nothing },
+            reprocess: if args.force {
+                Reprocess::Everything
+            } else {
+                Reprocess::Nothing
+            },
         },
         history_limit: args.history_limit.max(1),
     };

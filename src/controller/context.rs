@@ -65,11 +65,23 @@ impl Context {
         settings: SourceSettings,
         chunker: ChunkerConfig,
     ) -> Self {
-        Context { client, store, metrics, hub, recorder, settings, chunker, resources: Mutex::default() }
+        Context {
+            client,
+            store,
+            metrics,
+            hub,
+            recorder,
+            settings,
+            chunker,
+            resources: Mutex::default(),
+        }
     }
 
     fn with<T>(&self, key: &str, f: impl FnOnce(&mut ResourceMemory) -> T) -> T {
-        let mut resources = self.resources.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut resources = self
+            .resources
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(resources.entry(key.to_string()).or_default())
     }
 
@@ -88,7 +100,9 @@ impl Context {
 
     /// The cached source when its fingerprint still matches.
     pub fn cached_source(&self, key: &str, fingerprint: &str) -> Option<CachedSource> {
-        self.with(key, |m| m.source.clone().filter(|c| c.fingerprint == fingerprint))
+        self.with(key, |m| {
+            m.source.clone().filter(|c| c.fingerprint == fingerprint)
+        })
     }
 
     /// Keeps `source` for `key`; a different source forgets the branch head.
@@ -127,23 +141,46 @@ impl Context {
         });
         for ((endpoint, status), count) in &delta.requests {
             if *endpoint == MINT_ENDPOINT {
-                let result = if (200..300).contains(status) { "success" } else { "failure" };
-                self.metrics.github_app_tokens_minted.with_label_values(&[result]).inc_by(*count);
+                let result = if (200..300).contains(status) {
+                    "success"
+                } else {
+                    "failure"
+                };
+                self.metrics
+                    .github_app_tokens_minted
+                    .with_label_values(&[result])
+                    .inc_by(*count);
             }
-            let status = if *status == 0 { "error".to_string() } else { status.to_string() };
-            self.metrics.source_requests.with_label_values(&[*endpoint, status.as_str()]).inc_by(*count);
+            let status = if *status == 0 {
+                "error".to_string()
+            } else {
+                status.to_string()
+            };
+            self.metrics
+                .source_requests
+                .with_label_values(&[*endpoint, status.as_str()])
+                .inc_by(*count);
         }
         if let Some(limit) = now.rate_limit {
             let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-            self.metrics.rate_limit_remaining.with_label_values(&[kind]).set(gauge(limit.remaining));
+            self.metrics
+                .rate_limit_remaining
+                .with_label_values(&[kind])
+                .set(gauge(limit.remaining));
             // Per resource too: resources of one kind can use different
             // tokens or App installations, each with its own budget.
             if kind == "github"
                 && let Some((namespace, name)) = key.split_once('/')
             {
-                self.metrics.github_rate_limit_remaining.with_label_values(&[namespace, name]).set(gauge(limit.remaining));
+                self.metrics
+                    .github_rate_limit_remaining
+                    .with_label_values(&[namespace, name])
+                    .set(gauge(limit.remaining));
                 if let Some(hourly) = limit.limit {
-                    self.metrics.github_rate_limit.with_label_values(&[namespace, name]).set(gauge(hourly));
+                    self.metrics
+                        .github_rate_limit
+                        .with_label_values(&[namespace, name])
+                        .set(gauge(hourly));
                 }
             }
         }
@@ -172,13 +209,22 @@ impl Context {
 
     /// Forgets a deleted resource.
     pub fn forget(&self, key: &str) {
-        let mut resources = self.resources.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut resources = self
+            .resources
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         resources.remove(key);
         self.hub.remove(key);
         if let Some((namespace, name)) = key.split_once('/') {
             // Absent for git sources and resources that never synced.
-            let _ = self.metrics.github_rate_limit_remaining.remove_label_values(&[namespace, name]);
-            let _ = self.metrics.github_rate_limit.remove_label_values(&[namespace, name]);
+            let _ = self
+                .metrics
+                .github_rate_limit_remaining
+                .remove_label_values(&[namespace, name]);
+            let _ = self
+                .metrics
+                .github_rate_limit
+                .remove_label_values(&[namespace, name]);
         }
     }
 }

@@ -12,10 +12,11 @@ use crate::{
     api::{ProjectSync, SourceSpec},
     embed::{EmbeddingProvider, build_provider},
     source::{
-        Credentials, CredentialsError, Source, build_credentials_from_secret, build_github_credentials_from_secret,
-        proxy::{ProxySettings, build_proxy_from_secret},
+        Credentials, CredentialsError, Source, build_credentials_from_secret,
+        build_github_credentials_from_secret,
         git::{GitConfig, GitSource, cache::GitCache},
         github::{GithubConfig, GithubSource},
+        proxy::{ProxySettings, build_proxy_from_secret},
     },
     store::{ProjectIdentity, ProjectSource},
 };
@@ -48,10 +49,21 @@ pub fn build_identity(obj: &ProjectSync) -> ProjectIdentity {
     ProjectIdentity {
         key: project_key(obj),
         source: match &obj.spec.source {
-            SourceSpec { github: Some(github), .. } => ProjectSource::GitHub { owner: github.owner.clone(), repo: github.repo.clone() },
-            SourceSpec { git: Some(git), .. } => ProjectSource::Git { url: git.url.clone() },
+            SourceSpec {
+                github: Some(github),
+                ..
+            } => ProjectSource::GitHub {
+                owner: github.owner.clone(),
+                repo: github.repo.clone(),
+            },
+            SourceSpec { git: Some(git), .. } => ProjectSource::Git {
+                url: git.url.clone(),
+            },
             // The CRD's CEL rule guarantees exactly one source.
-            SourceSpec { github: None, git: None } => ProjectSource::Git { url: String::new() },
+            SourceSpec {
+                github: None,
+                git: None,
+            } => ProjectSource::Git { url: String::new() },
         },
         branch: obj.spec.branch.clone(),
     }
@@ -65,7 +77,10 @@ pub fn project_key(obj: &ProjectSync) -> String {
 /// What `kubectl get` shows as the repository.
 pub fn describe_repository(spec: &SourceSpec) -> String {
     match spec {
-        SourceSpec { github: Some(github), .. } => format!("{}/{}", github.owner, github.repo),
+        SourceSpec {
+            github: Some(github),
+            ..
+        } => format!("{}/{}", github.owner, github.repo),
         SourceSpec { git: Some(git), .. } => git.url.clone(),
         SourceSpec { .. } => String::new(),
     }
@@ -83,7 +98,8 @@ pub struct Dereferenced {
 }
 
 /// How one Secret's data becomes credentials (GitHub sources also accept an App).
-type BuildCredentials = fn(&BTreeMap<String, Vec<u8>>, Option<&str>) -> Result<Credentials, CredentialsError>;
+type BuildCredentials =
+    fn(&BTreeMap<String, Vec<u8>>, Option<&str>) -> Result<Credentials, CredentialsError>;
 
 /// Reads the Secrets `obj` references (same namespace only). Builds nothing.
 pub async fn dereference(client: &Client, obj: &ProjectSync) -> Result<Dereferenced, Error> {
@@ -91,28 +107,61 @@ pub async fn dereference(client: &Client, obj: &ProjectSync) -> Result<Dereferen
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut fingerprint = serde_json::to_string(&obj.spec.source).unwrap_or_default();
     fingerprint.push_str(&serde_json::to_string(&obj.spec.embedding).unwrap_or_default());
-    let mut read = async |name: &str, key: Option<&str>, field: &'static str, build: BuildCredentials| {
-        let (data, version) = fetch_secret(&secrets, &namespace, name, field).await?;
-        fingerprint.push_str(&version);
-        build(&data, key).map_err(|source| invalid_secret(&namespace, name, field, source))
-    };
+    let mut read =
+        async |name: &str, key: Option<&str>, field: &'static str, build: BuildCredentials| {
+            let (data, version) = fetch_secret(&secrets, &namespace, name, field).await?;
+            fingerprint.push_str(&version);
+            build(&data, key).map_err(|source| invalid_secret(&namespace, name, field, source))
+        };
 
     let source_credentials = match &obj.spec.source {
-        SourceSpec { github: Some(github), .. } => match &github.secret_ref {
+        SourceSpec {
+            github: Some(github),
+            ..
+        } => match &github.secret_ref {
             // A token under `key`, or a GitHub App when the Secret has githubApp* keys.
             Some(r) => {
-                read(&r.name, Some(&r.key), "spec.source.github.secretRef", build_github_credentials_from_secret).await?
+                read(
+                    &r.name,
+                    Some(&r.key),
+                    "spec.source.github.secretRef",
+                    build_github_credentials_from_secret,
+                )
+                .await?
             }
             None => Credentials::Anonymous,
         },
         SourceSpec { git: Some(git), .. } => match &git.secret_ref {
-            Some(r) => read(&r.name, None, "spec.source.git.secretRef", build_credentials_from_secret).await?,
+            Some(r) => {
+                read(
+                    &r.name,
+                    None,
+                    "spec.source.git.secretRef",
+                    build_credentials_from_secret,
+                )
+                .await?
+            }
             None => Credentials::Anonymous,
         },
-        SourceSpec { github: None, git: None } => return Err(Error::Spec(super::validate::SpecError::NoSource)),
+        SourceSpec {
+            github: None,
+            git: None,
+        } => return Err(Error::Spec(super::validate::SpecError::NoSource)),
     };
-    let api_key = match obj.spec.embedding.as_ref().and_then(|e| e.secret_ref.as_ref()) {
-        Some(r) => match read(&r.name, Some(&r.key), "spec.embedding.secretRef", build_credentials_from_secret).await? {
+    let api_key = match obj
+        .spec
+        .embedding
+        .as_ref()
+        .and_then(|e| e.secret_ref.as_ref())
+    {
+        Some(r) => match read(
+            &r.name,
+            Some(&r.key),
+            "spec.embedding.secretRef",
+            build_credentials_from_secret,
+        )
+        .await?
+        {
             Credentials::Token(key) => Some(key),
             _ => None,
         },
@@ -120,28 +169,43 @@ pub async fn dereference(client: &Client, obj: &ProjectSync) -> Result<Dereferen
     };
     let proxy = match &obj.spec.proxy_secret_ref {
         Some(r) => {
-            let (data, version) = fetch_secret(&secrets, &namespace, &r.name, "spec.proxySecretRef").await?;
+            let (data, version) =
+                fetch_secret(&secrets, &namespace, &r.name, "spec.proxySecretRef").await?;
             fingerprint.push_str(&r.name);
             fingerprint.push_str(&version);
-            Some(build_proxy_from_secret(&data).map_err(|source| Error::InvalidProxySecret {
-                namespace: namespace.clone(),
-                name: r.name.clone(),
-                source,
-            })?)
+            Some(
+                build_proxy_from_secret(&data).map_err(|source| Error::InvalidProxySecret {
+                    namespace: namespace.clone(),
+                    name: r.name.clone(),
+                    source,
+                })?,
+            )
         }
         None => None,
     };
     // The timeout shapes the built clients too.
     fingerprint.push_str(&obj.spec.timeout);
-    Ok(Dereferenced { fingerprint, source_credentials, api_key, proxy })
+    Ok(Dereferenced {
+        fingerprint,
+        source_credentials,
+        api_key,
+        proxy,
+    })
 }
 
 /// Builds the source and the embedding provider from what the Secrets held.
 /// No network I/O (a git source prepares its cache with a local `git init`).
-pub fn build_clients(obj: &ProjectSync, inputs: Dereferenced, settings: &SourceSettings) -> Result<Resolved, Error> {
+pub fn build_clients(
+    obj: &ProjectSync,
+    inputs: Dereferenced,
+    settings: &SourceSettings,
+) -> Result<Resolved, Error> {
     let timeout = validate_timeout(&obj.spec)?;
     let source: Arc<dyn Source> = match &obj.spec.source {
-        SourceSpec { github: Some(github), .. } => {
+        SourceSpec {
+            github: Some(github),
+            ..
+        } => {
             let mut config = GithubConfig::new(&github.owner, &github.repo);
             if let Some(api_url) = &github.api_url {
                 config.api_url = api_url.clone();
@@ -160,14 +224,26 @@ pub fn build_clients(obj: &ProjectSync, inputs: Dereferenced, settings: &SourceS
             config.max_cache_bytes = settings.git_cache.as_ref().map(|c| c.max_bytes());
             Arc::new(GitSource::new(config).map_err(|e| Error::Source(e.into()))?)
         }
-        SourceSpec { github: None, git: None } => return Err(Error::Spec(super::validate::SpecError::NoSource)),
+        SourceSpec {
+            github: None,
+            git: None,
+        } => return Err(Error::Spec(super::validate::SpecError::NoSource)),
     };
-    let embedder = build_provider(obj.spec.embedding.as_ref(), inputs.api_key).map_err(Error::Embedding)?;
-    Ok(Resolved { source, embedder, fingerprint: inputs.fingerprint })
+    let embedder =
+        build_provider(obj.spec.embedding.as_ref(), inputs.api_key).map_err(Error::Embedding)?;
+    Ok(Resolved {
+        source,
+        embedder,
+        fingerprint: inputs.fingerprint,
+    })
 }
 
 /// Reads the Secrets and builds the source and the embedding provider.
-pub async fn resolve(client: &Client, obj: &ProjectSync, settings: &SourceSettings) -> Result<Resolved, Error> {
+pub async fn resolve(
+    client: &Client,
+    obj: &ProjectSync,
+    settings: &SourceSettings,
+) -> Result<Resolved, Error> {
     build_clients(obj, dereference(client, obj).await?, settings)
 }
 
@@ -175,9 +251,20 @@ pub async fn resolve(client: &Client, obj: &ProjectSync, settings: &SourceSettin
 pub fn referenced_secrets(obj: &ProjectSync) -> Vec<&str> {
     let spec = &obj.spec;
     [
-        spec.source.github.as_ref().and_then(|g| g.secret_ref.as_ref()).map(|r| r.name.as_str()),
-        spec.source.git.as_ref().and_then(|g| g.secret_ref.as_ref()).map(|r| r.name.as_str()),
-        spec.embedding.as_ref().and_then(|e| e.secret_ref.as_ref()).map(|r| r.name.as_str()),
+        spec.source
+            .github
+            .as_ref()
+            .and_then(|g| g.secret_ref.as_ref())
+            .map(|r| r.name.as_str()),
+        spec.source
+            .git
+            .as_ref()
+            .and_then(|g| g.secret_ref.as_ref())
+            .map(|r| r.name.as_str()),
+        spec.embedding
+            .as_ref()
+            .and_then(|e| e.secret_ref.as_ref())
+            .map(|r| r.name.as_str()),
         spec.proxy_secret_ref.as_ref().map(|r| r.name.as_str()),
     ]
     .into_iter()
@@ -194,11 +281,22 @@ async fn fetch_secret(
     let secret = secrets
         .get_opt(name)
         .await
-        .map_err(|source| Error::Kube { action: "read a referenced Secret", source })?
-        .ok_or_else(|| Error::SecretNotFound { namespace: namespace.to_string(), name: name.to_string(), field })?;
+        .map_err(|source| Error::Kube {
+            action: "read a referenced Secret",
+            source,
+        })?
+        .ok_or_else(|| Error::SecretNotFound {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            field,
+        })?;
     let version = secret.resource_version().unwrap_or_default();
-    let mut data: BTreeMap<String, Vec<u8>> =
-        secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
     // stringData is write-only in the API, but tolerate objects built by hand.
     for (key, value) in secret.string_data.unwrap_or_default() {
         data.entry(key).or_insert_with(|| value.into_bytes());
@@ -206,8 +304,18 @@ async fn fetch_secret(
     Ok((data, version))
 }
 
-fn invalid_secret(namespace: &str, name: &str, field: &'static str, source: crate::source::CredentialsError) -> Error {
-    Error::InvalidSecret { namespace: namespace.to_string(), name: name.to_string(), field, source }
+fn invalid_secret(
+    namespace: &str,
+    name: &str,
+    field: &'static str,
+    source: crate::source::CredentialsError,
+) -> Error {
+    Error::InvalidSecret {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        field,
+        source,
+    }
 }
 
 fn cache_dir_for(root: &Path, obj: &ProjectSync) -> std::path::PathBuf {
@@ -217,5 +325,6 @@ fn cache_dir_for(root: &Path, obj: &ProjectSync) -> std::path::PathBuf {
 /// The name of a resource's git cache directory under the cache root.
 pub fn cache_name_for(obj: &ProjectSync) -> String {
     // The uid keeps a deleted-and-recreated resource from reusing a cache.
-    obj.uid().unwrap_or_else(|| project_key(obj).replace('/', "_"))
+    obj.uid()
+        .unwrap_or_else(|| project_key(obj).replace('/', "_"))
 }

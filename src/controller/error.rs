@@ -22,7 +22,11 @@ pub enum Error {
     Spec(#[from] SpecError),
 
     #[error("Secret {namespace}/{name} (referenced by {field}) not found")]
-    SecretNotFound { namespace: String, name: String, field: &'static str },
+    SecretNotFound {
+        namespace: String,
+        name: String,
+        field: &'static str,
+    },
 
     #[error("Secret {namespace}/{name} (referenced by {field}): {source}")]
     InvalidSecret {
@@ -94,7 +98,8 @@ impl Error {
             Error::Kube { .. } => reason::KUBERNETES_API_FAILED,
             Error::Cancelled => reason::PROGRESSING_WITH_RETRY,
             Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
                 _ => reason::KUBERNETES_API_FAILED,
             },
         }
@@ -103,15 +108,17 @@ impl Error {
     /// How to handle this error.
     pub fn policy(&self) -> Policy {
         match self {
-            Error::Spec(_) | Error::SecretNotFound { .. } | Error::InvalidSecret { .. } | Error::InvalidProxySecret { .. } => {
-                Policy::Stall
-            }
+            Error::Spec(_)
+            | Error::SecretNotFound { .. }
+            | Error::InvalidSecret { .. }
+            | Error::InvalidProxySecret { .. } => Policy::Stall,
             Error::Source(e) => from_retry(e.retry()),
             Error::Pipeline(e) => from_retry(e.retry()),
             Error::Embedding(e) => from_retry(e.retry()),
             Error::Store(_) | Error::Kube { .. } | Error::Cancelled => Policy::Backoff,
             Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.policy(),
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.policy(),
                 _ => Policy::Backoff,
             },
         }
@@ -149,9 +156,16 @@ mod tests {
 
     #[test]
     fn user_fixable_errors_stall() {
-        let error = Error::SecretNotFound { namespace: "ns".into(), name: "s".into(), field: "spec.source.github.secretRef" };
+        let error = Error::SecretNotFound {
+            namespace: "ns".into(),
+            name: "s".into(),
+            field: "spec.source.github.secretRef",
+        };
         assert_eq!(error.policy(), Policy::Stall);
         assert_eq!(error.reason(), "SecretNotFound");
-        assert_eq!(error.to_string(), "Secret ns/s (referenced by spec.source.github.secretRef) not found");
+        assert_eq!(
+            error.to_string(),
+            "Secret ns/s (referenced by spec.source.github.secretRef) not found"
+        );
     }
 }

@@ -108,6 +108,10 @@ pub async fn prune_git_cache(
 
 /// Publishes the cache's size and counts its evictions.
 fn record(metrics: &Metrics, eviction: &Eviction) {
-    metrics.git_cache_bytes.set(i64::try_from(eviction.bytes).unwrap_or(i64::MAX));
-    metrics.git_cache_evictions.inc_by(eviction.evicted.len() as u64);
+    metrics
+        .git_cache_bytes
+        .set(i64::try_from(eviction.bytes).unwrap_or(i64::MAX));
+    metrics
+        .git_cache_evictions
+        .inc_by(eviction.evicted.len() as u64);
 }

@@ -33,7 +33,9 @@ pub enum LeaderError {
         #[source]
         source: LeaseManagerError,
     },
-    #[error("lost the leader Lease {namespace}/{name} to another replica; stopping so that only one replica syncs")]
+    #[error(
+        "lost the leader Lease {namespace}/{name} to another replica; stopping so that only one replica syncs"
+    )]
     Lost { namespace: String, name: String },
     #[error("leader election for Lease {namespace}/{name} stopped unexpectedly")]
     Stopped { namespace: String, name: String },
@@ -62,7 +64,11 @@ impl Election {
                 source,
             })?;
         let (state, task) = manager.watch().await;
-        Ok(Election { settings, state, task })
+        Ok(Election {
+            settings,
+            state,
+            task,
+        })
     }
 
     /// Resolves once this replica holds the Lease.
@@ -85,16 +91,27 @@ impl Election {
 
     /// Steps down: releases the Lease so another replica takes over at once.
     pub async fn release(self) {
-        let Election { state, task, settings } = self;
+        let Election {
+            state,
+            task,
+            settings,
+        } = self;
         drop(state);
         match task.await {
             Ok(Ok(_)) => tracing::info!(lease = %settings.name, "released the leader Lease"),
-            Ok(Err(error)) => tracing::warn!(%error, lease = %settings.name, "releasing the leader Lease failed"),
-            Err(error) => tracing::warn!(%error, lease = %settings.name, "leader election task failed"),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, lease = %settings.name, "releasing the leader Lease failed")
+            }
+            Err(error) => {
+                tracing::warn!(%error, lease = %settings.name, "leader election task failed")
+            }
         }
     }
 
     fn stopped(&self) -> LeaderError {
-        LeaderError::Stopped { namespace: self.settings.namespace.clone(), name: self.settings.name.clone() }
+        LeaderError::Stopped {
+            namespace: self.settings.namespace.clone(),
+            name: self.settings.name.clone(),
+        }
     }
 }

@@ -88,10 +88,17 @@ pub async fn run(
     // completed sync.
     let abandoned = ctx
         .store
-        .fail_abandoned(None, Utc::now(), "the operator restarted (or a new leader took over) before the run finished")
+        .fail_abandoned(
+            None,
+            Utc::now(),
+            "the operator restarted (or a new leader took over) before the run finished",
+        )
         .await?;
     if !abandoned.is_empty() {
-        tracing::warn!(count = abandoned.len(), "marked runs of a previous operator FAILED");
+        tracing::warn!(
+            count = abandoned.len(),
+            "marked runs of a previous operator FAILED"
+        );
     }
 
     let controllers = build_controllers(ctx.clone(), &options, shutdown.clone());
@@ -111,8 +118,18 @@ pub async fn run(
     };
 
     // Whatever did not finish is FAILED now, never left IN_PROGRESS.
-    match ctx.store.fail_abandoned(None, Utc::now(), "the operator shut down before the run finished").await {
-        Ok(failed) if !failed.is_empty() => tracing::warn!(count = failed.len(), "marked unfinished runs FAILED"),
+    match ctx
+        .store
+        .fail_abandoned(
+            None,
+            Utc::now(),
+            "the operator shut down before the run finished",
+        )
+        .await
+    {
+        Ok(failed) if !failed.is_empty() => {
+            tracing::warn!(count = failed.len(), "marked unfinished runs FAILED")
+        }
         Ok(_) => {}
         Err(error) => tracing::error!(%error, "could not mark unfinished runs FAILED"),
     }
@@ -136,10 +153,14 @@ fn build_controllers(
     let runs = scopes.into_iter().map(|namespace| {
         // Secrets are watched as metadata only: the controller needs to know
         // that one changed, never its data.
-        let (resources, secrets): (Api<ProjectSync>, Api<PartialObjectMeta<Secret>>) = match &namespace {
-            Some(ns) => (Api::namespaced(ctx.client.clone(), ns), Api::namespaced(ctx.client.clone(), ns)),
-            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-        };
+        let (resources, secrets): (Api<ProjectSync>, Api<PartialObjectMeta<Secret>>) =
+            match &namespace {
+                Some(ns) => (
+                    Api::namespaced(ctx.client.clone(), ns),
+                    Api::namespaced(ctx.client.clone(), ns),
+                ),
+                None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+            };
         let (reader, writer) = reflector::store();
         // Status writes do not trigger reconciles: only spec (generation),
         // annotations (the request annotation) and finalizers do, plus the
@@ -149,11 +170,15 @@ fn build_controllers(
             .reflect(writer)
             .applied_objects()
             .predicate_filter(
-                predicates::generation.combine(predicates::annotations).combine(predicates::finalizers),
+                predicates::generation
+                    .combine(predicates::annotations)
+                    .combine(predicates::finalizers),
                 Default::default(),
             );
         let index = reader.clone();
-        let secret_changes = watcher(secrets, watcher::Config::default()).default_backoff().touched_objects();
+        let secret_changes = watcher(secrets, watcher::Config::default())
+            .default_backoff()
+            .touched_objects();
         Controller::for_stream(changes, reader)
             .watches_stream(secret_changes, move |secret| {
                 let namespace = secret.namespace();
@@ -166,7 +191,9 @@ fn build_controllers(
                     .map(|obj| ObjectRef::from(obj.as_ref()))
                     .collect::<Vec<_>>()
             })
-            .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency))
+            .with_config(
+                kube::runtime::controller::Config::default().concurrency(options.concurrency),
+            )
             .graceful_shutdown_on(shutdown.clone())
             .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
             .for_each(|result| {

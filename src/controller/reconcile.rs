@@ -19,14 +19,19 @@ use kube::{
 use tracing::{Instrument, field};
 
 use crate::{
-    api::{DeletionPolicy, ObservedInputs, ProjectSync, ProjectSyncStatus, Progress},
-    pipeline::{Outcome, Pipeline, PipelineError, ProcessingInputs, Reprocess, Step, SyncEvent, SyncRequest},
+    api::{DeletionPolicy, ObservedInputs, Progress, ProjectSync, ProjectSyncStatus},
+    pipeline::{
+        Outcome, Pipeline, PipelineError, ProcessingInputs, Reprocess, Step, SyncEvent, SyncRequest,
+    },
     store::ProjectId,
 };
 
 use super::{
     context::{CachedSource, Context},
-    dereference::{build_clients, build_identity, cache_name_for, dereference, describe_repository, project_key},
+    dereference::{
+        build_clients, build_identity, cache_name_for, dereference, describe_repository,
+        project_key,
+    },
     error::{Error, Policy, backoff_delay},
     git_cache,
     status::{self, StatusWriter},
@@ -51,7 +56,8 @@ pub async fn reconcile(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Actio
         result = field::Empty,
     );
     ctx.metrics.reconciliations.inc();
-    let api: Api<ProjectSync> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let api: Api<ProjectSync> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let result = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Event::Apply(obj) => apply(obj, ctx.clone()).await,
@@ -68,10 +74,17 @@ pub async fn reconcile(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Actio
 /// Decides what follows a failed reconcile.
 pub fn error_policy(obj: Arc<ProjectSync>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = project_key(&obj);
-    ctx.metrics.reconcile_errors.with_label_values(&[error.reason()]).inc();
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[error.reason()])
+        .inc();
     tracing::warn!(resource = %key, reason = error.reason(), %error, "reconcile failed");
     match error.policy() {
-        Policy::Stall => Action::requeue(validate(&obj.spec).map(|v| v.interval).unwrap_or(FALLBACK_INTERVAL)),
+        Policy::Stall => Action::requeue(
+            validate(&obj.spec)
+                .map(|v| v.interval)
+                .unwrap_or(FALLBACK_INTERVAL),
+        ),
         Policy::WaitUntil(at) => {
             let wait = (at - Utc::now()).to_std().unwrap_or_default();
             Action::requeue(wait.max(Duration::from_secs(1)))
@@ -81,14 +94,18 @@ pub fn error_policy(obj: Arc<ProjectSync>, error: &Error, ctx: Arc<Context>) -> 
 }
 
 fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     f64::from(nanos % 1000) / 1000.0
 }
 
 /// The apply branch: sync if needed, report the result in status and events.
 async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = project_key(&obj);
-    let api: Api<ProjectSync> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let api: Api<ProjectSync> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let mut writer = StatusWriter::new(api, &obj.name_any());
     let mut status = obj.status.clone().unwrap_or_default();
     status.repository = Some(describe_repository(&obj.spec.source));
@@ -112,7 +129,10 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
     match result {
         Ok(action) => {
             ctx.record_success(&key);
-            writer.write(&status).await.map_err(|source| Error::Kube { action: "write status", source })?;
+            writer.write(&status).await.map_err(|source| Error::Kube {
+                action: "write status",
+                source,
+            })?;
             Ok(action)
         }
         Err(error) => {
@@ -131,7 +151,15 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
             if let Err(write_error) = writer.write(&status).await {
                 tracing::warn!(%write_error, "could not write the failure to status");
             }
-            publish(&ctx, &obj, EventType::Warning, "SyncFailed", error.reason(), error.to_string()).await;
+            publish(
+                &ctx,
+                &obj,
+                EventType::Warning,
+                "SyncFailed",
+                error.reason(),
+                error.to_string(),
+            )
+            .await;
             Err(error)
         }
     }
@@ -165,10 +193,17 @@ async fn apply_inner(
     // rather than leave it IN_PROGRESS until the next operator start.
     let stale = ctx
         .store
-        .fail_abandoned(Some(project), Utc::now(), "the run stopped without its failure being recorded (the database was unreachable)")
+        .fail_abandoned(
+            Some(project),
+            Utc::now(),
+            "the run stopped without its failure being recorded (the database was unreachable)",
+        )
         .await?;
     if !stale.is_empty() {
-        tracing::warn!(count = stale.len(), "marked unfinished runs of this project FAILED");
+        tracing::warn!(
+            count = stale.len(),
+            "marked unfinished runs of this project FAILED"
+        );
     }
 
     let inputs = ObservedInputs {
@@ -176,13 +211,26 @@ async fn apply_inner(
         exclude: obj.spec.exclude.clone(),
         max_file_size: i64::try_from(valid.max_file_size).unwrap_or(i64::MAX),
         chunker: ctx.chunker.fingerprint(),
-        embedding_model: cached.embedder.enabled().then(|| cached.embedder.model().to_string()),
+        embedding_model: cached
+            .embedder
+            .enabled()
+            .then(|| cached.embedder.model().to_string()),
     };
     // What this process completed last is newer than a status whose write
     // failed; without it a completed run would be forced again, every file
     // reprocessed, after an API server outage.
-    let previous = ctx.completed_inputs(key).or_else(|| status.observed_inputs.clone());
-    let request = build_request(obj, project, &valid, &trigger, previous.as_ref(), &inputs, ctx.head(key));
+    let previous = ctx
+        .completed_inputs(key)
+        .or_else(|| status.observed_inputs.clone());
+    let request = build_request(
+        obj,
+        project,
+        &valid,
+        &trigger,
+        previous.as_ref(),
+        &inputs,
+        ctx.head(key),
+    );
     let pipeline = Pipeline {
         source: cached.source.clone(),
         store: ctx.store.clone(),
@@ -208,13 +256,18 @@ async fn apply_inner(
                 || status.observed_inputs.as_ref() != Some(&inputs);
             if stale
                 && let Some(record) = ctx.store.latest_completed(project).await?
-                && status.last_sync.as_ref().map(|s| s.id.as_str()) != Some(record.id.to_string().as_str())
+                && status.last_sync.as_ref().map(|s| s.id.as_str())
+                    != Some(record.id.to_string().as_str())
             {
                 let history = ctx.store.history(project, history_limit(obj)).await?;
                 status::mark_synced(status, &record, &history, inputs, generation);
             }
         }
-        Outcome::Completed { record, summary, head } => {
+        Outcome::Completed {
+            record,
+            summary,
+            head,
+        } => {
             ctx.set_head(key, head);
             ctx.set_completed_inputs(key, inputs.clone());
             let history = ctx.store.history(project, history_limit(obj)).await?;
@@ -266,7 +319,11 @@ async fn follow(
         };
         ctx.hub.publish(key, event.clone());
         match &event {
-            SyncEvent::Started { sync_id, commit: started, .. } => {
+            SyncEvent::Started {
+                sync_id,
+                commit: started,
+                ..
+            } => {
                 commit = started.clone();
                 let progress = Progress {
                     sync_id: sync_id.clone(),
@@ -279,13 +336,28 @@ async fn follow(
                 if let Err(error) = writer.write(status).await {
                     tracing::warn!(%error, "could not write progress to status");
                 }
-                publish(ctx, obj, EventType::Normal, "Sync", "SyncStarted", format!("syncing commit {}", short(&commit))).await;
+                publish(
+                    ctx,
+                    obj,
+                    EventType::Normal,
+                    "Sync",
+                    "SyncStarted",
+                    format!("syncing commit {}", short(&commit)),
+                )
+                .await;
             }
             SyncEvent::StageStarted { stage } | SyncEvent::Progress { stage, .. } => {
                 // Before `Started` there is no run to show yet.
-                let Some(mut progress) = status.progress.clone() else { continue };
+                let Some(mut progress) = status.progress.clone() else {
+                    continue;
+                };
                 progress.stage = stage.as_str().to_string();
-                if let SyncEvent::Progress { files_done, files_total, .. } = &event {
+                if let SyncEvent::Progress {
+                    files_done,
+                    files_total,
+                    ..
+                } = &event
+                {
                     progress.files_done = i64::try_from(*files_done).unwrap_or(i64::MAX);
                     progress.files_total = i64::try_from(*files_total).unwrap_or(i64::MAX);
                 }
@@ -295,13 +367,21 @@ async fn follow(
                 }
             }
             SyncEvent::StageFinished { stage, duration_ms } => {
-                ctx.metrics.stage_duration.with_label_values(&[stage.as_str()]).observe(*duration_ms as f64 / 1000.0);
+                ctx.metrics
+                    .stage_duration
+                    .with_label_values(&[stage.as_str()])
+                    .observe(*duration_ms as f64 / 1000.0);
             }
             SyncEvent::Completed(summary) => {
                 let m = &ctx.metrics;
                 m.runs.with_label_values(&["completed"]).inc();
-                let total_ms = summary.timings.prepare_ms + summary.timings.scan_ms + summary.timings.import_ms + summary.timings.finalize_ms;
-                m.run_duration.with_label_values(&["completed"]).observe(total_ms as f64 / 1000.0);
+                let total_ms = summary.timings.prepare_ms
+                    + summary.timings.scan_ms
+                    + summary.timings.import_ms
+                    + summary.timings.finalize_ms;
+                m.run_duration
+                    .with_label_values(&["completed"])
+                    .observe(total_ms as f64 / 1000.0);
                 for (change, n) in [
                     ("added", summary.files.added),
                     ("modified", summary.files.modified),
@@ -313,11 +393,17 @@ async fn follow(
                     m.files.with_label_values(&[change]).inc_by(n);
                 }
                 m.memory_entries.inc_by(summary.memory_entries);
-                m.embeddings.with_label_values(&["computed"]).inc_by(summary.embeddings_computed);
-                m.embeddings.with_label_values(&["reused"]).inc_by(summary.embeddings_reused);
+                m.embeddings
+                    .with_label_values(&["computed"])
+                    .inc_by(summary.embeddings_computed);
+                m.embeddings
+                    .with_label_values(&["reused"])
+                    .inc_by(summary.embeddings_reused);
                 m.bytes_fetched.inc_by(summary.bytes_fetched);
             }
-            SyncEvent::Failed { sync_id: Some(_), .. } => ctx.metrics.runs.with_label_values(&["failed"]).inc(),
+            SyncEvent::Failed {
+                sync_id: Some(_), ..
+            } => ctx.metrics.runs.with_label_values(&["failed"]).inc(),
             _ => {}
         }
     }
@@ -364,7 +450,11 @@ fn build_request(
 /// The source and embedder for `obj`: reused while the spec and Secrets are
 /// unchanged (so the remembered branch head and the git cache carry over);
 /// the Secrets are read every time, the clients built only when they changed.
-async fn resolve_source(ctx: &Context, obj: &ProjectSync, key: &str) -> Result<CachedSource, Error> {
+async fn resolve_source(
+    ctx: &Context,
+    obj: &ProjectSync,
+    key: &str,
+) -> Result<CachedSource, Error> {
     let inputs = dereference(&ctx.client, obj).await?;
     // A cache evicted since the source was built is rebuilt with it.
     if let Some(cached) = ctx.cached_source(key, &inputs.fingerprint)
@@ -373,8 +463,18 @@ async fn resolve_source(ctx: &Context, obj: &ProjectSync, key: &str) -> Result<C
         return Ok(cached);
     }
     let resolved = build_clients(obj, inputs, &ctx.settings)?;
-    let cache_dir = obj.spec.source.git.as_ref().map(|_| ctx.settings.cache_dir.join(cache_name_for(obj)));
-    let cached = CachedSource { fingerprint: resolved.fingerprint, source: resolved.source, embedder: resolved.embedder, cache_dir };
+    let cache_dir = obj
+        .spec
+        .source
+        .git
+        .as_ref()
+        .map(|_| ctx.settings.cache_dir.join(cache_name_for(obj)));
+    let cached = CachedSource {
+        fingerprint: resolved.fingerprint,
+        source: resolved.source,
+        embedder: resolved.embedder,
+        cache_dir,
+    };
     ctx.cache_source(key, cached.clone());
     Ok(cached)
 }
@@ -414,7 +514,14 @@ async fn cleanup(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Err
 /// Publishes an event. Failures use the error's specific reason (what
 /// `kubectl describe` shows) with action `SyncFailed`, so that different
 /// failures are different events rather than one series under one reason.
-async fn publish(ctx: &Context, obj: &ProjectSync, type_: EventType, action: &str, reason: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    obj: &ProjectSync,
+    type_: EventType,
+    action: &str,
+    reason: &str,
+    note: String,
+) {
     let event = KubeEvent {
         type_,
         reason: reason.to_string(),
@@ -428,11 +535,17 @@ async fn publish(ctx: &Context, obj: &ProjectSync, type_: EventType, action: &st
 }
 
 fn history_limit(obj: &ProjectSync) -> u32 {
-    u32::try_from(obj.spec.history_limit).unwrap_or(10).clamp(1, 100)
+    u32::try_from(obj.spec.history_limit)
+        .unwrap_or(10)
+        .clamp(1, 100)
 }
 
 fn source_kind(obj: &ProjectSync) -> &'static str {
-    if obj.spec.source.github.is_some() { "github" } else { "git" }
+    if obj.spec.source.github.is_some() {
+        "github"
+    } else {
+        "git"
+    }
 }
 
 fn short(commit: &str) -> String {

@@ -14,8 +14,8 @@ use kube::{
 
 use crate::{
     api::{
-        FileCounts, ObservedInputs, Phase, ProjectSync, ProjectSyncStatus, Progress, StageDurations,
-        SyncSummary,
+        FileCounts, ObservedInputs, Phase, Progress, ProjectSync, ProjectSyncStatus,
+        StageDurations, SyncSummary,
         conditions::{self, READY, RECONCILING, STALLED, Status, reason},
     },
     store::SyncRecord,
@@ -40,7 +40,11 @@ pub struct StatusWriter {
 
 impl StatusWriter {
     pub fn new(api: Api<ProjectSync>, name: &str) -> Self {
-        StatusWriter { api, name: name.to_string(), last_progress: None }
+        StatusWriter {
+            api,
+            name: name.to_string(),
+            last_progress: None,
+        }
     }
 
     /// Writes `status` (the whole status: fields left out are removed).
@@ -51,15 +55,25 @@ impl StatusWriter {
             "status": status,
         });
         self.api
-            .patch_status(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
             .await?;
         self.last_progress = Some(Instant::now());
         Ok(())
     }
 
     /// Writes `status` unless a write happened less than [`PROGRESS_INTERVAL`] ago.
-    pub async fn write_progress(&mut self, status: &ProjectSyncStatus) -> Result<bool, kube::Error> {
-        if self.last_progress.is_some_and(|at| at.elapsed() < PROGRESS_INTERVAL) {
+    pub async fn write_progress(
+        &mut self,
+        status: &ProjectSyncStatus,
+    ) -> Result<bool, kube::Error> {
+        if self
+            .last_progress
+            .is_some_and(|at| at.elapsed() < PROGRESS_INTERVAL)
+        {
             return Ok(false);
         }
         self.write(status).await.map(|()| true)
@@ -68,7 +82,10 @@ impl StatusWriter {
 
 /// Converts a store timestamp.
 pub fn to_time(at: DateTime<Utc>) -> Time {
-    Time(k8s_openapi::jiff::Timestamp::from_microsecond(at.timestamp_micros()).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
+    Time(
+        k8s_openapi::jiff::Timestamp::from_microsecond(at.timestamp_micros())
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
 }
 
 /// Now, as a Kubernetes timestamp.
@@ -127,12 +144,37 @@ pub fn build_summary(record: &SyncRecord) -> SyncSummary {
 }
 
 /// A run is in progress.
-pub fn mark_syncing(status: &mut ProjectSyncStatus, progress: Progress, commit: &str, generation: Option<i64>) {
+pub fn mark_syncing(
+    status: &mut ProjectSyncStatus,
+    progress: Progress,
+    commit: &str,
+    generation: Option<i64>,
+) {
     let now = now();
-    let message = format!("syncing commit {} ({} stage)", short(commit), progress.stage);
+    let message = format!(
+        "syncing commit {} ({} stage)",
+        short(commit),
+        progress.stage
+    );
     status.phase = Some(Phase::Syncing);
-    conditions::set_condition(&mut status.conditions, READY, Status::Unknown, reason::PROGRESSING, &message, generation, &now);
-    conditions::set_condition(&mut status.conditions, RECONCILING, Status::True, reason::PROGRESSING, &message, generation, &now);
+    conditions::set_condition(
+        &mut status.conditions,
+        READY,
+        Status::Unknown,
+        reason::PROGRESSING,
+        &message,
+        generation,
+        &now,
+    );
+    conditions::set_condition(
+        &mut status.conditions,
+        RECONCILING,
+        Status::True,
+        reason::PROGRESSING,
+        &message,
+        generation,
+        &now,
+    );
     status.progress = Some(progress);
 }
 
@@ -148,7 +190,11 @@ pub fn mark_synced(
     let summary = build_summary(last);
     let message = format!(
         "synced commit {}: {} files ({} added, {} modified, {} deleted)",
-        summary.short_commit, summary.files.total, summary.files.added, summary.files.modified, summary.files.deleted
+        summary.short_commit,
+        summary.files.total,
+        summary.files.added,
+        summary.files.modified,
+        summary.files.deleted
     );
     status.phase = Some(Phase::Synced);
     status.last_synced_commit = Some(summary.commit.clone());
@@ -158,7 +204,15 @@ pub fn mark_synced(
     status.observed_inputs = Some(inputs);
     status.progress = None;
     status.observed_generation = generation;
-    conditions::set_condition(&mut status.conditions, READY, Status::True, reason::SUCCEEDED, &message, generation, &now);
+    conditions::set_condition(
+        &mut status.conditions,
+        READY,
+        Status::True,
+        reason::SUCCEEDED,
+        &message,
+        generation,
+        &now,
+    );
     conditions::remove_condition(&mut status.conditions, RECONCILING);
     conditions::remove_condition(&mut status.conditions, STALLED);
 }
@@ -171,7 +225,15 @@ pub fn mark_unchanged(status: &mut ProjectSyncStatus, commit: &str, generation: 
     status.progress = None;
     status.observed_generation = generation;
     let message = format!("commit {} is synced and current", short(commit));
-    conditions::set_condition(&mut status.conditions, READY, Status::True, reason::SUCCEEDED, &message, generation, &now);
+    conditions::set_condition(
+        &mut status.conditions,
+        READY,
+        Status::True,
+        reason::SUCCEEDED,
+        &message,
+        generation,
+        &now,
+    );
     conditions::remove_condition(&mut status.conditions, RECONCILING);
     conditions::remove_condition(&mut status.conditions, STALLED);
 }
@@ -194,9 +256,25 @@ pub fn mark_failed(
     if let Some(history) = history {
         status.history = history.iter().map(build_summary).collect();
     }
-    conditions::set_condition(&mut status.conditions, READY, Status::False, reason, &message, generation, &now);
+    conditions::set_condition(
+        &mut status.conditions,
+        READY,
+        Status::False,
+        reason,
+        &message,
+        generation,
+        &now,
+    );
     if stalled {
-        conditions::set_condition(&mut status.conditions, STALLED, Status::True, reason, &message, generation, &now);
+        conditions::set_condition(
+            &mut status.conditions,
+            STALLED,
+            Status::True,
+            reason,
+            &message,
+            generation,
+            &now,
+        );
         conditions::remove_condition(&mut status.conditions, RECONCILING);
     } else {
         conditions::set_condition(
@@ -244,11 +322,27 @@ mod tests {
             started_at: now(),
         };
         mark_syncing(&mut status, progress, "0123456789", Some(1));
-        assert_eq!(find_condition(&status.conditions, READY).unwrap().status, "Unknown");
-        mark_failed(&mut status, "AuthenticationFailed", "bad token", true, None, Some(1));
-        assert_eq!(find_condition(&status.conditions, STALLED).unwrap().reason, "AuthenticationFailed");
+        assert_eq!(
+            find_condition(&status.conditions, READY).unwrap().status,
+            "Unknown"
+        );
+        mark_failed(
+            &mut status,
+            "AuthenticationFailed",
+            "bad token",
+            true,
+            None,
+            Some(1),
+        );
+        assert_eq!(
+            find_condition(&status.conditions, STALLED).unwrap().reason,
+            "AuthenticationFailed"
+        );
         assert!(find_condition(&status.conditions, RECONCILING).is_none());
-        assert_eq!(find_condition(&status.conditions, READY).unwrap().status, "False");
+        assert_eq!(
+            find_condition(&status.conditions, READY).unwrap().status,
+            "False"
+        );
         assert_eq!(status.phase, Some(Phase::Failed));
         assert!(status.progress.is_none());
     }
@@ -258,12 +352,17 @@ mod tests {
         let mut status = ProjectSyncStatus::default();
         mark_failed(&mut status, "ServerError", "502", false, None, Some(2));
         assert_eq!(
-            find_condition(&status.conditions, RECONCILING).unwrap().reason,
+            find_condition(&status.conditions, RECONCILING)
+                .unwrap()
+                .reason,
             reason::PROGRESSING_WITH_RETRY
         );
         assert!(find_condition(&status.conditions, STALLED).is_none());
         mark_unchanged(&mut status, "abcdef0123", Some(2));
         assert!(find_condition(&status.conditions, RECONCILING).is_none());
-        assert_eq!(find_condition(&status.conditions, READY).unwrap().status, "True");
+        assert_eq!(
+            find_condition(&status.conditions, READY).unwrap().status,
+            "True"
+        );
     }
 }

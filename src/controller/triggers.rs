@@ -83,14 +83,20 @@ pub fn decide(obj: &ProjectSync) -> Decision {
 /// The request annotation's value when it has not been handled yet.
 pub fn new_request(obj: &ProjectSync) -> Option<&str> {
     let value = obj.annotations().get(REQUESTED_AT_ANNOTATION)?;
-    let handled = obj.status.as_ref().and_then(|s| s.last_handled_requested_at.as_deref());
+    let handled = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.last_handled_requested_at.as_deref());
     (handled != Some(value.as_str())).then_some(value.as_str())
 }
 
 /// The reindex annotation's value when it has not been handled yet.
 pub fn new_reindex(obj: &ProjectSync) -> Option<&str> {
     let value = obj.annotations().get(REINDEX_ANNOTATION)?;
-    let handled = obj.status.as_ref().and_then(|s| s.last_handled_reindex_at.as_deref());
+    let handled = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.last_handled_reindex_at.as_deref());
     (handled != Some(value.as_str())).then_some(value.as_str())
 }
 
@@ -140,20 +146,33 @@ mod tests {
 
     #[test]
     fn a_new_resource_gets_its_first_sync() {
-        assert_eq!(decide(&object(1, None)), Decision::Check(Trigger::FirstSync));
+        assert_eq!(
+            decide(&object(1, None)),
+            Decision::Check(Trigger::FirstSync)
+        );
     }
 
     #[test]
     fn a_spec_change_is_seen_through_the_generation() {
-        assert_eq!(decide(&object(2, Some(synced(1)))), Decision::Check(Trigger::SpecChanged));
-        assert_eq!(decide(&object(2, Some(synced(2)))), Decision::Check(Trigger::Interval));
+        assert_eq!(
+            decide(&object(2, Some(synced(1)))),
+            Decision::Check(Trigger::SpecChanged)
+        );
+        assert_eq!(
+            decide(&object(2, Some(synced(2)))),
+            Decision::Check(Trigger::Interval)
+        );
     }
 
     #[test]
     fn a_request_is_handled_once_per_value() {
         let mut obj = object(1, Some(synced(1)));
-        obj.annotations_mut().insert(REQUESTED_AT_ANNOTATION.into(), "t1".into());
-        assert_eq!(decide(&obj), Decision::Check(Trigger::Requested("t1".into())));
+        obj.annotations_mut()
+            .insert(REQUESTED_AT_ANNOTATION.into(), "t1".into());
+        assert_eq!(
+            decide(&obj),
+            Decision::Check(Trigger::Requested("t1".into()))
+        );
         obj.status.as_mut().unwrap().last_handled_requested_at = Some("t1".into());
         assert_eq!(decide(&obj), Decision::Check(Trigger::Interval));
     }
@@ -161,20 +180,26 @@ mod tests {
     #[test]
     fn a_reindex_is_handled_once_per_value_and_wins_over_a_request() {
         let mut obj = object(1, Some(synced(1)));
-        obj.annotations_mut().insert(REQUESTED_AT_ANNOTATION.into(), "t1".into());
-        obj.annotations_mut().insert(REINDEX_ANNOTATION.into(), "r1".into());
+        obj.annotations_mut()
+            .insert(REQUESTED_AT_ANNOTATION.into(), "t1".into());
+        obj.annotations_mut()
+            .insert(REINDEX_ANNOTATION.into(), "r1".into());
         let trigger = Trigger::Reindex("r1".into());
         assert_eq!(trigger.describe(), "reindex requested at r1");
         assert_eq!(decide(&obj), Decision::Check(trigger));
         obj.status.as_mut().unwrap().last_handled_reindex_at = Some("r1".into());
-        assert_eq!(decide(&obj), Decision::Check(Trigger::Requested("t1".into())));
+        assert_eq!(
+            decide(&obj),
+            Decision::Check(Trigger::Requested("t1".into()))
+        );
     }
 
     #[test]
     fn suspend_wins_over_everything() {
         let mut obj = object(3, None);
         obj.spec.suspend = true;
-        obj.annotations_mut().insert(REQUESTED_AT_ANNOTATION.into(), "t1".into());
+        obj.annotations_mut()
+            .insert(REQUESTED_AT_ANNOTATION.into(), "t1".into());
         assert_eq!(decide(&obj), Decision::Suspended);
     }
 }

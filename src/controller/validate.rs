@@ -20,10 +20,17 @@ pub enum SpecError {
     Interval { value: String },
     #[error("spec.timeout {value:?} is not a duration from 1s to 1h such as 30s or 2m")]
     Timeout { value: String },
-    #[error("spec.maxFileSize {value:?} is not a positive number of bytes or quantity such as 512Ki")]
+    #[error(
+        "spec.maxFileSize {value:?} is not a positive number of bytes or quantity such as 512Ki"
+    )]
     MaxFileSize { value: String },
     #[error("spec.{field}[{index}] {glob:?} is not a valid glob: {message}")]
-    Glob { field: &'static str, index: usize, glob: String, message: String },
+    Glob {
+        field: &'static str,
+        index: usize,
+        glob: String,
+        message: String,
+    },
 }
 
 /// Path filters from `spec.include` / `spec.exclude`.
@@ -44,7 +51,10 @@ impl PathFilter {
 
     /// A filter that keeps every path.
     pub fn all() -> Self {
-        PathFilter { include: None, exclude: None }
+        PathFilter {
+            include: None,
+            exclude: None,
+        }
     }
 
     /// Whether `path` is part of the mirror: included (or no include list)
@@ -64,7 +74,12 @@ fn build_globset(field: &'static str, globs: &[String]) -> Result<Option<GlobSet
         let compiled = globset::GlobBuilder::new(glob)
             .literal_separator(true)
             .build()
-            .map_err(|e| SpecError::Glob { field, index, glob: glob.clone(), message: e.kind().to_string() })?;
+            .map_err(|e| SpecError::Glob {
+                field,
+                index,
+                glob: glob.clone(),
+                message: e.kind().to_string(),
+            })?;
         builder.add(compiled);
     }
     let set = builder.build().map_err(|e| SpecError::Glob {
@@ -89,8 +104,9 @@ pub struct ValidSpec {
 /// Validates `spec`.
 pub fn validate(spec: &ProjectSyncSpec) -> Result<ValidSpec, SpecError> {
     Ok(ValidSpec {
-        interval: parse_duration(&spec.interval)
-            .ok_or_else(|| SpecError::Interval { value: spec.interval.clone() })?,
+        interval: parse_duration(&spec.interval).ok_or_else(|| SpecError::Interval {
+            value: spec.interval.clone(),
+        })?,
         timeout: validate_timeout(spec)?,
         max_file_size: parse_size(&spec.max_file_size).ok_or_else(|| SpecError::MaxFileSize {
             value: match &spec.max_file_size {
@@ -107,7 +123,9 @@ pub fn validate(spec: &ProjectSyncSpec) -> Result<ValidSpec, SpecError> {
 pub fn validate_timeout(spec: &ProjectSyncSpec) -> Result<Duration, SpecError> {
     parse_duration(&spec.timeout)
         .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(d))
-        .ok_or_else(|| SpecError::Timeout { value: spec.timeout.clone() })
+        .ok_or_else(|| SpecError::Timeout {
+            value: spec.timeout.clone(),
+        })
 }
 
 /// Parses a Go-style duration (`30s`, `5m`, `1h30m`, `1.5h`, `500ms`).
@@ -118,10 +136,14 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     }
     let mut total = 0f64;
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let number: f64 = rest[..number_len].parse().ok()?;
         rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
             "ms" => 0.001,
             "s" => 1.0,
@@ -147,7 +169,9 @@ pub fn parse_size(value: &IntOrString) -> Option<u64> {
 
 fn parse_quantity(text: &str) -> Option<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
+        .unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
     let number: f64 = number.parse().ok()?;
     let factor: f64 = match suffix {
@@ -207,7 +231,10 @@ mod tests {
         assert!(filter.keeps("src/lib.rs"));
         assert!(filter.keeps("src/a/b/c.rs"));
         assert!(filter.keeps("README.md"));
-        assert!(!filter.keeps("docs/guide.md"), "* must not cross directories");
+        assert!(
+            !filter.keeps("docs/guide.md"),
+            "* must not cross directories"
+        );
         assert!(!filter.keeps("src/generated/x.rs"));
         assert!(!filter.keeps("build.rs"));
         assert!(PathFilter::all().keeps("anything/at/all"));
@@ -216,6 +243,16 @@ mod tests {
     #[test]
     fn a_bad_glob_names_the_field_and_index() {
         let err = PathFilter::build(&["src/[".into()], &[]).unwrap_err();
-        assert!(matches!(err, SpecError::Glob { field: "include", index: 0, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                SpecError::Glob {
+                    field: "include",
+                    index: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -36,7 +36,11 @@ pub struct PipelineError {
 
 impl PipelineError {
     pub fn new(stage: Stage, sync: Option<SyncId>, kind: impl Into<FailureKind>) -> Self {
-        PipelineError { stage, sync, kind: kind.into() }
+        PipelineError {
+            stage,
+            sync,
+            kind: kind.into(),
+        }
     }
 
     /// Short CamelCase category for condition reasons, events and metrics.

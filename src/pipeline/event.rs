@@ -88,7 +88,11 @@ pub struct RunSummary {
 
 /// One step of a run.
 #[derive(Clone, Debug, Serialize, PartialEq)]
-#[serde(tag = "event", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "event",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum SyncEvent {
     /// The branch still points at the last synced commit: no run.
     Unchanged { commit: String },
@@ -102,7 +106,11 @@ pub enum SyncEvent {
     /// A stage began.
     StageStarted { stage: Stage },
     /// Files done within a stage.
-    Progress { stage: Stage, files_done: u64, files_total: u64 },
+    Progress {
+        stage: Stage,
+        files_done: u64,
+        files_total: u64,
+    },
     /// A stage ended.
     StageFinished { stage: Stage, duration_ms: u64 },
     /// The run completed; this is the last event of a run.
@@ -119,7 +127,10 @@ pub enum SyncEvent {
 impl SyncEvent {
     /// Whether this event ends a run (or a check that needed no run).
     pub fn is_terminal(&self) -> bool {
-        matches!(self, SyncEvent::Completed(_) | SyncEvent::Failed { .. } | SyncEvent::Unchanged { .. })
+        matches!(
+            self,
+            SyncEvent::Completed(_) | SyncEvent::Failed { .. } | SyncEvent::Unchanged { .. }
+        )
     }
 
     /// The SSE event name.
@@ -142,10 +153,20 @@ mod tests {
 
     #[test]
     fn events_serialize_with_a_tag_and_camel_case_fields() {
-        let event = SyncEvent::Progress { stage: Stage::Import, files_done: 3, files_total: 10 };
+        let event = SyncEvent::Progress {
+            stage: Stage::Import,
+            files_done: 3,
+            files_total: 10,
+        };
         let json = serde_json::to_value(&event).unwrap();
-        assert_eq!(json, serde_json::json!({"event": "progress", "stage": "import", "filesDone": 3, "filesTotal": 10}));
-        let done = SyncEvent::Completed(RunSummary { sync_id: "s".into(), ..Default::default() });
+        assert_eq!(
+            json,
+            serde_json::json!({"event": "progress", "stage": "import", "filesDone": 3, "filesTotal": 10})
+        );
+        let done = SyncEvent::Completed(RunSummary {
+            sync_id: "s".into(),
+            ..Default::default()
+        });
         assert_eq!(serde_json::to_value(&done).unwrap()["event"], "completed");
         assert_eq!(serde_json::to_value(&done).unwrap()["syncId"], "s");
         assert!(done.is_terminal());

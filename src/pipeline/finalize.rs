@@ -28,7 +28,9 @@ pub async fn finalize(
             "pruned history"
         ),
         Ok(_) => {}
-        Err(error) => tracing::warn!(%error, %sync, "pruning history failed; retrying after the next run"),
+        Err(error) => {
+            tracing::warn!(%error, %sync, "pruning history failed; retrying after the next run")
+        }
     }
     Ok(record)
 }

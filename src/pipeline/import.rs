@@ -19,12 +19,15 @@ use crate::{
         content::{BlobClass, classify_blob},
         tree::build_blob_sha1,
     },
-    store::{ContentHash, Embedding, FileId, FileKind, NewFile, NewMemoryEntry, Rename, Store, SyncId},
+    store::{
+        ContentHash, Embedding, FileId, FileKind, NewFile, NewMemoryEntry, Rename, Store, SyncId,
+    },
 };
 
 use super::{
-    AbortOnDrop, Stage, joined,
+    AbortOnDrop, Stage,
     error::{FailureKind, PipelineError},
+    joined,
     scan::{Action, PlannedFile},
 };
 
@@ -104,7 +107,9 @@ pub async fn import(
         false => None,
     };
     let rest = match archive {
-        Some(archive) => Cow::Owned(import_archive(ctx, files, archive, &mut totals, &mut progress).await?),
+        Some(archive) => {
+            Cow::Owned(import_archive(ctx, files, archive, &mut totals, &mut progress).await?)
+        }
         None => Cow::Borrowed(files),
     };
     import_one_by_one(ctx, &rest, &mut totals, &mut progress).await?;
@@ -127,20 +132,26 @@ async fn import_archive(
         .filter(|f| f.action == Action::Process)
         .map(|f| (f.entry.path.clone(), f.clone()))
         .collect();
-    let (sender, batches) = tokio::sync::mpsc::channel::<(Vec<PlannedFile>, Fetched)>(PREFETCH_BATCHES);
+    let (sender, batches) =
+        tokio::sync::mpsc::channel::<(Vec<PlannedFile>, Fetched)>(PREFETCH_BATCHES);
     let (chunker, max_file_size) = (*ctx.chunker, ctx.max_file_size);
     let reader = tokio::task::spawn_blocking(move || {
         let mut wanted = wanted;
         let mut batch = (Vec::new(), Fetched::default());
         let mut open = true;
         let read = archive.for_each_file(max_file_size, |path, bytes| {
-            let matches = wanted.get(&path).is_some_and(|f| build_blob_sha1(&bytes) == f.entry.blob_sha);
+            let matches = wanted
+                .get(&path)
+                .is_some_and(|f| build_blob_sha1(&bytes) == f.entry.blob_sha);
             if !matches {
                 return true;
             }
             let file = wanted.remove(&path).expect("looked up above");
             batch.1.bytes += bytes.len() as u64;
-            batch.1.contents.push(build_content(&chunker, &path, &bytes));
+            batch
+                .1
+                .contents
+                .push(build_content(&chunker, &path, &bytes));
             batch.0.push(file);
             if batch.0.len() == BATCH_FILES {
                 open = sender.blocking_send(std::mem::take(&mut batch)).is_ok();
@@ -161,7 +172,10 @@ async fn import_archive(
     if let Err(error) = read {
         tracing::warn!(%error, files_left = left.len(), "the archive broke off; fetching the rest one by one");
     } else if !left.is_empty() {
-        tracing::debug!(files = left.len(), "files not in the archive as the tree lists them; fetching them one by one");
+        tracing::debug!(
+            files = left.len(),
+            "files not in the archive as the tree lists them; fetching them one by one"
+        );
     }
     Ok(files
         .iter()
@@ -186,7 +200,8 @@ async fn import_one_by_one(
     for batch in files.chunks(BATCH_FILES) {
         fetches.push(async move {
             let fetched = FetchTask::spawn(ctx, batch).join().await;
-            let fetched = fetched.map_err(|e| PipelineError::new(Stage::Import, Some(ctx.sync), e))?;
+            let fetched =
+                fetched.map_err(|e| PipelineError::new(Stage::Import, Some(ctx.sync), e))?;
             Ok((batch.to_vec(), fetched))
         });
     }
@@ -245,23 +260,29 @@ impl FetchTask {
         let source = Arc::clone(ctx.source);
         let chunker = *ctx.chunker;
         let max_file_size = ctx.max_file_size;
-        FetchTask(AbortOnDrop(tokio::spawn(async move {
-            // A plain loop rather than `map` over the iterator: a closure
-            // here trips the compiler's higher-ranked lifetime check on the
-            // Send future.
-            let mut fetches = Vec::with_capacity(wanted.len());
-            for (sha, _) in &wanted {
-                fetches.push(source.fetch_blob(sha, max_file_size));
+        FetchTask(AbortOnDrop(tokio::spawn(
+            async move {
+                // A plain loop rather than `map` over the iterator: a closure
+                // here trips the compiler's higher-ranked lifetime check on the
+                // Send future.
+                let mut fetches = Vec::with_capacity(wanted.len());
+                for (sha, _) in &wanted {
+                    fetches.push(source.fetch_blob(sha, max_file_size));
+                }
+                let mut blobs = stream::iter(fetches).buffered(FETCH_CONCURRENCY);
+                let mut fetched = Fetched {
+                    contents: Vec::with_capacity(wanted.len()),
+                    bytes: 0,
+                };
+                for (_, path) in &wanted {
+                    let blob = blobs.next().await.expect("one blob per wanted file")?;
+                    fetched.bytes += blob.len() as u64;
+                    fetched.contents.push(build_content(&chunker, path, &blob));
+                }
+                Ok(fetched)
             }
-            let mut blobs = stream::iter(fetches).buffered(FETCH_CONCURRENCY);
-            let mut fetched = Fetched { contents: Vec::with_capacity(wanted.len()), bytes: 0 };
-            for (_, path) in &wanted {
-                let blob = blobs.next().await.expect("one blob per wanted file")?;
-                fetched.bytes += blob.len() as u64;
-                fetched.contents.push(build_content(&chunker, path, &blob));
-            }
-            Ok(fetched)
-        }.in_current_span())))
+            .in_current_span(),
+        )))
     }
 
     async fn join(mut self) -> Result<Fetched, SourceError> {
@@ -295,15 +316,24 @@ async fn write_batch(
     let renames: Vec<Rename> = batch
         .iter()
         .filter_map(|f| match f.action {
-            Action::Reuse(from) => Some(Rename { from, to_path: f.entry.path.clone() }),
+            Action::Reuse(from) => Some(Rename {
+                from,
+                to_path: f.entry.path.clone(),
+            }),
             _ => None,
         })
         .collect();
-    ctx.store.record_renames(ctx.sync, &renames).await.map_err(|e| fail(e.into()))?;
+    ctx.store
+        .record_renames(ctx.sync, &renames)
+        .await
+        .map_err(|e| fail(e.into()))?;
 
     totals.bytes_fetched += fetched.bytes;
-    let processed: Vec<(&PlannedFile, Content)> =
-        batch.iter().filter(|f| f.action == Action::Process).zip(fetched.contents).collect();
+    let processed: Vec<(&PlannedFile, Content)> = batch
+        .iter()
+        .filter(|f| f.action == Action::Process)
+        .zip(fetched.contents)
+        .collect();
     let mut kinds: HashMap<&str, FileKind> = HashMap::new();
     for (file, content) in &processed {
         match content {
@@ -324,32 +354,49 @@ async fn write_batch(
             blob_sha: f.entry.blob_sha.clone(),
             size: f.entry.size.unwrap_or(0),
             mode: f.entry.mode,
-            kind: kinds.get(f.entry.path.as_str()).copied().unwrap_or_else(|| f.file_kind()),
+            kind: kinds
+                .get(f.entry.path.as_str())
+                .copied()
+                .unwrap_or_else(|| f.file_kind()),
         })
         .collect();
-    let ids = ctx.store.record_files(ctx.sync, &new_files).await.map_err(|e| fail(e.into()))?;
+    let ids = ctx
+        .store
+        .record_files(ctx.sync, &new_files)
+        .await
+        .map_err(|e| fail(e.into()))?;
     let id_by_path: HashMap<&str, _> = new_files.iter().map(|f| f.path.as_str()).zip(ids).collect();
 
-    let mut entries: Vec<NewMemoryEntry> = copy_chunks(ctx, batch, &id_by_path).await.map_err(|e| fail(e.into()))?;
+    let mut entries: Vec<NewMemoryEntry> = copy_chunks(ctx, batch, &id_by_path)
+        .await
+        .map_err(|e| fail(e.into()))?;
     for (planned, content) in processed {
-        let Content::Chunks(chunks) = content else { continue };
+        let Content::Chunks(chunks) = content else {
+            continue;
+        };
         let file = id_by_path[planned.entry.path.as_str()];
-        entries.extend(chunks.into_iter().map(|chunk| NewMemoryEntry {
-            file,
-            chunk_index: chunk.index,
-            start_line: chunk.start_line,
-            end_line: chunk.end_line,
-            language: chunk.language.map(|l| l.as_str().to_string()),
-            content_hash: ContentHash::parse(&chunk.content_hash).unwrap_or_else(|| ContentHash::of(&chunk.content)),
-            content: chunk.content,
-            embedding: None,
+        entries.extend(chunks.into_iter().map(|chunk| {
+            NewMemoryEntry {
+                file,
+                chunk_index: chunk.index,
+                start_line: chunk.start_line,
+                end_line: chunk.end_line,
+                language: chunk.language.map(|l| l.as_str().to_string()),
+                content_hash: ContentHash::parse(&chunk.content_hash)
+                    .unwrap_or_else(|| ContentHash::of(&chunk.content)),
+                content: chunk.content,
+                embedding: None,
+            }
         }));
     }
     if ctx.embedder.enabled() {
         let embedder = ctx.embedder;
         attach_embeddings(ctx, embedder, &mut entries, totals).await?;
     }
-    ctx.store.record_memory(ctx.sync, &entries).await.map_err(|e| fail(e.into()))?;
+    ctx.store
+        .record_memory(ctx.sync, &entries)
+        .await
+        .map_err(|e| fail(e.into()))?;
     totals.memory_entries += entries.len() as u64;
     totals.files_done += batch.len() as u64;
     Ok(*totals)
@@ -365,7 +412,10 @@ async fn copy_chunks(
     let mut targets: HashMap<FileId, Vec<FileId>> = HashMap::new();
     for file in batch {
         if let Action::Reembed(from) = file.action {
-            targets.entry(from).or_default().push(id_by_path[file.entry.path.as_str()]);
+            targets
+                .entry(from)
+                .or_default()
+                .push(id_by_path[file.entry.path.as_str()]);
         }
     }
     if targets.is_empty() {
@@ -375,7 +425,10 @@ async fn copy_chunks(
     let mut entries = Vec::new();
     for chunk in ctx.store.chunks_of(&sources).await? {
         for &to in &targets[&chunk.file] {
-            entries.push(NewMemoryEntry { file: to, ..chunk.clone() });
+            entries.push(NewMemoryEntry {
+                file: to,
+                ..chunk.clone()
+            });
         }
     }
     Ok(entries)
@@ -392,14 +445,20 @@ async fn attach_embeddings(
     let fail = |kind: FailureKind| PipelineError::new(Stage::Import, Some(ctx.sync), kind);
     let model = embedder.model().to_string();
     let hashes: Vec<ContentHash> = entries.iter().map(|e| e.content_hash.clone()).collect();
-    let mut known = ctx.store.embeddings_by_hash(&model, &hashes).await.map_err(|e| fail(e.into()))?;
+    let mut known = ctx
+        .store
+        .embeddings_by_hash(&model, &hashes)
+        .await
+        .map_err(|e| fail(e.into()))?;
 
     let mut missing: HashMap<ContentHash, String> = HashMap::new();
     for entry in entries.iter() {
         if known.contains_key(&entry.content_hash) {
             totals.embeddings_reused += 1;
         } else {
-            missing.entry(entry.content_hash.clone()).or_insert_with(|| entry.content.clone());
+            missing
+                .entry(entry.content_hash.clone())
+                .or_insert_with(|| entry.content.clone());
         }
     }
     if !missing.is_empty() {
@@ -410,7 +469,10 @@ async fn attach_embeddings(
     }
     for entry in entries.iter_mut() {
         if let Some(vector) = known.get(&entry.content_hash) {
-            entry.embedding = Some(Embedding { model: model.clone(), vector: vector.clone() });
+            entry.embedding = Some(Embedding {
+                model: model.clone(),
+                vector: vector.clone(),
+            });
         }
     }
     Ok(())

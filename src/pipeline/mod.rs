@@ -99,9 +99,16 @@ pub struct Pipeline {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// The commit was already synced: no run.
-    Unchanged { commit: String, head: Option<HeadCache> },
+    Unchanged {
+        commit: String,
+        head: Option<HeadCache>,
+    },
     /// A run completed.
-    Completed { record: SyncRecord, summary: RunSummary, head: Option<HeadCache> },
+    Completed {
+        record: SyncRecord,
+        summary: RunSummary,
+        head: Option<HeadCache>,
+    },
 }
 
 /// One item of the pipeline's stream.
@@ -122,7 +129,8 @@ impl Pipeline {
     /// (see the controller's shutdown).
     pub fn run(self, request: SyncRequest) -> impl Stream<Item = Step> + Send {
         let (sender, mut receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move { self.drive(&request, &sender).await }.in_current_span());
+        let task =
+            tokio::spawn(async move { self.drive(&request, &sender).await }.in_current_span());
         let mut task = AbortOnDrop(task);
         async_stream::stream! {
             loop {
@@ -142,17 +150,25 @@ impl Pipeline {
     }
 
     /// The four stages, reporting through `events`.
-    async fn drive(&self, request: &SyncRequest, events: &mpsc::UnboundedSender<SyncEvent>) -> Result<Outcome, PipelineError> {
+    async fn drive(
+        &self,
+        request: &SyncRequest,
+        events: &mpsc::UnboundedSender<SyncEvent>,
+    ) -> Result<Outcome, PipelineError> {
         let emit = |event: SyncEvent| {
             // The receiver lives as long as the stream that polls this future.
             let _ = events.send(event);
         };
         let mut timings = StageTimings::default();
 
-        emit(SyncEvent::StageStarted { stage: Stage::Prepare });
+        emit(SyncEvent::StageStarted {
+            stage: Stage::Prepare,
+        });
         let started = Instant::now();
         let span = tracing::info_span!("stage", stage = "prepare", branch = %request.branch);
-        let prepared = prepare(self.source.as_ref(), &self.store, request).instrument(span).await;
+        let prepared = prepare(self.source.as_ref(), &self.store, request)
+            .instrument(span)
+            .await;
         let prepared = match prepared {
             Ok(prepared) => prepared,
             Err(error) => {
@@ -163,13 +179,18 @@ impl Pipeline {
         let head = prepared.head;
         let run = match prepared.decision {
             Prepare::Unchanged { commit } => {
-                emit(SyncEvent::Unchanged { commit: commit.clone() });
+                emit(SyncEvent::Unchanged {
+                    commit: commit.clone(),
+                });
                 return Ok(Outcome::Unchanged { commit, head });
             }
             Prepare::Run(run) => run,
         };
         timings.set(Stage::Prepare, ms(started.elapsed()));
-        emit(SyncEvent::StageFinished { stage: Stage::Prepare, duration_ms: timings.prepare_ms });
+        emit(SyncEvent::StageFinished {
+            stage: Stage::Prepare,
+            duration_ms: timings.prepare_ms,
+        });
         emit(SyncEvent::Started {
             sync_id: run.sync.to_string(),
             commit: run.commit.clone(),
@@ -183,7 +204,11 @@ impl Pipeline {
                 let requests = self.source.stats().since(&stats_before).total();
                 let summary = build_run_summary(&run, request, &finished, timings, requests);
                 emit(SyncEvent::Completed(summary.clone()));
-                Ok(Outcome::Completed { record: finished.record, summary, head })
+                Ok(Outcome::Completed {
+                    record: finished.record,
+                    summary,
+                    head,
+                })
             }
             Err(error) => {
                 self.record_failure(&error).await;
@@ -202,28 +227,46 @@ impl Pipeline {
         emit: &(dyn Fn(SyncEvent) + Sync),
     ) -> Result<Finished, PipelineError> {
         let sync = run.sync;
-        let store_error = |stage: Stage| move |e: crate::store::StoreError| PipelineError::new(stage, Some(sync), e);
+        let store_error = |stage: Stage| {
+            move |e: crate::store::StoreError| PipelineError::new(stage, Some(sync), e)
+        };
 
         // scan
         let plan = {
             let stage = Stage::Scan;
             emit(SyncEvent::StageStarted { stage });
             let started = Instant::now();
-            let span = tracing::info_span!("stage", stage = stage.as_str(), %sync, commit = %run.commit);
+            let span =
+                tracing::info_span!("stage", stage = stage.as_str(), %sync, commit = %run.commit);
             let plan = async {
-                self.store.mark_stage(sync, SyncStage::Scan).await.map_err(store_error(stage))?;
+                self.store
+                    .mark_stage(sync, SyncStage::Scan)
+                    .await
+                    .map_err(store_error(stage))?;
                 let previous = match run.base {
-                    Some(_) => self.store.active_files(request.project).await.map_err(store_error(stage))?,
+                    Some(_) => self
+                        .store
+                        .active_files(request.project)
+                        .await
+                        .map_err(store_error(stage))?,
                     None => Vec::new(),
                 };
-                scan(self.source.as_ref(), &run.commit, &previous, &request.inputs)
-                    .await
-                    .map_err(|e| PipelineError::new(stage, Some(sync), e))
+                scan(
+                    self.source.as_ref(),
+                    &run.commit,
+                    &previous,
+                    &request.inputs,
+                )
+                .await
+                .map_err(|e| PipelineError::new(stage, Some(sync), e))
             }
             .instrument(span)
             .await?;
             timings.set(stage, ms(started.elapsed()));
-            emit(SyncEvent::StageFinished { stage, duration_ms: timings.scan_ms });
+            emit(SyncEvent::StageFinished {
+                stage,
+                duration_ms: timings.scan_ms,
+            });
             plan
         };
         if !plan.rejected.is_empty() {
@@ -235,9 +278,14 @@ impl Pipeline {
             let stage = Stage::Import;
             emit(SyncEvent::StageStarted { stage });
             let started = Instant::now();
-            let span = tracing::info_span!("stage", stage = stage.as_str(), %sync, commit = %run.commit);
+            let span =
+                tracing::info_span!("stage", stage = stage.as_str(), %sync, commit = %run.commit);
             let files_total = plan.files.len() as u64;
-            emit(SyncEvent::Progress { stage, files_done: 0, files_total });
+            emit(SyncEvent::Progress {
+                stage,
+                files_done: 0,
+                files_total,
+            });
             let ctx = ImportContext {
                 source: &self.source,
                 store: &self.store,
@@ -247,18 +295,41 @@ impl Pipeline {
                 max_file_size: request.inputs.max_file_size,
             };
             let totals = async {
-                self.store.mark_stage(sync, SyncStage::Import).await.map_err(store_error(stage))?;
-                let to_process = plan.files.iter().filter(|f| f.action == scan::Action::Process).count();
-                let use_archive = worth_an_archive(to_process, usize::try_from(plan.counts.total).unwrap_or(usize::MAX));
-                import(&ctx, &plan.files, &run.commit, use_archive, |totals: &ImportTotals| {
-                    emit(SyncEvent::Progress { stage, files_done: totals.files_done, files_total });
-                })
+                self.store
+                    .mark_stage(sync, SyncStage::Import)
+                    .await
+                    .map_err(store_error(stage))?;
+                let to_process = plan
+                    .files
+                    .iter()
+                    .filter(|f| f.action == scan::Action::Process)
+                    .count();
+                let use_archive = worth_an_archive(
+                    to_process,
+                    usize::try_from(plan.counts.total).unwrap_or(usize::MAX),
+                );
+                import(
+                    &ctx,
+                    &plan.files,
+                    &run.commit,
+                    use_archive,
+                    |totals: &ImportTotals| {
+                        emit(SyncEvent::Progress {
+                            stage,
+                            files_done: totals.files_done,
+                            files_total,
+                        });
+                    },
+                )
                 .await
             }
             .instrument(span)
             .await?;
             timings.set(stage, ms(started.elapsed()));
-            emit(SyncEvent::StageFinished { stage, duration_ms: timings.import_ms });
+            emit(SyncEvent::StageFinished {
+                stage,
+                duration_ms: timings.import_ms,
+            });
             totals
         };
 
@@ -266,11 +337,13 @@ impl Pipeline {
         let stage = Stage::Finalize;
         emit(SyncEvent::StageStarted { stage });
         let started = Instant::now();
-        let span = tracing::info_span!("stage", stage = stage.as_str(), %sync, commit = %run.commit);
+        let span =
+            tracing::info_span!("stage", stage = stage.as_str(), %sync, commit = %run.commit);
         let completion = Completion {
             deleted_paths: plan.deleted_paths,
             metrics: RunMetrics {
-                files_skipped: u32::try_from(plan.counts.skipped + totals.skipped_content).unwrap_or(u32::MAX),
+                files_skipped: u32::try_from(plan.counts.skipped + totals.skipped_content)
+                    .unwrap_or(u32::MAX),
                 bytes_fetched: totals.bytes_fetched,
                 api_calls: u32::try_from(self.source.stats().total()).unwrap_or(u32::MAX),
                 durations: StageDurations {
@@ -282,21 +355,42 @@ impl Pipeline {
             },
         };
         let record = async {
-            self.store.mark_stage(sync, SyncStage::Finalize).await.map_err(store_error(stage))?;
-            finalize::finalize(&self.store, request.project, sync, completion, request.history_limit).await
+            self.store
+                .mark_stage(sync, SyncStage::Finalize)
+                .await
+                .map_err(store_error(stage))?;
+            finalize::finalize(
+                &self.store,
+                request.project,
+                sync,
+                completion,
+                request.history_limit,
+            )
+            .await
         }
         .instrument(span)
         .await?;
         timings.set(stage, ms(started.elapsed()));
-        emit(SyncEvent::StageFinished { stage, duration_ms: timings.finalize_ms });
-        Ok(Finished { record, counts: plan.counts, totals })
+        emit(SyncEvent::StageFinished {
+            stage,
+            duration_ms: timings.finalize_ms,
+        });
+        Ok(Finished {
+            record,
+            counts: plan.counts,
+            totals,
+        })
     }
 
     /// Marks the failed run FAILED with its stage (best effort: if the store
     /// is unreachable, the run is failed as abandoned on the next start).
     async fn record_failure(&self, error: &PipelineError) {
         let Some(sync) = error.sync else { return };
-        if let Err(store_error) = self.store.fail_sync(sync, Some(to_store_stage(error.stage)), &error.to_string()).await {
+        if let Err(store_error) = self
+            .store
+            .fail_sync(sync, Some(to_store_stage(error.stage)), &error.to_string())
+            .await
+        {
             tracing::error!(%sync, error = %store_error, "could not mark the failed run FAILED");
         }
     }
@@ -332,7 +426,13 @@ struct Finished {
 
 /// The summary of a completed run: the store's counts (authoritative for
 /// added / modified / deleted / unchanged / total) and the pipeline's own.
-fn build_run_summary(run: &Prepared, request: &SyncRequest, finished: &Finished, timings: StageTimings, requests: u64) -> RunSummary {
+fn build_run_summary(
+    run: &Prepared,
+    request: &SyncRequest,
+    finished: &Finished,
+    timings: StageTimings,
+    requests: u64,
+) -> RunSummary {
     let files = &finished.record.files;
     RunSummary {
         sync_id: run.sync.to_string(),

@@ -36,9 +36,16 @@ pub struct PrepareResult {
     pub head: Option<HeadCache>,
 }
 
-pub async fn prepare(source: &dyn Source, store: &Store, request: &SyncRequest) -> Result<PrepareResult, PipelineError> {
+pub async fn prepare(
+    source: &dyn Source,
+    store: &Store,
+    request: &SyncRequest,
+) -> Result<PrepareResult, PipelineError> {
     let fail = |e: crate::store::StoreError| PipelineError::new(Stage::Prepare, None, e);
-    let base = store.latest_completed(request.project).await.map_err(fail)?;
+    let base = store
+        .latest_completed(request.project)
+        .await
+        .map_err(fail)?;
     let (commit, head) = match &request.pinned_commit {
         Some(pinned) => (pinned.clone(), None),
         None => {
@@ -48,7 +55,9 @@ pub async fn prepare(source: &dyn Source, store: &Store, request: &SyncRequest) 
                 .await
                 .map_err(|e| PipelineError::new(Stage::Prepare, None, e))?;
             match (lookup, cached) {
-                (HeadLookup::Changed { sha, etag }, _) => (sha.clone(), Some(HeadCache { sha, etag })),
+                (HeadLookup::Changed { sha, etag }, _) => {
+                    (sha.clone(), Some(HeadCache { sha, etag }))
+                }
                 (HeadLookup::Unchanged, Some(cached)) => (cached.sha.clone(), Some(cached.clone())),
                 (HeadLookup::Unchanged, None) => {
                     return Err(PipelineError::new(
@@ -66,7 +75,10 @@ pub async fn prepare(source: &dyn Source, store: &Store, request: &SyncRequest) 
     };
     let synced = base.as_ref().and_then(|b| b.commit.as_deref()) == Some(commit.as_str());
     if synced && !request.force {
-        return Ok(PrepareResult { decision: Prepare::Unchanged { commit }, head });
+        return Ok(PrepareResult {
+            decision: Prepare::Unchanged { commit },
+            head,
+        });
     }
     let sync = store
         .begin_sync(
@@ -80,5 +92,8 @@ pub async fn prepare(source: &dyn Source, store: &Store, request: &SyncRequest) 
         )
         .await
         .map_err(fail)?;
-    Ok(PrepareResult { decision: Prepare::Run(Prepared { sync, commit, base }), head })
+    Ok(PrepareResult {
+        decision: Prepare::Run(Prepared { sync, commit, base }),
+        head,
+    })
 }

@@ -71,10 +71,13 @@ pub struct Plan {
 /// its stored chunks; otherwise unchanged paths cost nothing. A path whose
 /// blob already has a version is reused (or re-embedded), not refetched.
 pub fn build_plan(previous: &[ActiveFile], tree: &Tree, inputs: &ProcessingInputs) -> Plan {
-    let previous_by_path: HashMap<&str, &ActiveFile> = previous.iter().map(|f| (f.path.as_str(), f)).collect();
+    let previous_by_path: HashMap<&str, &ActiveFile> =
+        previous.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut reusable: HashMap<(&str, FileKind), FileId> = HashMap::new();
     for file in previous {
-        reusable.entry((file.blob_sha.as_str(), file.kind)).or_insert(file.id);
+        reusable
+            .entry((file.blob_sha.as_str(), file.kind))
+            .or_insert(file.id);
     }
     let mut plan = Plan {
         rejected: tree.rejected.iter().map(|r| r.path.clone()).collect(),
@@ -91,9 +94,13 @@ pub fn build_plan(previous: &[ActiveFile], tree: &Tree, inputs: &ProcessingInput
         let old = previous_by_path.get(entry.path.as_str());
         let unchanged = old.is_some_and(|f| f.blob_sha == entry.blob_sha && f.mode == entry.mode);
         // A version processed under other settings cannot be reused as it is.
-        let settings_changed = inputs.reprocess == Reprocess::Everything || crosses_size_limit(entry, inputs);
+        let settings_changed =
+            inputs.reprocess == Reprocess::Everything || crosses_size_limit(entry, inputs);
         let reembed = inputs.reprocess == Reprocess::Embeddings;
-        if unchanged && !settings_changed && !(reembed && old.is_some_and(|f| has_chunks(f, inputs))) {
+        if unchanged
+            && !settings_changed
+            && !(reembed && old.is_some_and(|f| has_chunks(f, inputs)))
+        {
             plan.counts.unchanged += 1;
             continue;
         }
@@ -101,15 +108,24 @@ pub fn build_plan(previous: &[ActiveFile], tree: &Tree, inputs: &ProcessingInput
             Some(_) => plan.counts.modified += 1,
             None => plan.counts.added += 1,
         }
-        let mut planned = PlannedFile { entry: entry.clone(), action: Action::Process };
+        let mut planned = PlannedFile {
+            entry: entry.clone(),
+            action: Action::Process,
+        };
         planned.action = match entry.kind {
             EntryKind::Submodule => Action::RecordOnly(SkipReason::Submodule),
             EntryKind::Symlink => Action::RecordOnly(SkipReason::Symlink),
-            _ if entry.size.unwrap_or(0) > inputs.max_file_size => Action::RecordOnly(SkipReason::TooLarge),
+            _ if entry.size.unwrap_or(0) > inputs.max_file_size => {
+                Action::RecordOnly(SkipReason::TooLarge)
+            }
             _ => match reusable.get(&(entry.blob_sha.as_str(), planned.file_kind())) {
                 Some(&id) if !settings_changed => {
                     plan.counts.renamed += u64::from(old.is_none());
-                    if reembed { Action::Reembed(id) } else { Action::Reuse(id) }
+                    if reembed {
+                        Action::Reembed(id)
+                    } else {
+                        Action::Reuse(id)
+                    }
                 }
                 _ => Action::Process,
             },
@@ -185,7 +201,13 @@ mod tests {
     use crate::controller::validate::PathFilter;
 
     fn entry(path: &str, sha: &str, size: u64) -> TreeEntry {
-        TreeEntry { path: path.into(), blob_sha: sha.into(), size: Some(size), mode: 0o100644, kind: EntryKind::File }
+        TreeEntry {
+            path: path.into(),
+            blob_sha: sha.into(),
+            size: Some(size),
+            mode: 0o100644,
+            kind: EntryKind::File,
+        }
     }
 
     fn active(id: i64, path: &str, sha: &str, size: u64) -> ActiveFile {
@@ -200,7 +222,10 @@ mod tests {
     }
 
     fn tree(entries: Vec<TreeEntry>) -> Tree {
-        Tree { entries, ..Tree::default() }
+        Tree {
+            entries,
+            ..Tree::default()
+        }
     }
 
     fn inputs() -> ProcessingInputs {
@@ -214,16 +239,43 @@ mod tests {
 
     #[test]
     fn a_first_sync_adds_every_path() {
-        let plan = build_plan(&[], &tree(vec![entry("a", "1", 1), entry("b", "2", 1)]), &inputs());
+        let plan = build_plan(
+            &[],
+            &tree(vec![entry("a", "1", 1), entry("b", "2", 1)]),
+            &inputs(),
+        );
         assert_eq!((plan.counts.added, plan.counts.total), (2, 2));
         assert!(plan.files.iter().all(|f| f.action == Action::Process));
     }
 
     #[test]
     fn only_changed_paths_are_planned() {
-        let previous = [active(1, "same", "s", 1), active(2, "edit", "old", 1), active(3, "gone", "g", 1)];
-        let plan = build_plan(&previous, &tree(vec![entry("same", "s", 1), entry("edit", "new", 1), entry("new", "n", 1)]), &inputs());
-        assert_eq!(plan.counts, ChangeCounts { added: 1, modified: 1, deleted: 1, unchanged: 1, renamed: 0, skipped: 0, total: 3 });
+        let previous = [
+            active(1, "same", "s", 1),
+            active(2, "edit", "old", 1),
+            active(3, "gone", "g", 1),
+        ];
+        let plan = build_plan(
+            &previous,
+            &tree(vec![
+                entry("same", "s", 1),
+                entry("edit", "new", 1),
+                entry("new", "n", 1),
+            ]),
+            &inputs(),
+        );
+        assert_eq!(
+            plan.counts,
+            ChangeCounts {
+                added: 1,
+                modified: 1,
+                deleted: 1,
+                unchanged: 1,
+                renamed: 0,
+                skipped: 0,
+                total: 3
+            }
+        );
         let paths: Vec<_> = plan.files.iter().map(|f| f.entry.path.as_str()).collect();
         assert_eq!(paths, ["edit", "new"]);
         assert_eq!(plan.deleted_paths, ["gone"]);
@@ -232,7 +284,11 @@ mod tests {
     #[test]
     fn a_moved_file_is_reused_not_refetched() {
         let previous = [active(7, "old/name.rs", "blob", 10)];
-        let plan = build_plan(&previous, &tree(vec![entry("new/name.rs", "blob", 10)]), &inputs());
+        let plan = build_plan(
+            &previous,
+            &tree(vec![entry("new/name.rs", "blob", 10)]),
+            &inputs(),
+        );
         assert_eq!(plan.files[0].action, Action::Reuse(FileId(7)));
         assert_eq!(plan.deleted_paths, ["old/name.rs"]);
         assert_eq!(plan.counts.renamed, 1);
@@ -247,7 +303,11 @@ mod tests {
         module.kind = EntryKind::Submodule;
         module.mode = 0o160000;
         module.size = None;
-        let plan = build_plan(&[], &tree(vec![entry("big.bin", "b", 2 << 20), link, module]), &inputs());
+        let plan = build_plan(
+            &[],
+            &tree(vec![entry("big.bin", "b", 2 << 20), link, module]),
+            &inputs(),
+        );
         let actions: Vec<_> = plan.files.iter().map(|f| f.action.clone()).collect();
         assert_eq!(
             actions,
@@ -262,16 +322,27 @@ mod tests {
 
     #[test]
     fn a_newly_excluded_path_is_deleted_and_a_newly_included_one_added() {
-        let previous = [active(1, "src/a.rs", "a", 1), active(2, "docs/x.md", "x", 1)];
+        let previous = [
+            active(1, "src/a.rs", "a", 1),
+            active(2, "docs/x.md", "x", 1),
+        ];
         let mut with_filter = inputs();
-        with_filter.filter = PathFilter::build(&["src/**".into(), "README.md".into()], &[]).unwrap();
+        with_filter.filter =
+            PathFilter::build(&["src/**".into(), "README.md".into()], &[]).unwrap();
         let plan = build_plan(
             &previous,
-            &tree(vec![entry("src/a.rs", "a", 1), entry("docs/x.md", "x", 1), entry("README.md", "r", 1)]),
+            &tree(vec![
+                entry("src/a.rs", "a", 1),
+                entry("docs/x.md", "x", 1),
+                entry("README.md", "r", 1),
+            ]),
             &with_filter,
         );
         assert_eq!(plan.deleted_paths, ["docs/x.md"]);
-        assert_eq!((plan.counts.added, plan.counts.unchanged, plan.counts.total), (1, 1, 2));
+        assert_eq!(
+            (plan.counts.added, plan.counts.unchanged, plan.counts.total),
+            (1, 1, 2)
+        );
     }
 
     #[test]
@@ -280,10 +351,18 @@ mod tests {
         let mut raised = inputs();
         raised.previous_max_file_size = Some(100);
         raised.max_file_size = 1000;
-        let plan = build_plan(&previous, &tree(vec![entry("small", "s", 10), entry("medium", "m", 500)]), &raised);
+        let plan = build_plan(
+            &previous,
+            &tree(vec![entry("small", "s", 10), entry("medium", "m", 500)]),
+            &raised,
+        );
         let paths: Vec<_> = plan.files.iter().map(|f| f.entry.path.as_str()).collect();
         assert_eq!(paths, ["medium"]);
-        assert_eq!(plan.files[0].action, Action::Process, "same blob, but it was never chunked");
+        assert_eq!(
+            plan.files[0].action,
+            Action::Process,
+            "same blob, but it was never chunked"
+        );
     }
 
     #[test]
@@ -307,15 +386,36 @@ mod tests {
         model.reprocess = Reprocess::Embeddings;
         let plan = build_plan(
             &previous,
-            &tree(vec![entry("a", "a", 1), entry("b", "b3", 1), entry("big", "b", 2 << 20), entry("model.bin", "l", 10), entry("copy", "a", 1)]),
+            &tree(vec![
+                entry("a", "a", 1),
+                entry("b", "b3", 1),
+                entry("big", "b", 2 << 20),
+                entry("model.bin", "l", 10),
+                entry("copy", "a", 1),
+            ]),
             &model,
         );
-        let actions: Vec<_> = plan.files.iter().map(|f| (f.entry.path.as_str(), f.action.clone())).collect();
+        let actions: Vec<_> = plan
+            .files
+            .iter()
+            .map(|f| (f.entry.path.as_str(), f.action.clone()))
+            .collect();
         assert_eq!(
             actions,
-            [("a", Action::Reembed(FileId(1))), ("b", Action::Process), ("copy", Action::Reembed(FileId(1)))],
+            [
+                ("a", Action::Reembed(FileId(1))),
+                ("b", Action::Process),
+                ("copy", Action::Reembed(FileId(1)))
+            ],
             "an edited file is processed; unchanged and copied text is re-embedded"
         );
-        assert_eq!((plan.counts.modified, plan.counts.added, plan.counts.unchanged), (2, 1, 2));
+        assert_eq!(
+            (
+                plan.counts.modified,
+                plan.counts.added,
+                plan.counts.unchanged
+            ),
+            (2, 1, 2)
+        );
     }
 }

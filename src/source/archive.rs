@@ -28,7 +28,9 @@ impl Archive {
     /// An archive from the bytes of a gzip'd tar. Nothing is read until
     /// [`Archive::for_each_file`] (the reader may block).
     pub fn from_gzip(reader: impl Read + Send + 'static) -> Archive {
-        Archive { reader: Box::new(reader) }
+        Archive {
+            reader: Box::new(reader),
+        }
     }
 
     /// Calls `each` with the path (below the top directory) and bytes of
@@ -71,7 +73,10 @@ mod tests {
     use super::*;
 
     fn gzip_tar(entries: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
         for (path, bytes) in entries {
             let mut header = tar::Header::new_gnu();
             header.set_size(bytes.len() as u64);
@@ -103,12 +108,22 @@ mod tests {
     fn regular_files_come_below_the_top_directory_and_the_rest_is_skipped() {
         let long = format!("o-r-abc/{}/deep.rs", "d".repeat(200));
         let bytes = gzip_tar(
-            &[("o-r-abc/src/main.rs", b"fn main() {}\n"), ("o-r-abc/big.bin", &[0u8; 64]), (&long, b"x")],
+            &[
+                ("o-r-abc/src/main.rs", b"fn main() {}\n"),
+                ("o-r-abc/big.bin", &[0u8; 64]),
+                (&long, b"x"),
+            ],
             &[("o-r-abc/link", "src/main.rs")],
         );
         let files = read_all(Archive::from_gzip(std::io::Cursor::new(bytes)), 20);
         let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(paths, ["src/main.rs".to_string(), long.trim_start_matches("o-r-abc/").to_string()]);
+        assert_eq!(
+            paths,
+            [
+                "src/main.rs".to_string(),
+                long.trim_start_matches("o-r-abc/").to_string()
+            ]
+        );
         assert_eq!(files[0].1, b"fn main() {}\n");
     }
 

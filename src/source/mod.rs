@@ -186,7 +186,10 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// (GitHub's tarball); `None` where it does not or where reading files
     /// one by one costs no requests (a local clone). For runs that process
     /// most of a repository; its content is checked file by file.
-    fn fetch_archive<'a>(&'a self, commit: &'a str) -> BoxFuture<'a, SourceResult<Option<Archive>>> {
+    fn fetch_archive<'a>(
+        &'a self,
+        commit: &'a str,
+    ) -> BoxFuture<'a, SourceResult<Option<Archive>>> {
         let _ = commit;
         Box::pin(async { Ok(None) })
     }

@@ -158,10 +158,11 @@ impl Store {
             .await
             .map_err(db("read the chunks of file versions"))?;
             for row in rows {
-                let content_hash = ContentHash::parse(&row.content_hash).ok_or_else(|| StoreError::Corrupt {
-                    column: "memory_entries.content_hash",
-                    value: row.content_hash.clone(),
-                })?;
+                let content_hash =
+                    ContentHash::parse(&row.content_hash).ok_or_else(|| StoreError::Corrupt {
+                        column: "memory_entries.content_hash",
+                        value: row.content_hash.clone(),
+                    })?;
                 chunks.push(NewMemoryEntry {
                     file: FileId(row.file_id),
                     chunk_index: u32::try_from(row.chunk_index).unwrap_or_default(),

@@ -102,7 +102,13 @@ pub async fn ensure_crd(client: &Client) {
 fn dns_label(label: &str) -> String {
     let label: String = label
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect();
     label.trim_matches('-').to_string()

@@ -52,7 +52,11 @@ impl<'a> OperatorConfig<'a> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind loopback").local_addr().expect("address").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind loopback")
+        .local_addr()
+        .expect("address")
+        .port()
 }
 
 impl Operator {
@@ -67,20 +71,31 @@ impl Operator {
     /// RBAC forbids its Lease).
     pub fn spawn(config: OperatorConfig<'_>) -> Self {
         let cache = tempfile::tempdir().expect("cache directory");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
-        let log = std::env::temp_dir().join(format!("projectsync-operator-{}-{}.log", config.namespace, config.identity));
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let log = std::env::temp_dir().join(format!(
+            "projectsync-operator-{}-{}.log",
+            config.namespace, config.identity
+        ));
         let log_file = std::fs::File::create(&log).expect("operator log file");
         let child = Command::new(env!("CARGO_BIN_EXE_projectsync"))
             .arg("run")
             .args(["--namespace", config.namespace])
             .args(["--http-addr", &addr.to_string()])
-            .args(["--lease-namespace", config.lease_namespace.unwrap_or(config.namespace)])
+            .args([
+                "--lease-namespace",
+                config.lease_namespace.unwrap_or(config.namespace),
+            ])
             .args(["--lease-duration", "6"])
             .args(["--identity", config.identity])
             .args(["--cache-dir", cache.path().to_str().expect("utf-8 path")])
             .args(["--shutdown-grace", "10"])
             .args(&config.extra_args)
-            .env("KUBECONFIG", config.kubeconfig.unwrap_or(&testenv().kubeconfig))
+            .env(
+                "KUBECONFIG",
+                config.kubeconfig.unwrap_or(&testenv().kubeconfig),
+            )
             .env("DATABASE_URL", config.database_url)
             .env("RUST_LOG", "info,projectsync=debug")
             .envs(config.env.iter().map(|(k, v)| (k, v)))
@@ -89,7 +104,12 @@ impl Operator {
             .stderr(log_file)
             .spawn()
             .expect("start the projectsync binary");
-        Operator { child: Some(child), addr, log, _cache: cache }
+        Operator {
+            child: Some(child),
+            addr,
+            log,
+            _cache: cache,
+        }
     }
 
     /// The whole log so far.
@@ -108,9 +128,16 @@ impl Operator {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("the operator exited ({status}) before it was ready:\n{}", self.log_tail());
+                panic!(
+                    "the operator exited ({status}) before it was ready:\n{}",
+                    self.log_tail()
+                );
             }
-            assert!(Instant::now() < deadline, "the operator was not ready within 30s:\n{}", self.log_tail());
+            assert!(
+                Instant::now() < deadline,
+                "the operator was not ready within 30s:\n{}",
+                self.log_tail()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -124,7 +151,10 @@ impl Operator {
 
     /// `GET /metrics`.
     pub async fn metrics(&self) -> String {
-        http_get(self.addr, "/metrics").await.expect("metrics answer").1
+        http_get(self.addr, "/metrics")
+            .await
+            .expect("metrics answer")
+            .1
     }
 
     /// The process id while it runs (benchmarks read its CPU and memory in `/proc`).
@@ -136,13 +166,21 @@ impl Operator {
     /// Asserts the process survived whatever the test did to it and its
     /// liveness endpoint answers 200.
     pub async fn assert_alive(&mut self) {
-        assert!(self.is_running(), "the operator exited:\n{}", self.log_tail());
-        let (code, _) = http_get(self.addr, "/healthz").await.expect("/healthz answers");
+        assert!(
+            self.is_running(),
+            "the operator exited:\n{}",
+            self.log_tail()
+        );
+        let (code, _) = http_get(self.addr, "/healthz")
+            .await
+            .expect("/healthz answers");
         assert_eq!(code, 200, "/healthz");
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// SIGKILL: no chance to clean up.
@@ -155,8 +193,12 @@ impl Operator {
 
     /// SIGTERM, then waits (bounded) for the process to exit; returns whether it did.
     pub async fn terminate(&mut self, within: Duration) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -181,14 +223,23 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await?;
     let mut response = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 10s"))??;
     let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }

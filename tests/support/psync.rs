@@ -23,13 +23,17 @@ pub async fn create(api: &Api<ProjectSync>, name: &str, spec: serde_json::Value)
         "spec": spec,
     }))
     .expect("valid ProjectSync");
-    api.create(&PostParams::default(), &object).await.expect("create ProjectSync");
+    api.create(&PostParams::default(), &object)
+        .await
+        .expect("create ProjectSync");
 }
 
 /// Asks for a sync now, as `kubectl annotate ... projectsync.dev/requested-at=VALUE` does.
 pub async fn request_sync(api: &Api<ProjectSync>, name: &str, value: &str) {
     let patch = json!({ "metadata": { "annotations": { REQUESTED_AT_ANNOTATION: value } } });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate");
 }
 
 /// Waits until `condition` holds; on timeout panics with the status and `log()`
@@ -61,15 +65,20 @@ pub async fn wait_until_within(
     let mut last = None;
     while tokio::time::Instant::now() < deadline {
         let condition = condition.clone();
-        let watched =
-            await_condition(api.clone(), name, move |obj: Option<&ProjectSync>| obj.is_some_and(|o| condition(o)));
+        let watched = await_condition(api.clone(), name, move |obj: Option<&ProjectSync>| {
+            obj.is_some_and(|o| condition(o))
+        });
         match tokio::time::timeout_at(deadline, watched).await {
             Ok(Ok(Some(obj))) => return obj,
             Ok(other) => last = Some(format!("{other:?}")),
             Err(_) => break,
         }
     }
-    let current = api.get(name).await.ok().and_then(|o| serde_json::to_string_pretty(&o.status).ok());
+    let current = api
+        .get(name)
+        .await
+        .ok()
+        .and_then(|o| serde_json::to_string_pretty(&o.status).ok());
     panic!(
         "{name}: not {what} within {within:?} (last watch result: {})\nstatus: {}\nlog:\n{}",
         last.unwrap_or_else(|| "none".into()),
@@ -83,7 +92,9 @@ pub fn synced_at(commit: String) -> impl Fn(&ProjectSync) -> bool {
     move |obj| {
         obj.status.as_ref().is_some_and(|s| {
             s.last_synced_commit.as_deref() == Some(commit.as_str())
-                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
         })
     }
 }

@@ -11,7 +11,10 @@ use super::error::Missing;
 use super::{GithubError, GithubSource, JSON};
 use crate::source::Archive;
 
-pub(super) async fn fetch_archive(src: &GithubSource, commit: &str) -> Result<Option<Archive>, GithubError> {
+pub(super) async fn fetch_archive(
+    src: &GithubSource,
+    commit: &str,
+) -> Result<Option<Archive>, GithubError> {
     src.require_object_id(commit)?;
     let path = format!("{}/tarball/{commit}", src.repo_path());
     let req = Request {
@@ -24,7 +27,10 @@ pub(super) async fn fetch_archive(src: &GithubSource, commit: &str) -> Result<Op
     let answer = src.client.get(req).await?;
     let redirected = matches!(
         answer.status,
-        StatusCode::FOUND | StatusCode::MOVED_PERMANENTLY | StatusCode::SEE_OTHER | StatusCode::TEMPORARY_REDIRECT
+        StatusCode::FOUND
+            | StatusCode::MOVED_PERMANENTLY
+            | StatusCode::SEE_OTHER
+            | StatusCode::TEMPORARY_REDIRECT
     );
     if !redirected {
         return Err(src.error_for("tarball", &answer, Missing::Commit(commit)));
@@ -39,9 +45,15 @@ pub(super) async fn fetch_archive(src: &GithubSource, commit: &str) -> Result<Op
     // The archive URL carries its own authorization (a token parameter for
     // private repositories); the API credentials are not sent along to
     // another host.
-    let body = match src.client.get_streaming("archive", location, "application/x-gzip").await? {
+    let body = match src
+        .client
+        .get_streaming("archive", location, "application/x-gzip")
+        .await?
+    {
         Ok(body) => body,
         Err(answer) => return Err(src.error_for("archive", &answer, Missing::Commit(commit))),
     };
-    Ok(Some(Archive::from_gzip(SyncIoBridge::new(StreamReader::new(body)))))
+    Ok(Some(Archive::from_gzip(SyncIoBridge::new(
+        StreamReader::new(body),
+    ))))
 }

@@ -208,16 +208,17 @@ impl Client {
         let request = self
             .build_request(&Method::GET, url, accept, None, None)
             .map_err(transport)?;
-        let response = match tokio::time::timeout(self.timeout, self.octocrab.execute(request)).await {
-            Ok(response) => response.map_err(|e| {
-                self.stats.record(endpoint, 0);
-                transport(e)
-            })?,
-            Err(_) => {
-                self.stats.record(endpoint, 0);
-                return Err(timeout());
-            }
-        };
+        let response =
+            match tokio::time::timeout(self.timeout, self.octocrab.execute(request)).await {
+                Ok(response) => response.map_err(|e| {
+                    self.stats.record(endpoint, 0);
+                    transport(e)
+                })?,
+                Err(_) => {
+                    self.stats.record(endpoint, 0);
+                    return Err(timeout());
+                }
+            };
         let (parts, mut body) = response.into_parts();
         self.stats.record(endpoint, parts.status.as_u16());
         self.observe_rate_limit(&parts.headers);
@@ -273,7 +274,10 @@ impl Client {
     ) -> Result<http::Request<octocrab::OctoBody>, octocrab::Error> {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
-        headers.insert("x-github-api-version", HeaderValue::from_static("2022-11-28"));
+        headers.insert(
+            "x-github-api-version",
+            HeaderValue::from_static("2022-11-28"),
+        );
         if let Some(tag) = if_none_match.and_then(|t| HeaderValue::from_str(t).ok()) {
             headers.insert(header::IF_NONE_MATCH, tag);
         }
@@ -342,7 +346,13 @@ impl Client {
         }
         let call = async {
             let request = self
-                .build_request(method, req.path, req.accept, req.if_none_match, authorization)
+                .build_request(
+                    method,
+                    req.path,
+                    req.accept,
+                    req.if_none_match,
+                    authorization,
+                )
                 .map_err(Failure::Transport)?;
             let response = self
                 .octocrab

@@ -453,7 +453,10 @@ impl Source for GithubSource {
         Box::pin(async move { Ok(compare::fetch_changes(self, base, head).await?) })
     }
 
-    fn fetch_archive<'a>(&'a self, commit: &'a str) -> BoxFuture<'a, SourceResult<Option<Archive>>> {
+    fn fetch_archive<'a>(
+        &'a self,
+        commit: &'a str,
+    ) -> BoxFuture<'a, SourceResult<Option<Archive>>> {
         Box::pin(async move { Ok(archive::fetch_archive(self, commit).await?) })
     }
 

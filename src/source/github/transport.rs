@@ -45,16 +45,27 @@ fn shared_client() -> Result<SharedClient, String> {
 }
 
 /// Octocrab on the shared client.
-pub(crate) fn build_shared_octocrab(base: Uri, credentials: &Credentials) -> Result<Octocrab, String> {
+pub(crate) fn build_shared_octocrab(
+    base: Uri,
+    credentials: &Credentials,
+) -> Result<Octocrab, String> {
     layered_octocrab(shared_client()?, base, credentials)
 }
 
 /// Octocrab over `service`, with the layers its default builder adds: the
 /// user agent, the base URI and the credentials. Retries and timeouts are
 /// the source's own (see `client`).
-pub(crate) fn layered_octocrab<S>(service: S, base: Uri, credentials: &Credentials) -> Result<Octocrab, String>
+pub(crate) fn layered_octocrab<S>(
+    service: S,
+    base: Uri,
+    credentials: &Credentials,
+) -> Result<Octocrab, String>
 where
-    S: tower::Service<Request<OctoBody>, Response = Response<hyper::body::Incoming>> + Clone + Send + Sync + 'static,
+    S: tower::Service<Request<OctoBody>, Response = Response<hyper::body::Incoming>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
 {

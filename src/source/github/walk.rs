@@ -113,7 +113,8 @@ pub(super) async fn fetch_tree(
 ) -> Result<Tree, GithubError> {
     src.require_object_id(commit)?;
     let walk_again = src.last_tree_walked.load(Ordering::Relaxed);
-    let walk_first = previous.is_some_and(|t| walk_again || t.walked || t.entries.len() >= TREE_ENTRY_LIMIT);
+    let walk_first =
+        previous.is_some_and(|t| walk_again || t.walked || t.entries.len() >= TREE_ENTRY_LIMIT);
     let mut found = Found::default();
     let mut truncated_root = None;
     if !walk_first {
@@ -154,7 +155,9 @@ pub(super) async fn fetch_tree(
             // that would be truncated again, and compare the root first.
             let listing = fetch_listing(src, commit, false, commit).await?;
             match prev.as_ref() {
-                Some(p) if p.unchanged("", &listing.sha) => (found.entries, found.rejected) = p.under(""),
+                Some(p) if p.unchanged("", &listing.sha) => {
+                    (found.entries, found.rejected) = p.under("")
+                }
                 _ => add_items(src, "", listing.tree, &mut found, true)?,
             }
             listing.sha

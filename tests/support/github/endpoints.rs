@@ -188,7 +188,8 @@ pub(super) fn tree(inner: &Inner, base: &str, spec: &str, recursive: bool) -> Re
             "160000" => "commit",
             _ => "blob",
         };
-        let mut item = json!({"path": lossy(&path), "mode": entry.mode, "type": kind, "sha": entry.sha});
+        let mut item =
+            json!({"path": lossy(&path), "mode": entry.mode, "type": kind, "sha": entry.sha});
         match kind {
             "blob" => {
                 item["size"] = json!(entry.size.unwrap_or(0));
@@ -197,7 +198,9 @@ pub(super) fn tree(inner: &Inner, base: &str, spec: &str, recursive: bool) -> Re
             "tree" => {
                 item["url"] = json!(format!("{base}/git/trees/{}", entry.sha));
                 if recursive {
-                    let (_, children) = cat.tree_with_sizes(&entry.sha).expect("a listed tree exists");
+                    let (_, children) = cat
+                        .tree_with_sizes(&entry.sha)
+                        .expect("a listed tree exists");
                     stack.push((path, children.into_iter()));
                 }
             }
@@ -386,13 +389,31 @@ pub(super) fn compare(
 /// commit the ref resolves to.
 pub(super) fn tarball(inner: &Inner, origin: &str, spec: &str) -> Reply {
     if is_empty_repo(inner) {
-        return Reply::error(404, "Not Found", "/repos/contents#download-a-repository-archive-tar");
+        return Reply::error(
+            404,
+            "Not Found",
+            "/repos/contents#download-a-repository-archive-tar",
+        );
     }
     let commit = (!spec.starts_with('-'))
-        .then(|| git(inner, &["rev-parse", "--verify", "--quiet", &format!("{spec}^{{commit}}")]))
+        .then(|| {
+            git(
+                inner,
+                &[
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    &format!("{spec}^{{commit}}"),
+                ],
+            )
+        })
         .flatten();
     let Some(commit) = commit else {
-        return Reply::error(404, "Not Found", "/repos/contents#download-a-repository-archive-tar");
+        return Reply::error(
+            404,
+            "Not Found",
+            "/repos/contents#download-a-repository-archive-tar",
+        );
     };
     let commit = lossy(&commit).trim().to_string();
     let mut reply = Reply::json(Value::Null);
@@ -401,7 +422,10 @@ pub(super) fn tarball(inner: &Inner, origin: &str, spec: &str) -> Reply {
     reply.content_type = "text/html;charset=utf-8";
     reply.extra.push((
         "location",
-        format!("{origin}/_codeload/{}/{}/legacy.tar.gz/{commit}", inner.owner, inner.name),
+        format!(
+            "{origin}/_codeload/{}/{}/legacy.tar.gz/{commit}",
+            inner.owner, inner.name
+        ),
     ));
     reply
 }
@@ -423,7 +447,12 @@ pub(super) fn codeload(inner: &Inner, rest: &str) -> Option<tokio::process::Chil
         .arg("--git-dir")
         .arg(&inner.git_dir)
         .args(["archive", "--format=tar.gz", "-0"])
-        .arg(format!("--prefix={}-{}-{}/", inner.owner, inner.name, &commit[..7]))
+        .arg(format!(
+            "--prefix={}-{}-{}/",
+            inner.owner,
+            inner.name,
+            &commit[..7]
+        ))
         .arg(commit)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -518,7 +547,8 @@ impl CatFile {
     }
 
     pub fn blob(&mut self, sha: &str) -> Option<Vec<u8>> {
-        self.object(sha).and_then(|(_, kind, content)| (kind == "blob").then_some(content))
+        self.object(sha)
+            .and_then(|(_, kind, content)| (kind == "blob").then_some(content))
     }
 
     /// The id and items of the tree `spec` names (`<rev>^{tree}` works).
@@ -549,7 +579,11 @@ impl CatFile {
     /// asked in one round trip.
     pub fn tree_with_sizes(&mut self, spec: &str) -> Option<(String, Vec<TreeItem>)> {
         let (sha, mut items) = self.tree(spec)?;
-        let blobs: Vec<&str> = items.iter().filter(|i| i.is_blob()).map(|i| i.sha.as_str()).collect();
+        let blobs: Vec<&str> = items
+            .iter()
+            .filter(|i| i.is_blob())
+            .map(|i| i.sha.as_str())
+            .collect();
         let mut sizes = self.sizes(&blobs)?.into_iter();
         for item in items.iter_mut().filter(|i| i.is_blob()) {
             item.size = sizes.next();
@@ -567,7 +601,9 @@ impl CatFile {
         }
         writeln!(self.stdin, "flush").ok()?;
         self.stdin.flush().ok()?;
-        shas.iter().map(|_| self.header().map(|(_, _, size)| size as u64)).collect()
+        shas.iter()
+            .map(|_| self.header().map(|(_, _, size)| size as u64))
+            .collect()
     }
 }
 

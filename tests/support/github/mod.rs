@@ -309,7 +309,11 @@ async fn handle(
 /// killed if the client goes away. Not an API request: no rate limit.
 fn codeload(inner: &Inner, uri: &Uri, rest: &str) -> Response<Body> {
     let child = endpoints::codeload(inner, rest);
-    let status = if child.is_some() { StatusCode::OK } else { StatusCode::NOT_FOUND };
+    let status = if child.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
     inner.log.lock().unwrap().push(LoggedRequest {
         path: uri.path().to_string(),
         query: uri.query().unwrap_or("").to_string(),
@@ -318,10 +322,18 @@ fn codeload(inner: &Inner, uri: &Uri, rest: &str) -> Response<Body> {
         authorization: None,
     });
     let Some(mut child) = child else {
-        return Response::builder().status(status).body(Body::from("Not Found")).expect("response");
+        return Response::builder()
+            .status(status)
+            .body(Body::from("Not Found"))
+            .expect("response");
     };
     let stdout = child.stdout.take().expect("piped stdout");
-    let mut left = inner.config.lock().unwrap().archive_cut.unwrap_or(usize::MAX);
+    let mut left = inner
+        .config
+        .lock()
+        .unwrap()
+        .archive_cut
+        .unwrap_or(usize::MAX);
     let body = async_stream::stream! {
         // Owned by the body: dropped (and killed) with it.
         let _child = child;
