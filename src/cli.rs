@@ -11,7 +11,7 @@ use crate::telemetry::LogFormat;
 /// A positive size: bytes or a Kubernetes quantity (`512Mi`, `4Gi`).
 fn parse_cache_size(text: &str) -> Result<u64, String> {
     let value = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(text.to_string());
-    crate::controller::validate::parse_size(&value)
+    crate::units::parse_size(&value)
         .ok_or_else(|| format!("{text:?} is not a positive size such as 536870912, 512Mi or 4Gi"))
 }
 

@@ -6,7 +6,10 @@
 //! sync stages, [`source`] the repository providers, [`store`] Postgres,
 //! [`chunk`] and [`embed`] the processing of file content, and [`http`],
 //! [`metrics`], [`progress`] and [`telemetry`] what the operator shows;
-//! [`webhook`] receives push notifications from git hosts.
+//! [`webhook`] receives push notifications from git hosts. Below them all,
+//! [`run`] holds the stages, file counts and stage durations of a run that
+//! the pipeline, the store and the status share, and [`units`] the durations
+//! and sizes that specs and flags are written in.
 
 pub mod api;
 pub mod chunk;
@@ -19,7 +22,9 @@ pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod retry;
+pub mod run;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod units;
 pub mod webhook;

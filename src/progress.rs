@@ -70,7 +70,7 @@ impl ProgressHub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::Stage;
+    use crate::run::Stage;
 
     #[tokio::test]
     async fn a_subscriber_gets_the_last_event_then_live_ones() {

@@ -5,7 +5,8 @@
 mod store_common;
 mod support;
 
-use projectsync::store::{Completion, StoreError, SyncStage, SyncStatus};
+use projectsync::run::Stage;
+use projectsync::store::{Completion, StoreError, SyncStatus};
 use sqlx::Connection;
 use store_common::*;
 
@@ -71,17 +72,14 @@ async fn the_chain_links_completed_runs_skips_a_failed_one_and_a_restore_appends
     )
     .await;
     let failed = store
-        .fail_sync(failed, Some(SyncStage::Import), "source went away")
+        .fail_sync(failed, Some(Stage::Import), "source went away")
         .await
         .unwrap();
     assert_eq!(
         (failed.status, failed.previous, failed.chain_seq),
         (SyncStatus::Failed, None, None)
     );
-    assert_eq!(
-        failed.failure.as_ref().unwrap().stage,
-        Some(SyncStage::Import)
-    );
+    assert_eq!(failed.failure.as_ref().unwrap().stage, Some(Stage::Import));
     assert_picture(pool, key, &[("a.rs", "a2"), ("c.rs", "c1")]).await;
 
     // 3: chains on s2 although a failed run used the same base.
@@ -380,7 +378,7 @@ async fn final_runs_refuse_further_writes_and_completion() {
     let s1 = sync_once(store, project, None, "c1", &[("a.rs", "a1")], &[]).await;
     let (run, _) = record_run(store, project, Some(s1.id), "c2", &[("a.rs", "a2")]).await;
     store
-        .fail_sync(run, Some(SyncStage::Scan), "boom")
+        .fail_sync(run, Some(Stage::Scan), "boom")
         .await
         .unwrap();
 
@@ -437,11 +435,11 @@ async fn a_queued_run_starts_follows_its_stages_and_needs_a_commit_to_complete()
     assert_eq!((queued.status, queued.stage), (SyncStatus::Pending, None));
 
     store.start_sync(run).await.unwrap();
-    store.mark_stage(run, SyncStage::Import).await.unwrap();
+    store.mark_stage(run, Stage::Import).await.unwrap();
     let running = store.get_sync(run).await.unwrap();
     assert_eq!(
         (running.status, running.stage),
-        (SyncStatus::InProgress, Some(SyncStage::Import))
+        (SyncStatus::InProgress, Some(Stage::Import))
     );
 
     let no_commit = store

@@ -5,9 +5,10 @@
 mod store_common;
 mod support;
 
+use projectsync::run::Stage;
 use projectsync::store::{
     Completion, ContentHash, Embedding, NewMemoryEntry, ProjectSource, Rename, StoreError,
-    SyncStage, SyncStatus,
+    SyncStatus,
 };
 use store_common::*;
 
@@ -216,7 +217,7 @@ async fn retention_keeps_the_last_n_pictures_and_drops_older_versions_and_failed
     )
     .await;
     store
-        .fail_sync(failed, Some(SyncStage::Import), "boom")
+        .fail_sync(failed, Some(Stage::Import), "boom")
         .await
         .unwrap();
     let before = (
@@ -338,7 +339,7 @@ async fn abandoned_runs_are_failed_with_a_clear_message_per_project_or_all() {
         .await
         .unwrap();
     let (run_a, _) = record_run(store, a, None, "c1", &[("a.rs", "a")]).await;
-    store.mark_stage(run_a, SyncStage::Import).await.unwrap();
+    store.mark_stage(run_a, Stage::Import).await.unwrap();
     let queued_b = store.queue_sync(b, new_sync(None, "c1")).await.unwrap();
     let done = sync_once(store, a, None, "c0", &[("x.rs", "x")], &[]).await;
     let _ = done;
@@ -360,7 +361,7 @@ async fn abandoned_runs_are_failed_with_a_clear_message_per_project_or_all() {
         failure.message,
         "abandoned: operator restarted before the run finished"
     );
-    assert_eq!(failure.stage, Some(SyncStage::Import));
+    assert_eq!(failure.stage, Some(Stage::Import));
 
     let rest = store
         .fail_abandoned(None, cutoff, "leader changed")

@@ -1,11 +1,14 @@
 //! What the operator reports back: phase, kstatus-style conditions, the last
 //! completed sync and a bounded history. Pure types, written only by the
-//! controller's status writer.
+//! controller's status writer. A run's counts and durations are the
+//! [`crate::run`] types in the CRD's serialized shape.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::run;
 
 /// Observed state of a ProjectSync.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -166,6 +169,34 @@ pub struct StageDurations {
     pub import_ms: i64,
     /// Completing the run in one transaction.
     pub finalize_ms: i64,
+}
+
+/// The CRD's counts are signed and have no `renamed` (renames show as added).
+impl From<&run::FileCounts> for FileCounts {
+    fn from(counts: &run::FileCounts) -> Self {
+        let n = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        FileCounts {
+            added: n(counts.added),
+            modified: n(counts.modified),
+            deleted: n(counts.deleted),
+            unchanged: n(counts.unchanged),
+            skipped: n(counts.skipped),
+            total: n(counts.total),
+        }
+    }
+}
+
+/// The CRD's durations are required: a stage not measured shows as 0.
+impl From<&run::StageDurations> for StageDurations {
+    fn from(durations: &run::StageDurations) -> Self {
+        let ms = |ms: Option<u64>| ms.map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
+        StageDurations {
+            prepare_ms: ms(durations.prepare_ms),
+            scan_ms: ms(durations.scan_ms),
+            import_ms: ms(durations.import_ms),
+            finalize_ms: ms(durations.finalize_ms),
+        }
+    }
 }
 
 /// Where a run in progress stands.

@@ -41,17 +41,21 @@ pub struct RunRow {
     pub error: Option<String>,
 }
 
+/// A run's files by change as printed: without `renamed`, which the store
+/// does not keep.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FileCountsRow {
-    pub added: u32,
-    pub modified: u32,
-    pub deleted: u32,
-    pub unchanged: u32,
-    pub skipped: u32,
-    pub total: u32,
+    pub added: u64,
+    pub modified: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    pub skipped: u64,
+    pub total: u64,
 }
 
+/// A run's stage durations as printed: milliseconds keyed by stage name,
+/// `null` for a stage not measured.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StageDurationsRow {
@@ -63,9 +67,6 @@ pub struct StageDurationsRow {
 
 impl From<&SyncRecord> for RunRow {
     fn from(record: &SyncRecord) -> Self {
-        let ms = |d: Option<std::time::Duration>| {
-            d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        };
         RunRow {
             id: record.id.to_string(),
             status: record.status.to_string(),
@@ -95,10 +96,10 @@ impl From<&SyncRecord> for RunRow {
             bytes_fetched: record.bytes_fetched,
             api_calls: record.api_calls,
             stage_durations_ms: StageDurationsRow {
-                prepare: ms(record.durations.prepare),
-                scan: ms(record.durations.scan),
-                import: ms(record.durations.import),
-                finalize: ms(record.durations.finalize),
+                prepare: record.durations.prepare_ms,
+                scan: record.durations.scan_ms,
+                import: record.durations.import_ms,
+                finalize: record.durations.finalize_ms,
             },
             restored_from: record.restored_from.map(|id| id.to_string()),
             content_pruned: record.content_pruned,

@@ -14,12 +14,14 @@ use serde::Serialize;
 use crate::{
     chunk::ChunkerConfig,
     cli::{OutputFormat, SyncArgs},
-    controller::validate::{PathFilter, SpecError, parse_size},
+    controller::validate::SpecError,
     embed::{EmbeddingProvider, NoEmbeddings},
     pipeline::{
         Outcome, Pipeline, ProcessingInputs, Reprocess, RunSummary, Step, SyncEvent, SyncRequest,
+        filter::PathFilter,
     },
     store::{ProjectIdentity, Store},
+    units::parse_size,
 };
 
 use super::{
@@ -59,7 +61,7 @@ pub async fn run(args: &SyncArgs) -> Result<(), CommandError> {
                 value: args.max_file_size.clone(),
             }
         })?;
-    let filter = PathFilter::build(&args.include, &args.exclude)?;
+    let filter = PathFilter::build(&args.include, &args.exclude).map_err(SpecError::from)?;
     let embedder: Arc<dyn EmbeddingProvider> =
         match (&args.embedding_endpoint, &args.embedding_model) {
             (Some(endpoint), Some(model)) => build_from_flags(
@@ -253,10 +255,10 @@ fn build_summary(report: &SyncReport) -> String {
         "durations",
         format!(
             "prepare {}, scan {}, import {}, finalize {}",
-            human_duration(timings.prepare_ms),
-            human_duration(timings.scan_ms),
-            human_duration(timings.import_ms),
-            human_duration(timings.finalize_ms)
+            human_duration(timings.prepare_ms.unwrap_or(0)),
+            human_duration(timings.scan_ms.unwrap_or(0)),
+            human_duration(timings.import_ms.unwrap_or(0)),
+            human_duration(timings.finalize_ms.unwrap_or(0))
         ),
     );
     render_fields(&fields)

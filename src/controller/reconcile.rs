@@ -375,10 +375,7 @@ async fn follow(
             SyncEvent::Completed(summary) => {
                 let m = &ctx.metrics;
                 m.runs.with_label_values(&["completed"]).inc();
-                let total_ms = summary.timings.prepare_ms
-                    + summary.timings.scan_ms
-                    + summary.timings.import_ms
-                    + summary.timings.finalize_ms;
+                let total_ms = summary.timings.total_ms();
                 m.run_duration
                     .with_label_values(&["completed"])
                     .observe(total_ms as f64 / 1000.0);

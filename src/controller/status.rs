@@ -14,8 +14,7 @@ use kube::{
 
 use crate::{
     api::{
-        FileCounts, ObservedInputs, Phase, Progress, ProjectSync, ProjectSyncStatus,
-        StageDurations, SyncSummary,
+        ObservedInputs, Phase, Progress, ProjectSync, ProjectSyncStatus, SyncSummary,
         conditions::{self, READY, RECONCILING, STALLED, Status, reason},
     },
     store::SyncRecord,
@@ -111,7 +110,6 @@ fn short(commit: &str) -> String {
 /// A stored run as shown in `lastSync` and `history`.
 pub fn build_summary(record: &SyncRecord) -> SyncSummary {
     let commit = record.commit.clone().unwrap_or_default();
-    let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as i64).unwrap_or(0);
     SyncSummary {
         id: record.id.to_string(),
         short_commit: short(&commit),
@@ -120,20 +118,8 @@ pub fn build_summary(record: &SyncRecord) -> SyncSummary {
         trigger: Some(record.trigger.clone()).filter(|t| !t.is_empty()),
         started_at: to_time(record.started_at),
         finished_at: record.finished_at.map(to_time),
-        files: FileCounts {
-            added: record.files.added.into(),
-            modified: record.files.modified.into(),
-            deleted: record.files.deleted.into(),
-            unchanged: record.files.unchanged.into(),
-            skipped: record.files.skipped.into(),
-            total: record.files.total.into(),
-        },
-        durations: StageDurations {
-            prepare_ms: ms(record.durations.prepare),
-            scan_ms: ms(record.durations.scan),
-            import_ms: ms(record.durations.import),
-            finalize_ms: ms(record.durations.finalize),
-        },
+        files: (&record.files).into(),
+        durations: (&record.durations).into(),
         message: record.failure.as_ref().map(|f| {
             truncate(&match f.stage {
                 Some(stage) => format!("{stage}: {}", f.message),

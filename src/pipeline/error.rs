@@ -4,11 +4,10 @@
 
 use crate::{
     embed::EmbedError,
+    run::Stage,
     source::{Retry, SourceError},
     store::{StoreError, SyncId},
 };
-
-use super::Stage;
 
 /// What went wrong underneath.
 #[derive(Debug, thiserror::Error)]

@@ -1,73 +1,10 @@
-//! The events a sync run yields as it goes (the seed's AsyncGenerator items):
-//! they feed the resource status, the metrics and the live SSE stream. Pure
-//! types, serialized as the SSE payload.
+//! The events a sync run yields as it goes, one per step of the pipeline's
+//! stream: they feed the resource status, the metrics and the live SSE
+//! stream. Pure types, serialized as the SSE payload.
 
 use serde::Serialize;
 
-/// The four stages of a run.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// Resolve the commit and the base sync; open the run.
-    Prepare,
-    /// Diff the tree against the base.
-    Scan,
-    /// Fetch, chunk, embed and write what changed.
-    Import,
-    /// Supersede and complete in one transaction; prune history.
-    Finalize,
-}
-
-impl Stage {
-    /// The stage's name, as used in status, metrics and events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Prepare => "prepare",
-            Stage::Scan => "scan",
-            Stage::Import => "import",
-            Stage::Finalize => "finalize",
-        }
-    }
-}
-
-/// Files of a run by change against the base sync.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ChangeCounts {
-    pub added: u64,
-    pub modified: u64,
-    pub deleted: u64,
-    pub unchanged: u64,
-    /// Paths moved with the same content: recorded without refetching.
-    pub renamed: u64,
-    /// Recorded but not chunked: too large, binary, LFS pointers, symlinks,
-    /// submodules, unsafe paths.
-    pub skipped: u64,
-    /// Files current after the run.
-    pub total: u64,
-}
-
-/// Milliseconds per stage.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct StageTimings {
-    pub prepare_ms: u64,
-    pub scan_ms: u64,
-    pub import_ms: u64,
-    pub finalize_ms: u64,
-}
-
-impl StageTimings {
-    /// Records the duration of `stage`.
-    pub fn set(&mut self, stage: Stage, ms: u64) {
-        match stage {
-            Stage::Prepare => self.prepare_ms = ms,
-            Stage::Scan => self.scan_ms = ms,
-            Stage::Import => self.import_ms = ms,
-            Stage::Finalize => self.finalize_ms = ms,
-        }
-    }
-}
+use crate::run::{FileCounts, Stage, StageDurations};
 
 /// What a completed run did.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -77,13 +14,14 @@ pub struct RunSummary {
     pub commit: String,
     pub base_commit: Option<String>,
     pub trigger: String,
-    pub files: ChangeCounts,
+    pub files: FileCounts,
     pub memory_entries: u64,
     pub embeddings_computed: u64,
     pub embeddings_reused: u64,
     pub bytes_fetched: u64,
     pub source_requests: u64,
-    pub timings: StageTimings,
+    /// Every stage is measured by the time a run completes.
+    pub timings: StageDurations,
 }
 
 /// One step of a run.
@@ -170,5 +108,30 @@ mod tests {
         assert_eq!(serde_json::to_value(&done).unwrap()["event"], "completed");
         assert_eq!(serde_json::to_value(&done).unwrap()["syncId"], "s");
         assert!(done.is_terminal());
+    }
+
+    #[test]
+    fn a_completed_run_carries_every_count_and_every_stage_in_milliseconds() {
+        let mut timings = StageDurations::default();
+        for stage in [Stage::Prepare, Stage::Scan, Stage::Import, Stage::Finalize] {
+            timings.set(stage, 7);
+        }
+        let done = SyncEvent::Completed(RunSummary {
+            files: FileCounts {
+                renamed: 1,
+                ..Default::default()
+            },
+            timings,
+            ..Default::default()
+        });
+        let json = serde_json::to_value(&done).unwrap();
+        assert_eq!(
+            json["files"],
+            serde_json::json!({"added": 0, "modified": 0, "deleted": 0, "unchanged": 0, "renamed": 1, "skipped": 0, "total": 0})
+        );
+        assert_eq!(
+            json["timings"],
+            serde_json::json!({"prepareMs": 7, "scanMs": 7, "importMs": 7, "finalizeMs": 7})
+        );
     }
 }

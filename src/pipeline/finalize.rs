@@ -1,10 +1,38 @@
 //! Stage finalize: completes the run (supersede and mark COMPLETED in one
 //! store transaction), then prunes history beyond the retention bound.
-//! Does I/O against the store.
+//! [`build_completion`] is pure; [`finalize`] does I/O against the store.
 
-use crate::store::{Completion, ProjectId, Store, SyncId, SyncRecord};
+use crate::{
+    run::{Stage, StageDurations},
+    store::{Completion, ProjectId, RunMetrics, Store, SyncId, SyncRecord},
+};
 
-use super::{Stage, error::PipelineError};
+use super::{error::PipelineError, import::ImportTotals, scan::Plan};
+
+/// What the store records of a run besides its rows: the paths it deleted
+/// and what the stages before finalize measured. `durations` holds prepare,
+/// scan and import; finalize is still running when the store completes the
+/// run, so its duration is not recorded.
+pub fn build_completion(
+    plan: Plan,
+    totals: &ImportTotals,
+    durations: StageDurations,
+    api_calls: u64,
+) -> Completion {
+    Completion {
+        deleted_paths: plan.deleted_paths,
+        metrics: RunMetrics {
+            files_skipped: u32::try_from(plan.counts.skipped + totals.skipped_content)
+                .unwrap_or(u32::MAX),
+            bytes_fetched: totals.bytes_fetched,
+            api_calls: u32::try_from(api_calls).unwrap_or(u32::MAX),
+            durations: StageDurations {
+                finalize_ms: None,
+                ..durations
+            },
+        },
+    }
+}
 
 /// Completes `sync` and applies retention (`keep` completed runs).
 pub async fn finalize(

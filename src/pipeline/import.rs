@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::{
     chunk::{Chunk, ChunkerConfig, build_chunks},
     embed::EmbeddingProvider,
+    run::Stage,
     source::{
         Archive, Source, SourceError,
         content::{BlobClass, classify_blob},
@@ -25,10 +26,10 @@ use crate::{
 };
 
 use super::{
-    AbortOnDrop, Stage,
+    AbortOnDrop,
     error::{FailureKind, PipelineError},
     joined,
-    scan::{Action, PlannedFile},
+    scan::{Action, Plan, PlannedFile},
 };
 
 /// Files handled per batch: fetched, chunked, embedded and written together.
@@ -85,19 +86,25 @@ pub fn worth_an_archive(to_process: usize, total: usize) -> bool {
     to_process >= ARCHIVE_MIN_FILES && to_process.saturating_mul(2) >= total
 }
 
-/// Imports `files` of `commit`, calling `progress` after each batch is
-/// written. With `use_archive`, the files to process are first taken from
-/// the source's archive of the commit where their bytes match the tree; the
-/// rest (and everything when there is no archive) are fetched one by one,
-/// running ahead of the writes by [`PREFETCH_BATCHES`]. A failure anywhere
-/// stops the import; dropping the future aborts the fetches in flight.
+/// Imports the files `plan` records at `commit`, calling `progress` after
+/// each batch is written. When [`worth_an_archive`], the files to process
+/// are first taken from the source's archive of the commit where their bytes
+/// match the tree; the rest (and everything when there is no archive) are
+/// fetched one by one, running ahead of the writes by [`PREFETCH_BATCHES`].
+/// A failure anywhere stops the import; dropping the future aborts the
+/// fetches in flight.
 pub async fn import(
     ctx: &ImportContext<'_>,
-    files: &[PlannedFile],
+    plan: &Plan,
     commit: &str,
-    use_archive: bool,
     mut progress: impl FnMut(&ImportTotals),
 ) -> Result<ImportTotals, PipelineError> {
+    let files = plan.files.as_slice();
+    let to_process = files.iter().filter(|f| f.action == Action::Process).count();
+    let use_archive = worth_an_archive(
+        to_process,
+        usize::try_from(plan.counts.total).unwrap_or(usize::MAX),
+    );
     let mut totals = ImportTotals::default();
     let archive = match use_archive {
         true => ctx.source.fetch_archive(commit).await.unwrap_or_else(|error| {

@@ -1,7 +1,10 @@
 //! The diff-aware sync pipeline: prepare → scan → import → finalize, driven
-//! as a `Stream` of steps (the seed's AsyncGenerator). Each step is a
-//! progress event for status, metrics and the live stream; the last step is
-//! the outcome. No Kubernetes types here: the controller adapts.
+//! as a `Stream` of steps that a caller polls like a generator: each step is
+//! a progress event for status, metrics and the live stream; the last step
+//! is the outcome. This file is the driver only: the order of the stages,
+//! what every stage does around its body ([`Pipeline::stage`]) and how a run
+//! ends; each stage's work and store I/O are in its own file. No Kubernetes
+//! types here: the controller adapts.
 //!
 //! A run that fails at any stage is marked FAILED in the store with the
 //! stage and the reason; its partial rows never become active, and the last
@@ -9,33 +12,33 @@
 
 pub mod error;
 pub mod event;
+pub mod filter;
 pub mod finalize;
 pub mod import;
 pub mod prepare;
 pub mod scan;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{future::Future, sync::Arc, time::Instant};
 
 use futures::Stream;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 pub use error::{FailureKind, PipelineError};
-pub use event::{ChangeCounts, RunSummary, Stage, StageTimings, SyncEvent};
+pub use event::{RunSummary, SyncEvent};
 
 use crate::{
     chunk::ChunkerConfig,
-    controller::validate::PathFilter,
     embed::EmbeddingProvider,
+    run::{FileCounts, Stage, StageDurations},
     source::{HeadCache, Source},
-    store::{Completion, ProjectId, RunMetrics, StageDurations, Store, SyncRecord, SyncStage},
+    store::{ProjectId, Store, SyncRecord},
 };
 
 use self::{
-    import::{ImportContext, ImportTotals, import, worth_an_archive},
+    filter::PathFilter,
+    finalize::{build_completion, finalize},
+    import::{ImportContext, ImportTotals, import},
     prepare::{Prepare, Prepared, prepare},
     scan::scan,
 };
@@ -149,7 +152,8 @@ impl Pipeline {
         }
     }
 
-    /// The four stages, reporting through `events`.
+    /// The run, reporting through `events`, and how it ended: a failed run
+    /// is marked FAILED (once it was opened) and announced.
     async fn drive(
         &self,
         request: &SyncRequest,
@@ -159,58 +163,15 @@ impl Pipeline {
             // The receiver lives as long as the stream that polls this future.
             let _ = events.send(event);
         };
-        let mut timings = StageTimings::default();
-
-        emit(SyncEvent::StageStarted {
-            stage: Stage::Prepare,
-        });
-        let started = Instant::now();
-        let span = tracing::info_span!("stage", stage = "prepare", branch = %request.branch);
-        let prepared = prepare(self.source.as_ref(), &self.store, request)
-            .instrument(span)
-            .await;
-        let prepared = match prepared {
-            Ok(prepared) => prepared,
-            Err(error) => {
-                emit(failed_event(&error));
-                return Err(error);
-            }
-        };
-        let head = prepared.head;
-        let run = match prepared.decision {
-            Prepare::Unchanged { commit } => {
+        match self.run_stages(request, &emit).await {
+            Ok(outcome) => Ok(outcome),
+            Err(Exit::Unchanged { commit, head }) => {
                 emit(SyncEvent::Unchanged {
                     commit: commit.clone(),
                 });
-                return Ok(Outcome::Unchanged { commit, head });
+                Ok(Outcome::Unchanged { commit, head })
             }
-            Prepare::Run(run) => run,
-        };
-        timings.set(Stage::Prepare, ms(started.elapsed()));
-        emit(SyncEvent::StageFinished {
-            stage: Stage::Prepare,
-            duration_ms: timings.prepare_ms,
-        });
-        emit(SyncEvent::Started {
-            sync_id: run.sync.to_string(),
-            commit: run.commit.clone(),
-            base_commit: run.base.as_ref().and_then(|b| b.commit.clone()),
-            trigger: request.trigger.clone(),
-        });
-
-        let stats_before = self.source.stats();
-        match self.run_stages(request, &run, &mut timings, &emit).await {
-            Ok(finished) => {
-                let requests = self.source.stats().since(&stats_before).total();
-                let summary = build_run_summary(&run, request, &finished, timings, requests);
-                emit(SyncEvent::Completed(summary.clone()));
-                Ok(Outcome::Completed {
-                    record: finished.record,
-                    summary,
-                    head,
-                })
-            }
-            Err(error) => {
+            Err(Exit::Failed(error)) => {
                 self.record_failure(&error).await;
                 emit(failed_event(&error));
                 Err(error)
@@ -218,167 +179,80 @@ impl Pipeline {
         }
     }
 
-    /// Scan, import and finalize of an open run.
+    /// The four stages in order.
     async fn run_stages(
         &self,
         request: &SyncRequest,
-        run: &Prepared,
-        timings: &mut StageTimings,
         emit: &(dyn Fn(SyncEvent) + Sync),
-    ) -> Result<Finished, PipelineError> {
-        let sync = run.sync;
-        let store_error = |stage: Stage| {
-            move |e: crate::store::StoreError| PipelineError::new(stage, Some(sync), e)
+    ) -> Result<Outcome, Exit> {
+        let mut stages = Stages {
+            store: &self.store,
+            branch: &request.branch,
+            emit,
+            durations: StageDurations::default(),
         };
-
-        // scan
-        let plan = {
-            let stage = Stage::Scan;
-            emit(SyncEvent::StageStarted { stage });
-            let started = Instant::now();
-            let span =
-                tracing::info_span!("stage", stage = stage.as_str(), %sync, commit = %run.commit);
-            let plan = async {
-                self.store
-                    .mark_stage(sync, SyncStage::Scan)
-                    .await
-                    .map_err(store_error(stage))?;
-                let previous = match run.base {
-                    Some(_) => self
-                        .store
-                        .active_files(request.project)
-                        .await
-                        .map_err(store_error(stage))?,
-                    None => Vec::new(),
-                };
-                scan(
-                    self.source.as_ref(),
-                    &run.commit,
-                    &previous,
-                    &request.inputs,
-                )
-                .await
-                .map_err(|e| PipelineError::new(stage, Some(sync), e))
+        let prepared = async {
+            let prepared = prepare(self.source.as_ref(), &self.store, request).await?;
+            match prepared.decision {
+                Prepare::Run(run) => Ok((run, prepared.head)),
+                Prepare::Unchanged { commit } => Err(Exit::Unchanged {
+                    commit,
+                    head: prepared.head,
+                }),
             }
-            .instrument(span)
-            .await?;
-            timings.set(stage, ms(started.elapsed()));
-            emit(SyncEvent::StageFinished {
-                stage,
-                duration_ms: timings.scan_ms,
-            });
-            plan
         };
-        if !plan.rejected.is_empty() {
-            tracing::warn!(%sync, count = plan.rejected.len(), first = %plan.rejected[0], "tree entries refused (unsafe paths or unknown modes)");
-        }
-
-        // import
-        let totals = {
-            let stage = Stage::Import;
-            emit(SyncEvent::StageStarted { stage });
-            let started = Instant::now();
-            let span =
-                tracing::info_span!("stage", stage = stage.as_str(), %sync, commit = %run.commit);
-            let files_total = plan.files.len() as u64;
-            emit(SyncEvent::Progress {
-                stage,
-                files_done: 0,
-                files_total,
-            });
-            let ctx = ImportContext {
-                source: &self.source,
-                store: &self.store,
-                sync,
-                chunker: &self.chunker,
-                embedder: &self.embedder,
-                max_file_size: request.inputs.max_file_size,
-            };
-            let totals = async {
-                self.store
-                    .mark_stage(sync, SyncStage::Import)
-                    .await
-                    .map_err(store_error(stage))?;
-                let to_process = plan
-                    .files
-                    .iter()
-                    .filter(|f| f.action == scan::Action::Process)
-                    .count();
-                let use_archive = worth_an_archive(
-                    to_process,
-                    usize::try_from(plan.counts.total).unwrap_or(usize::MAX),
-                );
-                import(
-                    &ctx,
-                    &plan.files,
-                    &run.commit,
-                    use_archive,
-                    |totals: &ImportTotals| {
-                        emit(SyncEvent::Progress {
-                            stage,
-                            files_done: totals.files_done,
-                            files_total,
-                        });
-                    },
-                )
-                .await
-            }
-            .instrument(span)
-            .await?;
-            timings.set(stage, ms(started.elapsed()));
-            emit(SyncEvent::StageFinished {
-                stage,
-                duration_ms: timings.import_ms,
-            });
-            totals
-        };
-
-        // finalize
-        let stage = Stage::Finalize;
-        emit(SyncEvent::StageStarted { stage });
-        let started = Instant::now();
-        let span =
-            tracing::info_span!("stage", stage = stage.as_str(), %sync, commit = %run.commit);
-        let completion = Completion {
-            deleted_paths: plan.deleted_paths,
-            metrics: RunMetrics {
-                files_skipped: u32::try_from(plan.counts.skipped + totals.skipped_content)
-                    .unwrap_or(u32::MAX),
-                bytes_fetched: totals.bytes_fetched,
-                api_calls: u32::try_from(self.source.stats().total()).unwrap_or(u32::MAX),
-                durations: StageDurations {
-                    prepare: Some(Duration::from_millis(timings.prepare_ms)),
-                    scan: Some(Duration::from_millis(timings.scan_ms)),
-                    import: Some(Duration::from_millis(timings.import_ms)),
-                    finalize: None,
-                },
-            },
-        };
-        let record = async {
-            self.store
-                .mark_stage(sync, SyncStage::Finalize)
-                .await
-                .map_err(store_error(stage))?;
-            finalize::finalize(
-                &self.store,
-                request.project,
-                sync,
-                completion,
-                request.history_limit,
-            )
-            .await
-        }
-        .instrument(span)
-        .await?;
-        timings.set(stage, ms(started.elapsed()));
-        emit(SyncEvent::StageFinished {
-            stage,
-            duration_ms: timings.finalize_ms,
+        let (run, head) = stages.run(Stage::Prepare, None, prepared).await?;
+        emit(SyncEvent::Started {
+            sync_id: run.sync.to_string(),
+            commit: run.commit.clone(),
+            base_commit: run.base.as_ref().and_then(|b| b.commit.clone()),
+            trigger: request.trigger.clone(),
         });
-        Ok(Finished {
+        let stats_before = self.source.stats();
+
+        let source = self.source.as_ref();
+        let scanned = scan(source, &self.store, request.project, &run, &request.inputs);
+        let plan = stages.run(Stage::Scan, Some(&run), scanned).await?;
+
+        let ctx = ImportContext {
+            source: &self.source,
+            store: &self.store,
+            sync: run.sync,
+            chunker: &self.chunker,
+            embedder: &self.embedder,
+            max_file_size: request.inputs.max_file_size,
+        };
+        let files_total = plan.files.len() as u64;
+        let progress = |files_done| {
+            emit(SyncEvent::Progress {
+                stage: Stage::Import,
+                files_done,
+                files_total,
+            })
+        };
+        let imported = async {
+            progress(0);
+            let done = |totals: &ImportTotals| progress(totals.files_done);
+            import(&ctx, &plan, &run.commit, done).await
+        };
+        let totals = stages.run(Stage::Import, Some(&run), imported).await?;
+
+        let counts = plan.counts;
+        let api_calls = self.source.stats().total();
+        let completion = build_completion(plan, &totals, stages.durations, api_calls);
+        let (project, keep) = (request.project, request.history_limit);
+        let finalized = finalize(&self.store, project, run.sync, completion, keep);
+        let record = stages.run(Stage::Finalize, Some(&run), finalized).await?;
+
+        let requests = self.source.stats().since(&stats_before).total();
+        let timings = stages.durations;
+        let summary =
+            build_run_summary(&run, request, &record, &counts, &totals, timings, requests);
+        emit(SyncEvent::Completed(summary.clone()));
+        Ok(Outcome::Completed {
             record,
-            counts: plan.counts,
-            totals,
+            summary,
+            head,
         })
     }
 
@@ -388,11 +262,74 @@ impl Pipeline {
         let Some(sync) = error.sync else { return };
         if let Err(store_error) = self
             .store
-            .fail_sync(sync, Some(to_store_stage(error.stage)), &error.to_string())
+            .fail_sync(sync, Some(error.stage), &error.to_string())
             .await
         {
             tracing::error!(%sync, error = %store_error, "could not mark the failed run FAILED");
         }
+    }
+}
+
+/// Why the stages stop before a run completes.
+enum Exit {
+    /// Prepare found the commit already synced: no run.
+    Unchanged {
+        commit: String,
+        head: Option<HeadCache>,
+    },
+    Failed(PipelineError),
+}
+
+impl From<PipelineError> for Exit {
+    fn from(error: PipelineError) -> Self {
+        Exit::Failed(error)
+    }
+}
+
+/// What every stage of one run reports through: the store its stages are
+/// marked in, the event sink, and the durations measured so far.
+struct Stages<'a> {
+    store: &'a Store,
+    branch: &'a str,
+    emit: &'a (dyn Fn(SyncEvent) + Sync),
+    durations: StageDurations,
+}
+
+impl Stages<'_> {
+    /// What every stage does around its `body`: announces the stage, marks
+    /// it in the store once the run is open (`run` is `None` for prepare,
+    /// which opens it), runs the body in the stage's span and times it, then
+    /// records and announces its duration. A body that fails, or that ends
+    /// the run early, ends the stage without a `StageFinished`.
+    async fn run<T, E: From<PipelineError>>(
+        &mut self,
+        stage: Stage,
+        run: Option<&Prepared>,
+        body: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        (self.emit)(SyncEvent::StageStarted { stage });
+        let started = Instant::now();
+        let span = match run {
+            None => tracing::info_span!("stage", stage = stage.as_str(), branch = %self.branch),
+            Some(run) => {
+                tracing::info_span!("stage", stage = stage.as_str(), sync = %run.sync, commit = %run.commit)
+            }
+        };
+        let output = async {
+            if let Some(run) = run {
+                self.store
+                    .mark_stage(run.sync, stage)
+                    .await
+                    .map_err(|e| PipelineError::new(stage, Some(run.sync), e))?;
+            }
+            body.await
+        }
+        .instrument(span)
+        .await?;
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.durations.set(stage, duration_ms);
+        (self.emit)(SyncEvent::StageFinished { stage, duration_ms });
+        Ok(output)
     }
 }
 
@@ -417,42 +354,32 @@ pub(crate) fn joined<T>(result: Result<T, tokio::task::JoinError>) -> T {
     }
 }
 
-/// What the stages after prepare produced.
-struct Finished {
-    record: SyncRecord,
-    counts: ChangeCounts,
-    totals: ImportTotals,
-}
-
 /// The summary of a completed run: the store's counts (authoritative for
 /// added / modified / deleted / unchanged / total) and the pipeline's own.
 fn build_run_summary(
     run: &Prepared,
     request: &SyncRequest,
-    finished: &Finished,
-    timings: StageTimings,
-    requests: u64,
+    record: &SyncRecord,
+    counts: &FileCounts,
+    totals: &ImportTotals,
+    timings: StageDurations,
+    source_requests: u64,
 ) -> RunSummary {
-    let files = &finished.record.files;
     RunSummary {
         sync_id: run.sync.to_string(),
         commit: run.commit.clone(),
         base_commit: run.base.as_ref().and_then(|b| b.commit.clone()),
         trigger: request.trigger.clone(),
-        files: ChangeCounts {
-            added: files.added.into(),
-            modified: files.modified.into(),
-            deleted: files.deleted.into(),
-            unchanged: files.unchanged.into(),
-            renamed: finished.counts.renamed,
-            skipped: finished.counts.skipped + finished.totals.skipped_content,
-            total: files.total.into(),
+        files: FileCounts {
+            renamed: counts.renamed,
+            skipped: counts.skipped + totals.skipped_content,
+            ..record.files
         },
-        memory_entries: finished.totals.memory_entries,
-        embeddings_computed: finished.totals.embeddings_computed,
-        embeddings_reused: finished.totals.embeddings_reused,
-        bytes_fetched: finished.totals.bytes_fetched,
-        source_requests: requests,
+        memory_entries: totals.memory_entries,
+        embeddings_computed: totals.embeddings_computed,
+        embeddings_reused: totals.embeddings_reused,
+        bytes_fetched: totals.bytes_fetched,
+        source_requests,
         timings,
     }
 }
@@ -463,18 +390,5 @@ fn failed_event(error: &PipelineError) -> SyncEvent {
         stage: error.stage,
         reason: error.reason().to_string(),
         message: error.to_string(),
-    }
-}
-
-fn ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn to_store_stage(stage: Stage) -> SyncStage {
-    match stage {
-        Stage::Prepare => SyncStage::Prepare,
-        Stage::Scan => SyncStage::Scan,
-        Stage::Import => SyncStage::Import,
-        Stage::Finalize => SyncStage::Finalize,
     }
 }

@@ -4,12 +4,13 @@
 //! for a run. Does I/O (one source request, two store queries).
 
 use crate::{
+    run::Stage,
     source::{HeadCache, HeadLookup, Source},
     store::{NewSync, Store, SyncId, SyncRecord},
 };
 
 use super::{
-    Stage, SyncRequest,
+    SyncRequest,
     error::{FailureKind, PipelineError},
 };
 

@@ -1,16 +1,22 @@
 //! Stage scan: the tree of the new commit against the base sync's files →
 //! added, modified, deleted, unchanged, renamed; plus what is recorded but
 //! not processed (too large, binary-by-kind, symlinks, submodules). The diff
-//! itself ([`build_plan`]) is pure; [`scan`] fetches the tree.
+//! itself ([`build_plan`]) is pure; [`scan`] reads the base picture from the
+//! store and fetches the tree.
 
 use std::collections::HashMap;
 
 use crate::{
-    source::{EntryKind, Source, SourceError, Tree, TreeEntry},
-    store::{ActiveFile, FileId, FileKind},
+    run::{FileCounts, Stage},
+    source::{EntryKind, Source, Tree, TreeEntry},
+    store::{ActiveFile, FileId, FileKind, ProjectId, Store},
 };
 
-use super::{ChangeCounts, ProcessingInputs, Reprocess};
+use super::{
+    ProcessingInputs, Reprocess,
+    error::{FailureKind, PipelineError},
+    prepare::Prepared,
+};
 
 /// What happens to one added or modified path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +65,7 @@ impl PlannedFile {
 pub struct Plan {
     pub files: Vec<PlannedFile>,
     pub deleted_paths: Vec<String>,
-    pub counts: ChangeCounts,
+    pub counts: FileCounts,
     /// Tree entries the source refused (unsafe paths, unknown modes), for display.
     pub rejected: Vec<String>,
 }
@@ -182,23 +188,40 @@ pub fn build_previous_tree(previous: &[ActiveFile]) -> Tree {
     }
 }
 
-/// Fetches the tree of `commit` (walking only changed subtrees when the
-/// source must) and diffs it against `previous`.
+/// Reads the base picture of `project` (none for a first sync), fetches the
+/// tree of the run's commit (walking only changed subtrees when the source
+/// must) and diffs the two.
 pub async fn scan(
     source: &dyn Source,
-    commit: &str,
-    previous: &[ActiveFile],
+    store: &Store,
+    project: ProjectId,
+    run: &Prepared,
     inputs: &ProcessingInputs,
-) -> Result<Plan, SourceError> {
-    let previous_tree = (!previous.is_empty()).then(|| build_previous_tree(previous));
-    let tree = source.fetch_tree(commit, previous_tree.as_ref()).await?;
-    Ok(build_plan(previous, &tree, inputs))
+) -> Result<Plan, PipelineError> {
+    let fail = |e: FailureKind| PipelineError::new(Stage::Scan, Some(run.sync), e);
+    let previous = match run.base {
+        Some(_) => store
+            .active_files(project)
+            .await
+            .map_err(|e| fail(e.into()))?,
+        None => Vec::new(),
+    };
+    let previous_tree = (!previous.is_empty()).then(|| build_previous_tree(&previous));
+    let tree = source
+        .fetch_tree(&run.commit, previous_tree.as_ref())
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let plan = build_plan(&previous, &tree, inputs);
+    if let Some(first) = plan.rejected.first() {
+        tracing::warn!(sync = %run.sync, count = plan.rejected.len(), %first, "tree entries refused (unsafe paths or unknown modes)");
+    }
+    Ok(plan)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::validate::PathFilter;
+    use crate::pipeline::filter::PathFilter;
 
     fn entry(path: &str, sha: &str, size: u64) -> TreeEntry {
         TreeEntry {
@@ -266,7 +289,7 @@ mod tests {
         );
         assert_eq!(
             plan.counts,
-            ChangeCounts {
+            FileCounts {
                 added: 1,
                 modified: 1,
                 deleted: 1,

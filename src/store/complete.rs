@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use super::batch::build_path_set;
 use super::error::{db, violated_constraint};
 use super::model::{Completion, SyncRecord, SyncStatus};
-use super::syncs::{SyncRow, duration_ms};
+use super::syncs::{SyncRow, millis_column};
 use super::{ProjectId, Store, StoreError, SyncId};
 
 /// The counts a completion derives from the rows, relative to the base.
@@ -194,10 +194,10 @@ pub(crate) async fn complete_in(
         i32::try_from(metrics.files_skipped).unwrap_or(i32::MAX),
         i64::try_from(metrics.bytes_fetched).unwrap_or(i64::MAX),
         i32::try_from(metrics.api_calls).unwrap_or(i32::MAX),
-        duration_ms(metrics.durations.prepare),
-        duration_ms(metrics.durations.scan),
-        duration_ms(metrics.durations.import),
-        duration_ms(metrics.durations.finalize),
+        millis_column(metrics.durations.prepare_ms),
+        millis_column(metrics.durations.scan_ms),
+        millis_column(metrics.durations.import_ms),
+        millis_column(metrics.durations.finalize_ms),
     )
     .fetch_one(&mut *conn)
     .await

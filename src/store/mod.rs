@@ -33,10 +33,9 @@ pub use error::StoreError;
 pub use ids::{ContentHash, FileId, MemoryEntryId, ProjectId, SyncId};
 pub use migrate::MIGRATOR;
 pub use model::{
-    ActiveFile, Completion, DeleteReport, Embedding, FileCounts, FileKind, MemoryHit,
-    MissingEmbedding, NewFile, NewMemoryEntry, NewSync, Project, ProjectIdentity, ProjectSource,
-    PruneReport, Rename, RunMetrics, StageDurations, SyncDiff, SyncFailure, SyncRecord, SyncStage,
-    SyncStatus,
+    ActiveFile, Completion, DeleteReport, Embedding, FileKind, MemoryHit, MissingEmbedding,
+    NewFile, NewMemoryEntry, NewSync, Project, ProjectIdentity, ProjectSource, PruneReport, Rename,
+    RunMetrics, SyncDiff, SyncFailure, SyncRecord, SyncStatus,
 };
 
 /// Handle on the Postgres store. Cheap to clone (a pool inside).

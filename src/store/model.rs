@@ -3,9 +3,10 @@
 //! diffs, search hits). Pure: no I/O, no Kubernetes types.
 
 use std::fmt;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+
+use crate::run::{FileCounts, Stage, StageDurations};
 
 use super::ids::{ContentHash, FileId, MemoryEntryId, ProjectId, SyncId};
 
@@ -71,49 +72,9 @@ impl SyncStatus {
             _ => return None,
         })
     }
-
-    pub fn is_final(self) -> bool {
-        matches!(self, SyncStatus::Completed | SyncStatus::Failed)
-    }
 }
 
 impl fmt::Display for SyncStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The pipeline stage a run is in (or failed in).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SyncStage {
-    Prepare,
-    Scan,
-    Import,
-    Finalize,
-}
-
-impl SyncStage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncStage::Prepare => "prepare",
-            SyncStage::Scan => "scan",
-            SyncStage::Import => "import",
-            SyncStage::Finalize => "finalize",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "prepare" => SyncStage::Prepare,
-            "scan" => SyncStage::Scan,
-            "import" => SyncStage::Import,
-            "finalize" => SyncStage::Finalize,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for SyncStage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -205,15 +166,6 @@ pub struct Rename {
     pub to_path: String,
 }
 
-/// How long each stage took.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StageDurations {
-    pub prepare: Option<Duration>,
-    pub scan: Option<Duration>,
-    pub import: Option<Duration>,
-    pub finalize: Option<Duration>,
-}
-
 /// What the pipeline measured. File counts are not part of it: the store
 /// computes added / modified / deleted / unchanged itself when completing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -233,22 +185,10 @@ pub struct Completion {
     pub metrics: RunMetrics,
 }
 
-/// File counts of a completed run, relative to its base.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FileCounts {
-    pub added: u32,
-    pub modified: u32,
-    pub deleted: u32,
-    pub unchanged: u32,
-    pub skipped: u32,
-    /// Files in the run's picture after it completed.
-    pub total: u32,
-}
-
 /// Why a run failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncFailure {
-    pub stage: Option<SyncStage>,
+    pub stage: Option<Stage>,
     pub message: String,
 }
 
@@ -261,7 +201,7 @@ pub struct SyncRecord {
     pub commit: Option<String>,
     pub status: SyncStatus,
     /// The stage a live run is in.
-    pub stage: Option<SyncStage>,
+    pub stage: Option<Stage>,
     pub trigger: String,
     pub base: Option<SyncId>,
     /// Set only on completed runs (except a project's first).
@@ -350,7 +290,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_and_stage_names_round_trip_with_the_schema_checks() {
+    fn status_and_kind_names_round_trip_with_the_schema_checks() {
         for status in [
             SyncStatus::Pending,
             SyncStatus::InProgress,
@@ -358,14 +298,6 @@ mod tests {
             SyncStatus::Failed,
         ] {
             assert_eq!(SyncStatus::parse(status.as_str()), Some(status));
-        }
-        for stage in [
-            SyncStage::Prepare,
-            SyncStage::Scan,
-            SyncStage::Import,
-            SyncStage::Finalize,
-        ] {
-            assert_eq!(SyncStage::parse(stage.as_str()), Some(stage));
         }
         for kind in [
             FileKind::File,

@@ -2,15 +2,13 @@
 //! it, sweeping runs abandoned by a dead process, and reading runs back
 //! (latest completed, history). Completing a run is in `complete`. Does I/O.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::run::{FileCounts, Stage, StageDurations};
+
 use super::error::{db, violated_constraint};
-use super::model::{
-    FileCounts, NewSync, StageDurations, SyncFailure, SyncRecord, SyncStage, SyncStatus,
-};
+use super::model::{NewSync, SyncFailure, SyncRecord, SyncStatus};
 use super::{ProjectId, Store, StoreError, SyncId};
 
 /// A `project_syncs` row as read by `SELECT *` / `RETURNING *`.
@@ -52,21 +50,22 @@ fn count(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
-fn millis(ms: Option<i64>) -> Option<Duration> {
+fn file_count(n: i32) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn millis(ms: Option<i64>) -> Option<u64> {
     ms.and_then(|ms| u64::try_from(ms).ok())
-        .map(Duration::from_millis)
 }
 
-pub(crate) fn duration_ms(d: Option<Duration>) -> Option<i64> {
-    d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+/// A measured duration as its column value.
+pub(crate) fn millis_column(ms: Option<u64>) -> Option<i64> {
+    ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
-fn parse_stage(
-    column: &'static str,
-    value: Option<String>,
-) -> Result<Option<SyncStage>, StoreError> {
+fn parse_stage(column: &'static str, value: Option<String>) -> Result<Option<Stage>, StoreError> {
     value
-        .map(|s| SyncStage::parse(&s).ok_or(StoreError::Corrupt { column, value: s }))
+        .map(|s| Stage::parse(&s).ok_or(StoreError::Corrupt { column, value: s }))
         .transpose()
 }
 
@@ -102,22 +101,24 @@ impl TryFrom<SyncRow> for SyncRecord {
             finished_at: row.finished_at,
             failure,
             files: FileCounts {
-                added: count(row.files_added),
-                modified: count(row.files_modified),
-                deleted: count(row.files_deleted),
-                unchanged: count(row.files_unchanged),
-                skipped: count(row.files_skipped),
-                total: count(row.files_total),
+                added: file_count(row.files_added),
+                modified: file_count(row.files_modified),
+                deleted: file_count(row.files_deleted),
+                unchanged: file_count(row.files_unchanged),
+                // Renames are counted as added; the split is not stored.
+                renamed: 0,
+                skipped: file_count(row.files_skipped),
+                total: file_count(row.files_total),
             },
             files_recorded: count(row.files_recorded),
             memory_entries_written: count(row.memory_entries_written),
             bytes_fetched: u64::try_from(row.bytes_fetched).unwrap_or(0),
             api_calls: count(row.api_calls),
             durations: StageDurations {
-                prepare: millis(row.prepare_ms),
-                scan: millis(row.scan_ms),
-                import: millis(row.import_ms),
-                finalize: millis(row.finalize_ms),
+                prepare_ms: millis(row.prepare_ms),
+                scan_ms: millis(row.scan_ms),
+                import_ms: millis(row.import_ms),
+                finalize_ms: millis(row.finalize_ms),
             },
             content_pruned: row.content_pruned_at.is_some(),
         })
@@ -148,7 +149,7 @@ impl Store {
         status: SyncStatus,
     ) -> Result<SyncId, StoreError> {
         let id = SyncId::new_v7();
-        let stage = (status == SyncStatus::InProgress).then_some(SyncStage::Prepare.as_str());
+        let stage = (status == SyncStatus::InProgress).then_some(Stage::Prepare.as_str());
         let inserted = sqlx::query_scalar!(
             r#"
             INSERT INTO project_syncs (id, project_id, branch, commit_sha, status, stage, trigger, base_sync_id)
@@ -207,7 +208,7 @@ impl Store {
     }
 
     /// Records the stage a running run entered.
-    pub async fn mark_stage(&self, sync: SyncId, stage: SyncStage) -> Result<(), StoreError> {
+    pub async fn mark_stage(&self, sync: SyncId, stage: Stage) -> Result<(), StoreError> {
         let updated = sqlx::query!(
             "UPDATE project_syncs SET stage = $2 WHERE id = $1 AND status = 'IN_PROGRESS'",
             sync.0,
@@ -245,7 +246,7 @@ impl Store {
     pub async fn fail_sync(
         &self,
         sync: SyncId,
-        stage: Option<SyncStage>,
+        stage: Option<Stage>,
         message: &str,
     ) -> Result<SyncRecord, StoreError> {
         let row = sqlx::query_as!(
@@ -258,7 +259,7 @@ impl Store {
             RETURNING *
             "#,
             sync.0,
-            stage.map(SyncStage::as_str),
+            stage.map(Stage::as_str),
             message
         )
         .fetch_optional(&self.pool)
