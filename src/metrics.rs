@@ -1,10 +1,17 @@
 //! Prometheus metrics of the operator, registered in one registry and served
-//! at `/metrics`. Labels are short static categories (results, stages, change
-//! types, error reasons), never free text, so cardinality stays bounded.
+//! at `/metrics`, and the rules that turn what the operator sees (run events,
+//! source request counts, failed reconciles) into them. Labels are short
+//! static categories (results, stages, change types, error reasons), never
+//! free text, so cardinality stays bounded. No I/O.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
+};
+
+use crate::{
+    pipeline::SyncEvent,
+    source::{SourceStats, github::MINT_ENDPOINT},
 };
 
 /// Every metric the operator exports.
@@ -206,6 +213,112 @@ impl Metrics {
         }
     }
 
+    /// Counts what one event of a run says: an unchanged poll, a stage's
+    /// duration, a finished run with what it wrote.
+    pub fn record_event(&self, event: &SyncEvent) {
+        match event {
+            SyncEvent::Unchanged { .. } => self.no_change_polls.inc(),
+            SyncEvent::StageFinished { stage, duration_ms } => self
+                .stage_duration
+                .with_label_values(&[stage.as_str()])
+                .observe(*duration_ms as f64 / 1000.0),
+            SyncEvent::Completed(summary) => {
+                self.runs.with_label_values(&["completed"]).inc();
+                let total_ms = summary.timings.total_ms();
+                self.run_duration
+                    .with_label_values(&["completed"])
+                    .observe(total_ms as f64 / 1000.0);
+                for (change, n) in [
+                    ("added", summary.files.added),
+                    ("modified", summary.files.modified),
+                    ("deleted", summary.files.deleted),
+                    ("unchanged", summary.files.unchanged),
+                    ("renamed", summary.files.renamed),
+                    ("skipped", summary.files.skipped),
+                ] {
+                    self.files.with_label_values(&[change]).inc_by(n);
+                }
+                self.memory_entries.inc_by(summary.memory_entries);
+                self.embeddings
+                    .with_label_values(&["computed"])
+                    .inc_by(summary.embeddings_computed);
+                self.embeddings
+                    .with_label_values(&["reused"])
+                    .inc_by(summary.embeddings_reused);
+                self.bytes_fetched.inc_by(summary.bytes_fetched);
+            }
+            // A check that failed before opening a run is not a run.
+            SyncEvent::Failed {
+                sync_id: Some(_), ..
+            } => self.runs.with_label_values(&["failed"]).inc(),
+            _ => {}
+        }
+    }
+
+    /// Counts a failed reconcile under its reason.
+    pub fn record_reconcile_error(&self, reason: &str) {
+        self.reconcile_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// Exports `delta`, the requests a source of `kind` made for resource
+    /// `key` (`namespace/name`) since the last export, and the rate-limit
+    /// budget it saw last. GitHub App token mints are counted on their own; GitHub
+    /// budgets are kept per resource too, as resources of one kind can use
+    /// different tokens or App installations, each with its own budget.
+    pub fn record_source_stats(&self, key: &str, kind: &str, delta: &SourceStats) {
+        for ((endpoint, status), count) in &delta.requests {
+            if *endpoint == MINT_ENDPOINT {
+                let result = if (200..300).contains(status) {
+                    "success"
+                } else {
+                    "failure"
+                };
+                self.github_app_tokens_minted
+                    .with_label_values(&[result])
+                    .inc_by(*count);
+            }
+            let status = if *status == 0 {
+                "error".to_string()
+            } else {
+                status.to_string()
+            };
+            self.source_requests
+                .with_label_values(&[*endpoint, status.as_str()])
+                .inc_by(*count);
+        }
+        if let Some(limit) = delta.rate_limit {
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.rate_limit_remaining
+                .with_label_values(&[kind])
+                .set(gauge(limit.remaining));
+            if kind == "github"
+                && let Some((namespace, name)) = key.split_once('/')
+            {
+                self.github_rate_limit_remaining
+                    .with_label_values(&[namespace, name])
+                    .set(gauge(limit.remaining));
+                if let Some(hourly) = limit.limit {
+                    self.github_rate_limit
+                        .with_label_values(&[namespace, name])
+                        .set(gauge(hourly));
+                }
+            }
+        }
+    }
+
+    /// Drops the series of a deleted resource (`namespace/name`).
+    pub fn forget_resource(&self, key: &str) {
+        if let Some((namespace, name)) = key.split_once('/') {
+            // Absent for git sources and resources that never synced.
+            let _ = self
+                .github_rate_limit_remaining
+                .remove_label_values(&[namespace, name]);
+            let _ = self
+                .github_rate_limit
+                .remove_label_values(&[namespace, name]);
+        }
+    }
+
     /// The text exposition format served at `/metrics`.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
@@ -240,5 +353,53 @@ mod tests {
             text.contains("projectsync_files_total{change=\"added\"} 3"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_completed_run_counts_its_files_and_an_unchanged_poll_counts_once() {
+        let metrics = Metrics::new();
+        let mut summary = crate::pipeline::RunSummary::default();
+        summary.files.modified = 2;
+        metrics.record_event(&SyncEvent::Completed(summary));
+        metrics.record_event(&SyncEvent::Unchanged { commit: "c".into() });
+        let text = metrics.render();
+        assert!(
+            text.contains("projectsync_sync_runs_total{result=\"completed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("projectsync_files_total{change=\"modified\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("projectsync_no_change_polls_total 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn github_budgets_are_per_resource_and_app_token_mints_counted() {
+        let metrics = Metrics::new();
+        let mut delta = SourceStats::default();
+        delta.requests.insert((MINT_ENDPOINT, 201), 1);
+        delta.rate_limit = Some(crate::source::RateLimit {
+            limit: Some(5000),
+            remaining: 4999,
+            reset: None,
+        });
+        metrics.record_source_stats("team/app", "github", &delta);
+        let text = metrics.render();
+        assert!(
+            text.contains("projectsync_github_app_tokens_minted_total{result=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "projectsync_github_rate_limit_remaining{name=\"app\",namespace=\"team\"} 4999"
+            ),
+            "{text}"
+        );
+        metrics.forget_resource("team/app");
+        assert!(!metrics.render().contains("github_rate_limit_remaining{"));
     }
 }

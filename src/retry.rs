@@ -1,7 +1,8 @@
-//! What to do after a failed call to something outside the operator (a
-//! repository host, an embeddings endpoint), and how long to wait between
-//! attempts. Shared by the sources and the embedding providers so the
-//! controller reads one answer. Pure, no I/O.
+//! What to do after a failure, and how long to wait before trying again:
+//! one answer ([`Retry`]) that the sources, the embedding providers and the
+//! controller's errors all give, and one backoff ([`RetryPolicy`]) used by
+//! the clients between attempts and by the controller between requeues.
+//! Pure, no I/O.
 
 use std::{
     hash::{BuildHasher, RandomState},
@@ -10,12 +11,12 @@ use std::{
 
 use chrono::{DateTime, Utc};
 
-/// What the caller should do next; the controller's error policy maps it to
-/// stall / wait / back off.
+/// What the caller should do next. The controller requeues on it directly:
+/// at the interval, at the instant, or after its backoff.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {
     /// The user must change something (credentials, URL, branch, access,
-    /// key, model); retrying unchanged input gives the same answer.
+    /// key, model, the spec); retrying unchanged input gives the same answer.
     Stalled,
     /// Retry no earlier than this instant (a rate-limit reset, `Retry-After`).
     WaitUntil(DateTime<Utc>),
@@ -23,22 +24,69 @@ pub enum Retry {
     Transient,
 }
 
-/// The delay before retry number `retry` (1-based): `base` doubling each
-/// time, capped at `max`, with "equal jitter" (half fixed, half random) so
-/// that many clients failing together spread out.
-pub fn jittered_backoff(base: Duration, max: Duration, retry: u32) -> Duration {
-    let capped = base
-        .saturating_mul(1u32 << retry.saturating_sub(1).min(20))
-        .min(max);
-    let half = capped / 2;
-    half + half.mul_f64(random_unit())
+/// Bounded, exponential backoff with jitter. The delay before retry `n`
+/// (1-based) is `base_delay` doubled `n - 1` times, capped at `max_delay`,
+/// minus a random part of up to half of it ("equal jitter"), so that many
+/// clients or resources failing together spread out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts, including the first (1 = no retry).
+    pub attempts: u32,
+    /// Delay before the first retry; doubles on each retry.
+    pub base_delay: Duration,
+    /// Cap on the delay.
+    pub max_delay: Duration,
+}
+
+/// The clients' retries of one call (sources, embeddings): 4 attempts,
+/// 500ms doubling to 10s.
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 4,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The jittered delay before retry number `retry` (1-based).
+    pub fn delay(&self, retry: u32) -> Duration {
+        self.delay_at(retry, random_unit())
+    }
+
+    /// The delay before retry `retry` for a given draw `unit` in `[0, 1]`:
+    /// the full delay at 0, half of it at 1.
+    pub fn delay_at(&self, retry: u32, unit: f64) -> Duration {
+        let full = self
+            .base_delay
+            .saturating_mul(1u32 << retry.saturating_sub(1).min(20))
+            .min(self.max_delay);
+        full - (full / 2).mul_f64(unit.clamp(0.0, 1.0))
+    }
 }
 
 /// A uniformly distributed number in `[0, 1)` from the std hasher's random
 /// keys: enough for jitter without a random-number crate.
-pub fn random_unit() -> f64 {
+fn random_unit() -> f64 {
     let bits = RandomState::new().hash_one(std::time::Instant::now()) >> 11;
     bits as f64 / (1u64 << 53) as f64
+}
+
+/// The wait a `Retry-After` header asks for: delay-seconds or an HTTP date
+/// (RFC 9110 §10.2.3), relative to `now`. A date in the past means "now".
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -47,18 +95,25 @@ mod tests {
 
     #[test]
     fn backoff_doubles_is_capped_and_jittered_within_bounds() {
-        let (base, max) = (Duration::from_millis(100), Duration::from_millis(300));
+        let policy = RetryPolicy {
+            attempts: 6,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(300),
+        };
         for retry in 1..=6 {
-            let full = (base * (1 << (retry - 1))).min(max);
+            let full =
+                (Duration::from_millis(100) * (1 << (retry - 1))).min(Duration::from_millis(300));
             for _ in 0..20 {
-                let d = jittered_backoff(base, max, retry);
+                let d = policy.delay(retry);
                 assert!(d >= full / 2 && d <= full, "retry {retry}: {d:?}");
             }
         }
-        assert!(
-            jittered_backoff(base, max, u32::MAX) <= max,
-            "no overflow on absurd retry numbers"
-        );
+    }
+
+    #[test]
+    fn backoff_does_not_overflow_on_absurd_retry_numbers() {
+        let d = RetryPolicy::default().delay(u32::MAX);
+        assert!(d <= RetryPolicy::default().max_delay);
     }
 
     #[test]
@@ -68,5 +123,27 @@ mod tests {
                 .map(|_| random_unit())
                 .all(|u| (0.0..1.0).contains(&u))
         );
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
     }
 }

@@ -3,9 +3,10 @@
 //! command and flag, and docs/troubleshooting.md explains every condition
 //! reason the code can set. Reads files and runs the binary; no cluster.
 
-use std::{collections::BTreeSet, path::Path, process::Command};
+use std::{path::Path, process::Command};
 
 use clap::CommandFactory;
+use projectsync::api::conditions::reason;
 
 fn read(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -53,55 +54,12 @@ fn every_user_command_and_flag_is_documented_in_docs_cli_md() {
     assert!(missing.is_empty(), "docs/cli.md lacks: {missing:?}");
 }
 
-/// CamelCase string literals returned by `reason()` functions (`=> "X"`)
-/// and the documented constants of src/api/conditions.rs.
-fn reasons_in(path: &str) -> BTreeSet<String> {
-    let text = read(path);
-    // Only the code, not the tests beside it.
-    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-    let mut reasons = BTreeSet::new();
-    for line in code.lines() {
-        let literal = if let Some((_, rest)) = line.split_once("=> \"") {
-            rest.split('"').next()
-        } else if line.trim_start().starts_with("pub const") && line.contains(": &str = \"") {
-            line.split('"').nth(1)
-        } else {
-            None
-        };
-        if let Some(word) = literal
-            && word.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-            && word.chars().all(|c| c.is_ascii_alphanumeric())
-        {
-            reasons.insert(word.to_string());
-        }
-    }
-    reasons
-}
-
 #[test]
 fn every_condition_reason_is_explained_in_docs_troubleshooting_md() {
     let doc = read("docs/troubleshooting.md");
-    let files = [
-        "src/api/conditions.rs",
-        "src/controller/error.rs",
-        "src/pipeline/error.rs",
-        "src/source/github/error.rs",
-        "src/source/git/error.rs",
-        "src/source/credentials.rs",
-        "src/source/proxy.rs",
-        "src/source/github/proxy.rs",
-        "src/embed/error.rs",
-    ];
-    let mut all = BTreeSet::new();
-    for file in files {
-        all.extend(reasons_in(file));
-    }
-    assert!(
-        all.contains("RateLimited") && all.contains("SecretNotFound"),
-        "the scan found {all:?}"
-    );
-    let missing: Vec<&String> = all
+    let missing: Vec<&str> = reason::ALL
         .iter()
+        .copied()
         .filter(|reason| !doc.contains(&format!("`{reason}`")))
         .collect();
     assert!(

@@ -26,7 +26,6 @@ fn quick_retries(attempts: u32) -> RetryPolicy {
         attempts,
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(40),
-        max_retry_after: Duration::from_secs(5),
     }
 }
 
@@ -35,6 +34,7 @@ fn config(server: &EmbedServer) -> OpenAiConfig {
         batch_size: 4,
         request_timeout: Duration::from_secs(5),
         retry: quick_retries(3),
+        max_retry_after: Duration::from_secs(5),
         ..OpenAiConfig::new(server.endpoint(), "test-embed-small")
     }
 }

@@ -236,7 +236,7 @@ async fn two_runs_racing_on_the_same_base_complete_exactly_once() {
             }
             other => panic!("round {round}: expected ConcurrentSync, got {other:?}"),
         }
-        assert_eq!(loser_error.category(), "concurrent_sync");
+        assert_eq!(loser_error.reason(), "ConcurrentSync");
         assert!(
             loser_error
                 .to_string()
@@ -396,7 +396,7 @@ async fn final_runs_refuse_further_writes_and_completion() {
         ),
         "{complete:?}"
     );
-    assert_eq!(complete.category(), "sync_not_running");
+    assert_eq!(complete.reason(), "StoreFailed");
     let record = store
         .record_files(run, &[file("b.rs", "b")])
         .await
@@ -417,7 +417,10 @@ async fn final_runs_refuse_further_writes_and_completion() {
         "{again:?}"
     );
     let missing = store.get_sync(uuid::Uuid::nil().into()).await.unwrap_err();
-    assert_eq!(missing.category(), "not_found");
+    assert!(
+        matches!(missing, StoreError::SyncNotFound { .. }),
+        "{missing:?}"
+    );
 }
 
 #[tokio::test]
@@ -488,7 +491,7 @@ async fn only_completed_syncs_of_one_project_can_be_restored_or_diffed() {
         ),
         "{error:?}"
     );
-    assert_eq!(error.category(), "sync_not_completed");
+    assert_eq!(error.reason(), "StoreFailed");
     let error = store.diff(s1.id, running).await.unwrap_err();
     assert!(
         matches!(error, StoreError::SyncNotCompleted { .. }),

@@ -202,7 +202,7 @@ async fn a_failed_migration_reports_the_error_and_releases_the_lock() {
     let first = separate_store(&db.url).await;
     let error = first.migrate().await.unwrap_err();
     assert!(matches!(error, StoreError::Migrate(_)), "{error:?}");
-    assert_eq!(error.category(), "migrate");
+    assert_eq!(error.reason(), "StoreFailed");
 
     sqlx::raw_sql("DROP TABLE projects")
         .execute(&db.pool)

@@ -21,6 +21,7 @@ pub mod terminal;
 use std::error::Error as _;
 
 use crate::{
+    api::conditions::reason,
     controller::{error::Error as ControllerError, validate::SpecError},
     embed::EmbedError,
     pipeline::PipelineError,
@@ -141,7 +142,7 @@ impl CommandError {
             CommandError::ProjectSyncNotFound { .. } => "list them with `kubectl get psync -A`".into(),
             CommandError::Source(e) => source_hint(e.reason())?,
             CommandError::Pipeline(e) => source_hint(e.reason())?,
-            CommandError::Embed(e) if e.reason() == "EmbeddingAuthFailed" => {
+            CommandError::Embed(EmbedError::AuthFailed { .. }) => {
                 "check the key in the variable named by --api-key-env".into()
             }
             _ => return None,
@@ -170,15 +171,20 @@ impl CommandError {
     }
 }
 
-fn source_hint(reason: &str) -> Option<String> {
+/// The hint for a source failure, by its reason: the same for GitHub and
+/// git where the reason is shared.
+fn source_hint(failure: &str) -> Option<String> {
     Some(
-        match reason {
-            "AuthenticationFailed" | "BadCredentials" | "AccessDenied" | "RepositoryNotFound" => {
+        match failure {
+            reason::AUTHENTICATION_FAILED
+            | reason::BAD_CREDENTIALS
+            | reason::ACCESS_DENIED
+            | reason::REPOSITORY_NOT_FOUND => {
                 "check the repository name and the token (--token-env names the variable that holds it)"
             }
-            "BranchNotFound" => "list the branches with `projectsync branches`",
-            "CommitNotFound" => "check that the commit (--commit or spec.commit) exists on the remote",
-            "RateLimited" | "SecondaryRateLimited" => "wait for the reset, or pass a token with --token-env for a higher limit",
+            reason::BRANCH_NOT_FOUND => "list the branches with `projectsync branches`",
+            reason::COMMIT_NOT_FOUND => "check that the commit (--commit or spec.commit) exists on the remote",
+            reason::RATE_LIMITED | reason::SECONDARY_RATE_LIMITED => "wait for the reset, or pass a token with --token-env for a higher limit",
             _ => return None,
         }
         .to_string(),

@@ -1,10 +1,12 @@
 //! What every reconcile shares: the clients, the metrics, the progress hub,
 //! and per-resource memory that is not worth a status field (consecutive
-//! failures for backoff, the built source with its remembered branch head).
+//! failures for backoff, the interval the last validation found, the built
+//! source with its remembered branch head).
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use kube::{Client, runtime::events::Recorder};
@@ -15,7 +17,7 @@ use crate::{
     embed::EmbeddingProvider,
     metrics::Metrics,
     progress::ProgressHub,
-    source::{HeadCache, Source, SourceStats, github::MINT_ENDPOINT},
+    source::{HeadCache, Source, SourceStats},
     store::Store,
 };
 
@@ -46,6 +48,9 @@ pub struct CachedSource {
 #[derive(Default)]
 struct ResourceMemory {
     failures: u32,
+    /// `spec.interval` as the last reconcile validated it; `None` when the
+    /// spec did not validate.
+    interval: Option<Duration>,
     source: Option<CachedSource>,
     head: Option<HeadCache>,
     /// The inputs of the last run completed here: the status that records
@@ -98,6 +103,18 @@ impl Context {
         self.with(key, |m| m.failures = 0);
     }
 
+    /// Remembers the interval a reconcile validated (or `None` for a spec
+    /// that did not validate), so the error policy that follows it need
+    /// not validate the spec again.
+    pub fn set_interval(&self, key: &str, interval: Option<Duration>) {
+        self.with(key, |m| m.interval = interval);
+    }
+
+    /// The interval the last reconcile of `key` validated.
+    pub fn interval(&self, key: &str) -> Option<Duration> {
+        self.with(key, |m| m.interval)
+    }
+
     /// The cached source when its fingerprint still matches.
     pub fn cached_source(&self, key: &str, fingerprint: &str) -> Option<CachedSource> {
         self.with(key, |m| {
@@ -139,51 +156,7 @@ impl Context {
             m.exported = now.clone();
             delta
         });
-        for ((endpoint, status), count) in &delta.requests {
-            if *endpoint == MINT_ENDPOINT {
-                let result = if (200..300).contains(status) {
-                    "success"
-                } else {
-                    "failure"
-                };
-                self.metrics
-                    .github_app_tokens_minted
-                    .with_label_values(&[result])
-                    .inc_by(*count);
-            }
-            let status = if *status == 0 {
-                "error".to_string()
-            } else {
-                status.to_string()
-            };
-            self.metrics
-                .source_requests
-                .with_label_values(&[*endpoint, status.as_str()])
-                .inc_by(*count);
-        }
-        if let Some(limit) = now.rate_limit {
-            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-            self.metrics
-                .rate_limit_remaining
-                .with_label_values(&[kind])
-                .set(gauge(limit.remaining));
-            // Per resource too: resources of one kind can use different
-            // tokens or App installations, each with its own budget.
-            if kind == "github"
-                && let Some((namespace, name)) = key.split_once('/')
-            {
-                self.metrics
-                    .github_rate_limit_remaining
-                    .with_label_values(&[namespace, name])
-                    .set(gauge(limit.remaining));
-                if let Some(hourly) = limit.limit {
-                    self.metrics
-                        .github_rate_limit
-                        .with_label_values(&[namespace, name])
-                        .set(gauge(hourly));
-                }
-            }
-        }
+        self.metrics.record_source_stats(key, kind, &delta);
     }
 
     /// Drops built sources whose git cache was evicted (their processes
@@ -215,16 +188,6 @@ impl Context {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         resources.remove(key);
         self.hub.remove(key);
-        if let Some((namespace, name)) = key.split_once('/') {
-            // Absent for git sources and resources that never synced.
-            let _ = self
-                .metrics
-                .github_rate_limit_remaining
-                .remove_label_values(&[namespace, name]);
-            let _ = self
-                .metrics
-                .github_rate_limit
-                .remove_label_values(&[namespace, name]);
-        }
+        self.metrics.forget_resource(key);
     }
 }

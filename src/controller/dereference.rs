@@ -3,7 +3,7 @@
 //! credentials, and the embedding provider, with its key. I/O against the
 //! API server; building the clients makes no request.
 
-use std::{collections::BTreeMap, path::Path, sync::Arc};
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
@@ -193,14 +193,15 @@ pub async fn dereference(client: &Client, obj: &ProjectSync) -> Result<Dereferen
     })
 }
 
-/// Builds the source and the embedding provider from what the Secrets held.
-/// No network I/O (a git source prepares its cache with a local `git init`).
+/// Builds the source and the embedding provider from what the Secrets held,
+/// with `timeout` (the validated `spec.timeout`) on every request. No
+/// network I/O (a git source prepares its cache with a local `git init`).
 pub fn build_clients(
     obj: &ProjectSync,
+    timeout: Duration,
     inputs: Dereferenced,
     settings: &SourceSettings,
 ) -> Result<Resolved, Error> {
-    let timeout = validate_timeout(&obj.spec)?;
     let source: Arc<dyn Source> = match &obj.spec.source {
         SourceSpec {
             github: Some(github),
@@ -244,7 +245,8 @@ pub async fn resolve(
     obj: &ProjectSync,
     settings: &SourceSettings,
 ) -> Result<Resolved, Error> {
-    build_clients(obj, dereference(client, obj).await?, settings)
+    let inputs = dereference(client, obj).await?;
+    build_clients(obj, validate_timeout(&obj.spec)?, inputs, settings)
 }
 
 /// The names of the Secrets `obj` references (to map Secret events to it).

@@ -3,13 +3,14 @@
 //! off and retry. Every error has a short static reason used for the
 //! condition reason, the event reason and the metric label.
 
-use chrono::{DateTime, Utc};
+use std::time::Duration;
 
 use crate::{
     api::conditions::reason,
     embed::EmbedError,
     pipeline::PipelineError,
-    source::{CredentialsError, Retry, SourceError, proxy::ProxyError},
+    retry::{Retry, RetryPolicy},
+    source::{CredentialsError, SourceError, proxy::ProxyError},
     store::StoreError,
 };
 
@@ -71,16 +72,14 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
-/// What the controller does after an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// The user must change something; check again only at the interval.
-    Stall,
-    /// Retry no earlier than this.
-    WaitUntil(DateTime<Utc>),
-    /// Retry with exponential backoff.
-    Backoff,
-}
+/// The requeue after consecutive failures that back off: 5s doubling to 5
+/// minutes, jittered so that resources that failed together do not retry
+/// together. The controller never gives up (`attempts` is not read).
+pub const REQUEUE_BACKOFF: RetryPolicy = RetryPolicy {
+    attempts: u32::MAX,
+    base_delay: Duration::from_secs(5),
+    max_delay: Duration::from_secs(300),
+};
 
 impl Error {
     /// The short reason: condition reason, event reason, metric label.
@@ -93,8 +92,7 @@ impl Error {
             Error::Source(e) => e.reason(),
             Error::Embedding(e) => e.reason(),
             Error::Pipeline(e) => e.reason(),
-            Error::Store(StoreError::ConcurrentSync { .. }) => reason::CONCURRENT_SYNC,
-            Error::Store(_) => reason::STORE_FAILED,
+            Error::Store(e) => e.reason(),
             Error::Kube { .. } => reason::KUBERNETES_API_FAILED,
             Error::Cancelled => reason::PROGRESSING_WITH_RETRY,
             Error::Finalizer(inner) => match inner.as_ref() {
@@ -105,41 +103,25 @@ impl Error {
         }
     }
 
-    /// How to handle this error.
-    pub fn policy(&self) -> Policy {
+    /// How to handle this error: stall until the user changes something,
+    /// wait until a known time, or back off.
+    pub fn retry(&self) -> Retry {
         match self {
             Error::Spec(_)
             | Error::SecretNotFound { .. }
             | Error::InvalidSecret { .. }
-            | Error::InvalidProxySecret { .. } => Policy::Stall,
-            Error::Source(e) => from_retry(e.retry()),
-            Error::Pipeline(e) => from_retry(e.retry()),
-            Error::Embedding(e) => from_retry(e.retry()),
-            Error::Store(_) | Error::Kube { .. } | Error::Cancelled => Policy::Backoff,
+            | Error::InvalidProxySecret { .. } => Retry::Stalled,
+            Error::Source(e) => e.retry(),
+            Error::Pipeline(e) => e.retry(),
+            Error::Embedding(e) => e.retry(),
+            Error::Store(_) | Error::Kube { .. } | Error::Cancelled => Retry::Transient,
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.policy(),
-                _ => Policy::Backoff,
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.retry(),
+                _ => Retry::Transient,
             },
         }
     }
-}
-
-fn from_retry(retry: Retry) -> Policy {
-    match retry {
-        Retry::Stalled => Policy::Stall,
-        Retry::WaitUntil(at) => Policy::WaitUntil(at),
-        Retry::Transient => Policy::Backoff,
-    }
-}
-
-/// Backoff after `failures` consecutive failures: 5s doubling to 5 minutes,
-/// with up to 10% jitter so resources that failed together do not retry
-/// together.
-pub fn backoff_delay(failures: u32, jitter: f64) -> std::time::Duration {
-    let base = 5f64 * 2f64.powi(failures.saturating_sub(1).min(16) as i32);
-    let capped = base.min(300.0);
-    std::time::Duration::from_secs_f64(capped * (1.0 + jitter.clamp(0.0, 1.0) * 0.1))
 }
 
 #[cfg(test)]
@@ -148,10 +130,10 @@ mod tests {
 
     #[test]
     fn backoff_grows_exponentially_and_is_capped() {
-        let secs = |n| backoff_delay(n, 0.0).as_secs();
+        let secs = |n| REQUEUE_BACKOFF.delay_at(n, 0.0).as_secs();
         assert_eq!([secs(1), secs(2), secs(3), secs(4)], [5, 10, 20, 40]);
         assert_eq!(secs(20), 300);
-        assert!(backoff_delay(1, 1.0).as_secs_f64() <= 5.5);
+        assert!(REQUEUE_BACKOFF.delay_at(1, 1.0).as_secs_f64() <= 5.5);
     }
 
     #[test]
@@ -161,7 +143,7 @@ mod tests {
             name: "s".into(),
             field: "spec.source.github.secretRef",
         };
-        assert_eq!(error.policy(), Policy::Stall);
+        assert_eq!(error.retry(), Retry::Stalled);
         assert_eq!(error.reason(), "SecretNotFound");
         assert_eq!(
             error.to_string(),

@@ -9,6 +9,7 @@ pub mod git_cache;
 pub mod leader;
 pub mod reconcile;
 pub mod status;
+pub mod sync;
 pub mod triggers;
 pub mod validate;
 

@@ -1,13 +1,12 @@
 //! One reconcile of a ProjectSync: hand over to kube-runtime's finalizer
 //! helper, which calls [`apply`] (decide → validate → dereference → run the
-//! pipeline → report) or [`cleanup`] (the Kubernetes finalizer branch, on
-//! delete). Errors go through [`error_policy`], the one place that decides
-//! between stalling, waiting and backing off.
+//! pipeline, in [`super::sync`] → report) or [`cleanup`] (the Kubernetes
+//! finalizer branch, on delete). Errors go through [`error_policy`], the one
+//! place that decides between stalling, waiting and backing off.
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use futures::StreamExt;
 use kube::{
     Api, Resource, ResourceExt,
     runtime::{
@@ -19,10 +18,9 @@ use kube::{
 use tracing::{Instrument, field};
 
 use crate::{
-    api::{DeletionPolicy, ObservedInputs, Progress, ProjectSync, ProjectSyncStatus},
-    pipeline::{
-        Outcome, Pipeline, PipelineError, ProcessingInputs, Reprocess, Step, SyncEvent, SyncRequest,
-    },
+    api::{DeletionPolicy, ProjectSync, ProjectSyncStatus},
+    retry::Retry,
+    source::git::cache::CacheLease,
     store::ProjectId,
 };
 
@@ -32,10 +30,11 @@ use super::{
         build_clients, build_identity, cache_name_for, dereference, describe_repository,
         project_key,
     },
-    error::{Error, Policy, backoff_delay},
+    error::{Error, REQUEUE_BACKOFF},
     git_cache,
     status::{self, StatusWriter},
-    triggers::{self, Decision},
+    sync::{self, history_limit},
+    triggers::{self, Decision, Trigger},
     validate::{ValidSpec, validate},
 };
 
@@ -71,34 +70,21 @@ pub async fn reconcile(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Actio
     result
 }
 
-/// Decides what follows a failed reconcile.
+/// Decides what follows a failed reconcile: a stall is checked again at the
+/// interval the reconcile validated, a wait at its instant, anything else
+/// after the requeue backoff.
 pub fn error_policy(obj: Arc<ProjectSync>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = project_key(&obj);
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[error.reason()])
-        .inc();
+    ctx.metrics.record_reconcile_error(error.reason());
     tracing::warn!(resource = %key, reason = error.reason(), %error, "reconcile failed");
-    match error.policy() {
-        Policy::Stall => Action::requeue(
-            validate(&obj.spec)
-                .map(|v| v.interval)
-                .unwrap_or(FALLBACK_INTERVAL),
-        ),
-        Policy::WaitUntil(at) => {
+    match error.retry() {
+        Retry::Stalled => Action::requeue(ctx.interval(&key).unwrap_or(FALLBACK_INTERVAL)),
+        Retry::WaitUntil(at) => {
             let wait = (at - Utc::now()).to_std().unwrap_or_default();
             Action::requeue(wait.max(Duration::from_secs(1)))
         }
-        Policy::Backoff => Action::requeue(backoff_delay(ctx.record_failure(&key), jitter())),
+        Retry::Transient => Action::requeue(REQUEUE_BACKOFF.delay(ctx.record_failure(&key))),
     }
-}
-
-fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1000) / 1000.0
 }
 
 /// The apply branch: sync if needed, report the result in status and events.
@@ -112,8 +98,15 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
     let request = triggers::new_request(&obj).map(str::to_string);
     let reindex = triggers::new_reindex(&obj).map(str::to_string);
 
-    let mut project = None;
-    let result = apply_inner(&obj, &ctx, &key, &mut status, &mut writer, &mut project).await;
+    let result = match triggers::decide(&obj) {
+        Decision::Suspended => {
+            status::mark_suspended(&mut status, obj.metadata.generation);
+            Ok(Action::await_change())
+        }
+        Decision::Check(trigger) => {
+            check(&obj, &ctx, &key, trigger, &mut status, &mut writer).await
+        }
+    };
     // Only a git source's reconcile can have grown the cache.
     if obj.spec.source.git.is_some() {
         git_cache::enforce_limit(&ctx).await;
@@ -135,7 +128,7 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
             })?;
             Ok(action)
         }
-        Err(error) => {
+        Err(Failed { error, project }) => {
             let history = match project {
                 Some(project) => ctx.store.history(project, history_limit(&obj)).await.ok(),
                 None => None,
@@ -144,7 +137,7 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
                 &mut status,
                 error.reason(),
                 &error.to_string(),
-                error.policy() == Policy::Stall,
+                error.retry() == Retry::Stalled,
                 history.as_deref(),
                 obj.metadata.generation,
             );
@@ -165,28 +158,61 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
     }
 }
 
-async fn apply_inner(
+/// A failed check, with the project it had reached: the project's history
+/// goes into the status with the failure.
+struct Failed {
+    error: Error,
+    project: Option<ProjectId>,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Failed {
+            error,
+            project: None,
+        }
+    }
+}
+
+/// Checks the source and syncs if anything changed.
+async fn check(
     obj: &ProjectSync,
     ctx: &Context,
     key: &str,
+    trigger: Trigger,
     status: &mut ProjectSyncStatus,
     writer: &mut StatusWriter,
-    project_out: &mut Option<ProjectId>,
-) -> Result<Action, Error> {
-    let generation = obj.metadata.generation;
-    let trigger = match triggers::decide(obj) {
-        Decision::Suspended => {
-            status::mark_suspended(status, generation);
-            return Ok(Action::await_change());
-        }
-        Decision::Check(trigger) => trigger,
-    };
-    let valid = validate(&obj.spec)?;
+) -> Result<Action, Failed> {
+    let prepared = prepare(ctx, obj, key).await?;
+    let project = prepared.project;
+    sync::run(ctx, obj, key, &trigger, &prepared, status, writer)
+        .await
+        .map_err(|error| Failed {
+            error,
+            project: Some(project),
+        })
+}
+
+/// What a run needs, each piece produced by the step before it: the valid
+/// spec, the source built from its Secrets, and the project in the store.
+pub struct Prepared {
+    pub valid: ValidSpec,
+    pub cached: CachedSource,
+    pub project: ProjectId,
+    /// Held for the run: a leased git cache is never evicted under it.
+    _cache_lease: Option<CacheLease>,
+}
+
+/// Validates the spec (once per reconcile), resolves the source and
+/// ensures the project, failing runs of it that were left unfinished.
+async fn prepare(ctx: &Context, obj: &ProjectSync, key: &str) -> Result<Prepared, Error> {
+    let valid = validate(&obj.spec);
+    ctx.set_interval(key, valid.as_ref().ok().map(|v| v.interval));
+    let valid = valid?;
     // Before the source is resolved: from here on its cache is not evicted.
-    let _cache_lease = git_cache::lease_for(ctx, obj);
-    let cached = resolve_source(ctx, obj, key).await?;
+    let cache_lease = git_cache::lease_for(ctx, obj);
+    let cached = resolve_source(ctx, obj, key, &valid).await?;
     let project = ctx.store.ensure_project(&build_identity(obj)).await?;
-    *project_out = Some(project);
     // Reconciles of one resource never overlap and only the leader runs
     // them, so a live run of this project now is one whose failure could not
     // be recorded (the database was down when it failed): fail it here
@@ -205,243 +231,12 @@ async fn apply_inner(
             "marked unfinished runs of this project FAILED"
         );
     }
-
-    let inputs = ObservedInputs {
-        include: obj.spec.include.clone(),
-        exclude: obj.spec.exclude.clone(),
-        max_file_size: i64::try_from(valid.max_file_size).unwrap_or(i64::MAX),
-        chunker: ctx.chunker.fingerprint(),
-        embedding_model: cached
-            .embedder
-            .enabled()
-            .then(|| cached.embedder.model().to_string()),
-    };
-    // What this process completed last is newer than a status whose write
-    // failed; without it a completed run would be forced again, every file
-    // reprocessed, after an API server outage.
-    let previous = ctx
-        .completed_inputs(key)
-        .or_else(|| status.observed_inputs.clone());
-    let request = build_request(
-        obj,
+    Ok(Prepared {
+        valid,
+        cached,
         project,
-        &valid,
-        &trigger,
-        previous.as_ref(),
-        &inputs,
-        ctx.head(key),
-    );
-    let pipeline = Pipeline {
-        source: cached.source.clone(),
-        store: ctx.store.clone(),
-        chunker: ctx.chunker,
-        embedder: cached.embedder.clone(),
-    };
-
-    ctx.metrics.running_syncs.inc();
-    let outcome = follow(pipeline, request, obj, ctx, key, status, writer).await;
-    ctx.metrics.running_syncs.dec();
-    ctx.export_source_stats(key, cached.source.as_ref(), source_kind(obj));
-
-    match outcome? {
-        Outcome::Unchanged { commit, head } => {
-            ctx.set_head(key, head);
-            ctx.metrics.no_change_polls.inc();
-            status::mark_unchanged(status, &commit, generation);
-            // The run that synced this commit completed, but its status was
-            // never written (the status does not show this commit and these
-            // inputs): write it now. Polls of an up-to-date status skip the
-            // lookup.
-            let stale = status.last_synced_commit.as_deref() != Some(commit.as_str())
-                || status.observed_inputs.as_ref() != Some(&inputs);
-            if stale
-                && let Some(record) = ctx.store.latest_completed(project).await?
-                && status.last_sync.as_ref().map(|s| s.id.as_str())
-                    != Some(record.id.to_string().as_str())
-            {
-                let history = ctx.store.history(project, history_limit(obj)).await?;
-                status::mark_synced(status, &record, &history, inputs, generation);
-            }
-        }
-        Outcome::Completed {
-            record,
-            summary,
-            head,
-        } => {
-            ctx.set_head(key, head);
-            ctx.set_completed_inputs(key, inputs.clone());
-            let history = ctx.store.history(project, history_limit(obj)).await?;
-            status::mark_synced(status, &record, &history, inputs, generation);
-            status.branches = fetch_branch_names(cached.source.as_ref()).await;
-            ctx.export_source_stats(key, cached.source.as_ref(), source_kind(obj));
-            let files = summary.files;
-            publish(
-                ctx,
-                obj,
-                EventType::Normal,
-                "Sync",
-                "SyncSucceeded",
-                format!(
-                    "synced commit {}: {} added, {} modified, {} deleted, {} unchanged, {} skipped; {} memory entries",
-                    short(&summary.commit),
-                    files.added,
-                    files.modified,
-                    files.deleted,
-                    files.unchanged,
-                    files.skipped,
-                    summary.memory_entries
-                ),
-            )
-            .await;
-        }
-    }
-    Ok(Action::requeue(valid.interval))
-}
-
-/// Runs the pipeline, feeding each event to the hub, the metrics, the status
-/// (throttled) and events; returns the outcome.
-async fn follow(
-    pipeline: Pipeline,
-    request: SyncRequest,
-    obj: &ProjectSync,
-    ctx: &Context,
-    key: &str,
-    status: &mut ProjectSyncStatus,
-    writer: &mut StatusWriter,
-) -> Result<Outcome, Error> {
-    let generation = obj.metadata.generation;
-    let mut steps = std::pin::pin!(pipeline.run(request));
-    let mut commit = String::new();
-    while let Some(step) = steps.next().await {
-        let event = match step {
-            Step::Done(result) => return result.map_err(|e: PipelineError| Error::Pipeline(e)),
-            Step::Event(event) => event,
-        };
-        ctx.hub.publish(key, event.clone());
-        match &event {
-            SyncEvent::Started {
-                sync_id,
-                commit: started,
-                ..
-            } => {
-                commit = started.clone();
-                let progress = Progress {
-                    sync_id: sync_id.clone(),
-                    stage: "scan".into(),
-                    files_done: 0,
-                    files_total: 0,
-                    started_at: status::now(),
-                };
-                status::mark_syncing(status, progress, &commit, generation);
-                if let Err(error) = writer.write(status).await {
-                    tracing::warn!(%error, "could not write progress to status");
-                }
-                publish(
-                    ctx,
-                    obj,
-                    EventType::Normal,
-                    "Sync",
-                    "SyncStarted",
-                    format!("syncing commit {}", short(&commit)),
-                )
-                .await;
-            }
-            SyncEvent::StageStarted { stage } | SyncEvent::Progress { stage, .. } => {
-                // Before `Started` there is no run to show yet.
-                let Some(mut progress) = status.progress.clone() else {
-                    continue;
-                };
-                progress.stage = stage.as_str().to_string();
-                if let SyncEvent::Progress {
-                    files_done,
-                    files_total,
-                    ..
-                } = &event
-                {
-                    progress.files_done = i64::try_from(*files_done).unwrap_or(i64::MAX);
-                    progress.files_total = i64::try_from(*files_total).unwrap_or(i64::MAX);
-                }
-                status::mark_syncing(status, progress, &commit, generation);
-                if let Err(error) = writer.write_progress(status).await {
-                    tracing::warn!(%error, "could not write progress to status");
-                }
-            }
-            SyncEvent::StageFinished { stage, duration_ms } => {
-                ctx.metrics
-                    .stage_duration
-                    .with_label_values(&[stage.as_str()])
-                    .observe(*duration_ms as f64 / 1000.0);
-            }
-            SyncEvent::Completed(summary) => {
-                let m = &ctx.metrics;
-                m.runs.with_label_values(&["completed"]).inc();
-                let total_ms = summary.timings.total_ms();
-                m.run_duration
-                    .with_label_values(&["completed"])
-                    .observe(total_ms as f64 / 1000.0);
-                for (change, n) in [
-                    ("added", summary.files.added),
-                    ("modified", summary.files.modified),
-                    ("deleted", summary.files.deleted),
-                    ("unchanged", summary.files.unchanged),
-                    ("renamed", summary.files.renamed),
-                    ("skipped", summary.files.skipped),
-                ] {
-                    m.files.with_label_values(&[change]).inc_by(n);
-                }
-                m.memory_entries.inc_by(summary.memory_entries);
-                m.embeddings
-                    .with_label_values(&["computed"])
-                    .inc_by(summary.embeddings_computed);
-                m.embeddings
-                    .with_label_values(&["reused"])
-                    .inc_by(summary.embeddings_reused);
-                m.bytes_fetched.inc_by(summary.bytes_fetched);
-            }
-            SyncEvent::Failed {
-                sync_id: Some(_), ..
-            } => ctx.metrics.runs.with_label_values(&["failed"]).inc(),
-            _ => {}
-        }
-    }
-    // The pipeline always ends with `Done`; a stream that ends early was cancelled.
-    Err(Error::Cancelled)
-}
-
-fn build_request(
-    obj: &ProjectSync,
-    project: ProjectId,
-    valid: &ValidSpec,
-    trigger: &triggers::Trigger,
-    previous: Option<&ObservedInputs>,
-    inputs: &ObservedInputs,
-    head: Option<crate::source::HeadCache>,
-) -> SyncRequest {
-    // A reindex trusts nothing recorded: every file is fetched and processed.
-    let reprocess = match previous {
-        _ if trigger.reindex() => Reprocess::Everything,
-        Some(p) if p.chunker != inputs.chunker => Reprocess::Everything,
-        Some(p) if p.embedding_model != inputs.embedding_model => Reprocess::Embeddings,
-        Some(_) => Reprocess::Nothing,
-        // Unknown settings (the resource was recreated over retained data):
-        // process everything again rather than trust chunks of unknown make.
-        None => Reprocess::Everything,
-    };
-    SyncRequest {
-        project,
-        branch: obj.spec.branch.clone(),
-        pinned_commit: obj.spec.commit.clone(),
-        head_cache: head,
-        trigger: trigger.describe(),
-        force: trigger.reindex() || triggers::inputs_changed(previous, inputs),
-        inputs: ProcessingInputs {
-            filter: valid.filter.clone(),
-            max_file_size: valid.max_file_size,
-            previous_max_file_size: previous.and_then(|p| u64::try_from(p.max_file_size).ok()),
-            reprocess,
-        },
-        history_limit: history_limit(obj),
-    }
+        _cache_lease: cache_lease,
+    })
 }
 
 /// The source and embedder for `obj`: reused while the spec and Secrets are
@@ -451,6 +246,7 @@ async fn resolve_source(
     ctx: &Context,
     obj: &ProjectSync,
     key: &str,
+    valid: &ValidSpec,
 ) -> Result<CachedSource, Error> {
     let inputs = dereference(&ctx.client, obj).await?;
     // A cache evicted since the source was built is rebuilt with it.
@@ -459,7 +255,7 @@ async fn resolve_source(
     {
         return Ok(cached);
     }
-    let resolved = build_clients(obj, inputs, &ctx.settings)?;
+    let resolved = build_clients(obj, valid.timeout, inputs, &ctx.settings)?;
     let cache_dir = obj
         .spec
         .source
@@ -474,17 +270,6 @@ async fn resolve_source(
     };
     ctx.cache_source(key, cached.clone());
     Ok(cached)
-}
-
-/// Branch names for status, at most 100; a failure here never fails a run.
-async fn fetch_branch_names(source: &dyn crate::source::Source) -> Vec<String> {
-    match source.fetch_branches().await {
-        Ok(branches) => branches.into_iter().take(100).map(|b| b.name).collect(),
-        Err(error) => {
-            tracing::info!(%error, "could not list branches");
-            Vec::new()
-        }
-    }
 }
 
 /// The cleanup branch: handle the project's rows per `spec.deletionPolicy`,
@@ -511,7 +296,7 @@ async fn cleanup(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Err
 /// Publishes an event. Failures use the error's specific reason (what
 /// `kubectl describe` shows) with action `SyncFailed`, so that different
 /// failures are different events rather than one series under one reason.
-async fn publish(
+pub(super) async fn publish(
     ctx: &Context,
     obj: &ProjectSync,
     type_: EventType,
@@ -529,22 +314,4 @@ async fn publish(
     if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(%error, reason, "could not publish an event");
     }
-}
-
-fn history_limit(obj: &ProjectSync) -> u32 {
-    u32::try_from(obj.spec.history_limit)
-        .unwrap_or(10)
-        .clamp(1, 100)
-}
-
-fn source_kind(obj: &ProjectSync) -> &'static str {
-    if obj.spec.source.github.is_some() {
-        "github"
-    } else {
-        "git"
-    }
-}
-
-fn short(commit: &str) -> String {
-    commit.chars().take(7).collect()
 }

@@ -44,13 +44,6 @@ impl Trigger {
         }
     }
 
-    /// Whether the run must happen even if the commit did not move: the user
-    /// asked for it by changing the spec. (A request annotation on an
-    /// unchanged branch and unchanged inputs is answered by a check alone.)
-    pub fn spec_changed(&self) -> bool {
-        matches!(self, Trigger::SpecChanged)
-    }
-
     /// Whether the run must fetch and process every file again, trusting
     /// nothing recorded by earlier runs.
     pub fn reindex(&self) -> bool {

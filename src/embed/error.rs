@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::api::conditions::reason;
+
 pub use crate::retry::Retry;
 
 /// An embedding failure. Messages name the endpoint (never the key) and,
@@ -120,19 +122,19 @@ impl EmbedError {
             | InvalidBatchSize { .. }
             | MissingApiKey { .. }
             | EmptyApiKey
-            | InvalidApiKey => "EmbeddingConfigInvalid",
-            Disabled => "EmbeddingDisabled",
-            Client(_) => "EmbeddingClientFailed",
-            AuthFailed { .. } => "EmbeddingAuthFailed",
-            NotFound { .. } => "EmbeddingNotFound",
-            QuotaExceeded { .. } => "EmbeddingQuotaExceeded",
-            Rejected { .. } => "EmbeddingRequestRejected",
-            RateLimited { .. } => "EmbeddingRateLimited",
-            ServerError { .. } => "EmbeddingServerError",
-            Timeout { .. } => "EmbeddingTimeout",
-            Unreachable { .. } => "EmbeddingEndpointUnreachable",
+            | InvalidApiKey => reason::EMBEDDING_CONFIG_INVALID,
+            Disabled => reason::EMBEDDING_DISABLED,
+            Client(_) => reason::EMBEDDING_CLIENT_FAILED,
+            AuthFailed { .. } => reason::EMBEDDING_AUTH_FAILED,
+            NotFound { .. } => reason::EMBEDDING_NOT_FOUND,
+            QuotaExceeded { .. } => reason::EMBEDDING_QUOTA_EXCEEDED,
+            Rejected { .. } => reason::EMBEDDING_REQUEST_REJECTED,
+            RateLimited { .. } => reason::EMBEDDING_RATE_LIMITED,
+            ServerError { .. } => reason::EMBEDDING_SERVER_ERROR,
+            Timeout { .. } => reason::EMBEDDING_TIMEOUT,
+            Unreachable { .. } => reason::EMBEDDING_ENDPOINT_UNREACHABLE,
             MalformedResponse { .. } | CountMismatch { .. } | DimensionMismatch { .. } => {
-                "EmbeddingResponseInvalid"
+                reason::EMBEDDING_RESPONSE_INVALID
             }
         }
     }

@@ -10,10 +10,10 @@
 //!
 //! Every error has a short static [`EmbedError::reason`] for condition
 //! reasons, event reasons and metric labels, and says what to do next
-//! ([`EmbedError::retry`]). The pure parts — backoff and `Retry-After`
-//! ([`backoff`]), the JSON and its checks — are tested beside the code.
+//! ([`EmbedError::retry`]); backoff and `Retry-After` are the crate's one
+//! [`crate::retry`]. The pure parts (the JSON and its checks) are tested
+//! beside the code.
 
-pub mod backoff;
 mod error;
 mod openai;
 mod wire;
@@ -25,7 +25,7 @@ use async_trait::async_trait;
 
 use crate::api::{EmbeddingProvider as ProviderKind, EmbeddingSpec};
 
-pub use backoff::RetryPolicy;
+pub use crate::retry::RetryPolicy;
 pub use error::{EmbedError, Retry};
 pub use openai::{OpenAiConfig, OpenAiProvider};
 

@@ -16,10 +16,10 @@ use chrono::Utc;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
-use super::backoff::{RetryPolicy, parse_retry_after};
 use super::wire::{self, EmbeddingsRequest, ResponseProblem};
 use super::{EmbedError, EmbeddingProvider};
 use crate::api::EmbeddingSpec;
+use crate::retry::{RetryPolicy, parse_retry_after};
 
 /// Settings of an [`OpenAiProvider`]. `Debug` never shows the key.
 #[derive(Clone)]
@@ -35,7 +35,12 @@ pub struct OpenAiConfig {
     /// Limit on one request, from connecting to the last byte of the answer.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Retries of a batch on 5xx, 429, timeouts and connection errors.
     pub retry: RetryPolicy,
+    /// The longest `Retry-After` the client waits out by itself; a longer
+    /// one ends the call with a rate-limit error naming the time, so the
+    /// controller requeues instead of holding a worker.
+    pub max_retry_after: Duration,
 }
 
 impl OpenAiConfig {
@@ -54,6 +59,7 @@ impl OpenAiConfig {
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
+            max_retry_after: Duration::from_secs(30),
         }
     }
 
@@ -101,6 +107,7 @@ impl fmt::Debug for OpenAiConfig {
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("retry", &self.retry)
+            .field("max_retry_after", &self.max_retry_after)
             .finish()
     }
 }
@@ -121,6 +128,7 @@ pub struct OpenAiProvider {
     batch_size: usize,
     request_timeout: Duration,
     retry: RetryPolicy,
+    max_retry_after: Duration,
     /// The dimension of the first vectors this client received; every later
     /// vector must match, so one model never yields mixed dimensions.
     dimension: OnceLock<usize>,
@@ -183,6 +191,7 @@ impl OpenAiProvider {
                 attempts: config.retry.attempts.max(1),
                 ..config.retry
             },
+            max_retry_after: config.max_retry_after,
             dimension: OnceLock::new(),
         })
     }
@@ -222,11 +231,11 @@ impl OpenAiProvider {
                 return Err(transient.into_error(self, attempt, retry_at));
             }
             let delay = match transient.retry_after {
-                Some(wait) if wait > self.retry.max_retry_after => {
+                Some(wait) if wait > self.max_retry_after => {
                     return Err(transient.into_error(self, attempt, retry_at));
                 }
                 Some(wait) => wait,
-                None => self.retry.backoff(attempt),
+                None => self.retry.delay(attempt),
             };
             tracing::warn!(
                 url = %self.display_url,

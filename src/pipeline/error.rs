@@ -3,6 +3,7 @@
 //! reads [`PipelineError::retry`] and [`PipelineError::reason`].
 
 use crate::{
+    api::conditions::reason,
     embed::EmbedError,
     run::Stage,
     source::{Retry, SourceError},
@@ -46,10 +47,9 @@ impl PipelineError {
     pub fn reason(&self) -> &'static str {
         match &self.kind {
             FailureKind::Source(e) => e.reason(),
-            FailureKind::Store(StoreError::ConcurrentSync { .. }) => "ConcurrentSync",
-            FailureKind::Store(_) => "StoreFailed",
+            FailureKind::Store(e) => e.reason(),
             FailureKind::Embedding(e) => e.reason(),
-            FailureKind::SourceProtocol(_) => "InvalidProviderResponse",
+            FailureKind::SourceProtocol(_) => reason::INVALID_PROVIDER_RESPONSE,
         }
     }
 

@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use crate::api::conditions::reason;
+
 /// Why a tree path cannot be used as a file path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PathIssue {
@@ -31,14 +33,14 @@ impl PathIssue {
     /// Short static category for events and metric labels.
     pub fn reason(self) -> &'static str {
         match self {
-            PathIssue::Empty => "EmptyPath",
-            PathIssue::Absolute => "AbsolutePath",
-            PathIssue::ParentComponent => "ParentDirectoryComponent",
-            PathIssue::EmptyOrDotComponent => "EmptyOrDotComponent",
-            PathIssue::Nul => "NulInPath",
-            PathIssue::NotUtf8 => "PathNotUtf8",
-            PathIssue::GitDirectory => "GitDirectoryInPath",
-            PathIssue::TooLong => "PathTooLong",
+            PathIssue::Empty => reason::EMPTY_PATH,
+            PathIssue::Absolute => reason::ABSOLUTE_PATH,
+            PathIssue::ParentComponent => reason::PARENT_DIRECTORY_COMPONENT,
+            PathIssue::EmptyOrDotComponent => reason::EMPTY_OR_DOT_COMPONENT,
+            PathIssue::Nul => reason::NUL_IN_PATH,
+            PathIssue::NotUtf8 => reason::PATH_NOT_UTF8,
+            PathIssue::GitDirectory => reason::GIT_DIRECTORY_IN_PATH,
+            PathIssue::TooLong => reason::PATH_TOO_LONG,
         }
     }
 }

@@ -11,6 +11,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::api::conditions::reason;
+
 /// Already-resolved credentials handed to a source.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub enum Credentials {
@@ -108,13 +110,13 @@ impl CredentialsError {
     /// Short static category for condition reasons and events.
     pub fn reason(&self) -> &'static str {
         match self {
-            CredentialsError::MissingKey { .. } => "SecretKeyMissing",
-            CredentialsError::EmptyValue { .. } => "SecretKeyEmpty",
-            CredentialsError::NotUtf8 { .. } => "SecretKeyNotUtf8",
-            CredentialsError::Incomplete { .. } => "SecretIncomplete",
-            CredentialsError::NoCredentialKeys { .. } => "SecretHasNoCredentials",
-            CredentialsError::AppIdInvalid { .. } => "GithubAppIdInvalid",
-            CredentialsError::AppPrivateKeyInvalid { .. } => "GithubAppPrivateKeyInvalid",
+            CredentialsError::MissingKey { .. } => reason::SECRET_KEY_MISSING,
+            CredentialsError::EmptyValue { .. } => reason::SECRET_KEY_EMPTY,
+            CredentialsError::NotUtf8 { .. } => reason::SECRET_KEY_NOT_UTF8,
+            CredentialsError::Incomplete { .. } => reason::SECRET_INCOMPLETE,
+            CredentialsError::NoCredentialKeys { .. } => reason::SECRET_HAS_NO_CREDENTIALS,
+            CredentialsError::AppIdInvalid { .. } => reason::GITHUB_APP_ID_INVALID,
+            CredentialsError::AppPrivateKeyInvalid { .. } => reason::GITHUB_APP_PRIVATE_KEY_INVALID,
         }
     }
 }

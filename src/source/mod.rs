@@ -26,7 +26,6 @@
 //! ([`tree`]) — do no I/O and are tested beside the code.
 
 pub mod archive;
-pub mod backoff;
 pub mod content;
 pub mod credentials;
 pub mod git;
@@ -40,9 +39,8 @@ use std::fmt;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-pub use crate::retry::Retry;
+pub use crate::retry::{Retry, RetryPolicy};
 pub use archive::Archive;
-pub use backoff::RetryPolicy;
 pub use credentials::{
     Credentials, CredentialsError, GithubAppCredentials, build_credentials_from_secret,
     build_github_credentials_from_secret,

@@ -55,13 +55,11 @@ pub enum ProxyError {
     PasswordWithoutUsername,
 }
 
-/// The reason of every [`ProxyError`]: the fix is always in the Secret.
-pub const PROXY_SECRET_INVALID: &str = "ProxySecretInvalid";
-
 impl ProxyError {
-    /// Short static category for condition reasons and events.
+    /// Short static category for condition reasons and events: one for
+    /// every variant, as the fix is always in the Secret.
     pub fn reason(&self) -> &'static str {
-        PROXY_SECRET_INVALID
+        crate::api::conditions::reason::PROXY_SECRET_INVALID
     }
 }
 

@@ -2,6 +2,8 @@
 //! labels), and the mapping of Postgres constraint violations onto domain
 //! errors by constraint name. Pure: no I/O.
 
+use crate::api::conditions::reason;
+
 use super::ids::{FileId, MemoryEntryId, ProjectId, SyncId};
 use super::model::SyncStatus;
 
@@ -109,23 +111,14 @@ fn describe_latest(latest: &Option<SyncId>) -> String {
 }
 
 impl StoreError {
-    /// A short, stable label for metrics, events and condition reasons.
-    pub fn category(&self) -> &'static str {
+    /// Short static category (condition reason, event reason, metric
+    /// label): a lost race has its own, as the next attempt resolves it;
+    /// everything else the operator meets in the store is one reason, with
+    /// the message saying what failed.
+    pub fn reason(&self) -> &'static str {
         match self {
-            StoreError::Connect(_) => "connect",
-            StoreError::Migrate(_) => "migrate",
-            StoreError::Database { .. } => "database",
-            StoreError::ProjectNotFound { .. } | StoreError::SyncNotFound { .. } => "not_found",
-            StoreError::SyncNotRunning { .. } => "sync_not_running",
-            StoreError::ConcurrentSync { .. } => "concurrent_sync",
-            StoreError::DuplicatePath { .. }
-            | StoreError::FileNotUsable { .. }
-            | StoreError::InvalidInput { .. }
-            | StoreError::InvalidEmbedding { .. }
-            | StoreError::ProjectMismatch { .. } => "invalid_input",
-            StoreError::SyncNotCompleted { .. } => "sync_not_completed",
-            StoreError::SyncPruned { .. } => "sync_pruned",
-            StoreError::Corrupt { .. } => "corrupt",
+            StoreError::ConcurrentSync { .. } => reason::CONCURRENT_SYNC,
+            _ => reason::STORE_FAILED,
         }
     }
 
@@ -216,7 +209,8 @@ mod tests {
              sync (a first sync) but the latest completed sync is \
              00000000-0000-0000-0000-000000000000; start again from the latest completed sync"
         );
-        assert_eq!(error.category(), "concurrent_sync");
+        assert!(matches!(error, StoreError::ConcurrentSync { .. }));
+        assert_eq!(error.reason(), "ConcurrentSync");
         assert!(!error.is_transient());
     }
 

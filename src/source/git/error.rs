@@ -1,7 +1,7 @@
 //! Git source errors, and the mapping from git's own messages to them
 //! (pure, no I/O).
 
-use crate::source::Retry;
+use crate::{api::conditions::reason, source::Retry};
 
 /// Everything that can go wrong reading a git remote.
 #[derive(Debug, thiserror::Error)]
@@ -89,27 +89,27 @@ impl GitError {
     /// Short static category (condition reason, event reason, metric label).
     pub fn reason(&self) -> &'static str {
         match self {
-            GitError::UnsupportedUrl { .. } => "UnsupportedUrl",
-            GitError::FileUrlNotAllowed { .. } => "FileUrlNotAllowed",
-            GitError::AuthenticationFailed { .. } => "AuthenticationFailed",
-            GitError::HostKeyVerificationFailed { .. } => "HostKeyVerificationFailed",
-            GitError::RepositoryNotFound { .. } => "RepositoryNotFound",
-            GitError::BranchNotFound { .. } => "BranchNotFound",
-            GitError::InvalidBranchName { .. } => "InvalidBranchName",
-            GitError::CommitNotFound { .. } => "CommitNotFound",
-            GitError::EmptyRepository { .. } => "EmptyRepository",
-            GitError::ObjectNotFound { .. } => "ObjectNotFound",
-            GitError::NotABlob { .. } => "NotABlob",
-            GitError::BlobTooLarge { .. } => "BlobTooLarge",
-            GitError::InvalidObjectId { .. } => "InvalidObjectId",
-            GitError::Unreachable { .. } => "RemoteUnreachable",
-            GitError::Timeout { .. } => "GitTimeout",
-            GitError::CommandFailed { .. } => "GitCommandFailed",
-            GitError::InvalidOutput { .. } => "InvalidGitOutput",
-            GitError::Io { .. } => "GitNotRunnable",
-            GitError::CacheDirectory { .. } => "CacheDirectoryUnusable",
-            GitError::CacheLimitExceeded { .. } => "CacheLimitExceeded",
-            GitError::ProxyAuthenticationFailed { .. } => "ProxyAuthenticationFailed",
+            GitError::UnsupportedUrl { .. } => reason::UNSUPPORTED_URL,
+            GitError::FileUrlNotAllowed { .. } => reason::FILE_URL_NOT_ALLOWED,
+            GitError::AuthenticationFailed { .. } => reason::AUTHENTICATION_FAILED,
+            GitError::HostKeyVerificationFailed { .. } => reason::HOST_KEY_VERIFICATION_FAILED,
+            GitError::RepositoryNotFound { .. } => reason::REPOSITORY_NOT_FOUND,
+            GitError::BranchNotFound { .. } => reason::BRANCH_NOT_FOUND,
+            GitError::InvalidBranchName { .. } => reason::INVALID_BRANCH_NAME,
+            GitError::CommitNotFound { .. } => reason::COMMIT_NOT_FOUND,
+            GitError::EmptyRepository { .. } => reason::EMPTY_REPOSITORY,
+            GitError::ObjectNotFound { .. } => reason::OBJECT_NOT_FOUND,
+            GitError::NotABlob { .. } => reason::NOT_A_BLOB,
+            GitError::BlobTooLarge { .. } => reason::BLOB_TOO_LARGE,
+            GitError::InvalidObjectId { .. } => reason::INVALID_OBJECT_ID,
+            GitError::Unreachable { .. } => reason::REMOTE_UNREACHABLE,
+            GitError::Timeout { .. } => reason::GIT_TIMEOUT,
+            GitError::CommandFailed { .. } => reason::GIT_COMMAND_FAILED,
+            GitError::InvalidOutput { .. } => reason::INVALID_GIT_OUTPUT,
+            GitError::Io { .. } => reason::GIT_NOT_RUNNABLE,
+            GitError::CacheDirectory { .. } => reason::CACHE_DIRECTORY_UNUSABLE,
+            GitError::CacheLimitExceeded { .. } => reason::CACHE_LIMIT_EXCEEDED,
+            GitError::ProxyAuthenticationFailed { .. } => reason::PROXY_AUTHENTICATION_FAILED,
         }
     }
 

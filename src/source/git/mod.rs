@@ -28,13 +28,13 @@ pub use error::GitError;
 
 use self::batch::{BlobRead, CatFile};
 use self::command::GitRunner;
-use super::backoff::RetryPolicy;
 use super::stats::StatsRecorder;
 use super::tree::build_tree_entry;
 use super::{
     Branch, Change, ChangeStatus, Credentials, HeadCache, HeadLookup, Source, SourceResult,
     SourceStats, Tree,
 };
+use crate::retry::RetryPolicy;
 
 /// How to reach one git remote.
 #[derive(Clone, Debug)]

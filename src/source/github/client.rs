@@ -22,7 +22,7 @@ use super::GithubError;
 use super::app_token::InstallationTokens;
 use super::error::{Missing, build_error_from_response};
 use super::proxy::find_proxy_error;
-use crate::source::backoff::RetryPolicy;
+use crate::retry::RetryPolicy;
 use crate::source::stats::{RateLimit, StatsRecorder};
 
 /// A GitHub answer read in full.

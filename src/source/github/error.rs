@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use http::{HeaderMap, StatusCode};
 
-use crate::source::Retry;
+use crate::{api::conditions::reason, source::Retry};
 
 /// Everything that can go wrong talking to GitHub, one actionable kind each.
 #[derive(Debug, thiserror::Error)]
@@ -129,30 +129,34 @@ impl GithubError {
     /// Short static category (condition reason, event reason, metric label).
     pub fn reason(&self) -> &'static str {
         match self {
-            GithubError::BadCredentials { .. } => "BadCredentials",
-            GithubError::RepositoryNotFound { .. } => "RepositoryNotFound",
-            GithubError::AccessDenied { .. } => "AccessDenied",
-            GithubError::SsoRequired { .. } => "SamlSsoRequired",
-            GithubError::BranchNotFound { .. } => "BranchNotFound",
-            GithubError::CommitNotFound { .. } => "CommitNotFound",
-            GithubError::EmptyRepository { .. } => "EmptyRepository",
-            GithubError::RateLimited { .. } => "RateLimited",
-            GithubError::SecondaryRateLimited { .. } => "SecondaryRateLimited",
-            GithubError::ServerError { .. } => "ProviderUnavailable",
-            GithubError::Timeout { .. } => "ProviderTimeout",
-            GithubError::Transport { .. } => "ProviderUnreachable",
+            GithubError::BadCredentials { .. } => reason::BAD_CREDENTIALS,
+            GithubError::RepositoryNotFound { .. } => reason::REPOSITORY_NOT_FOUND,
+            GithubError::AccessDenied { .. } => reason::ACCESS_DENIED,
+            GithubError::SsoRequired { .. } => reason::SAML_SSO_REQUIRED,
+            GithubError::BranchNotFound { .. } => reason::BRANCH_NOT_FOUND,
+            GithubError::CommitNotFound { .. } => reason::COMMIT_NOT_FOUND,
+            GithubError::EmptyRepository { .. } => reason::EMPTY_REPOSITORY,
+            GithubError::RateLimited { .. } => reason::RATE_LIMITED,
+            GithubError::SecondaryRateLimited { .. } => reason::SECONDARY_RATE_LIMITED,
+            GithubError::ServerError { .. } => reason::PROVIDER_UNAVAILABLE,
+            GithubError::Timeout { .. } => reason::PROVIDER_TIMEOUT,
+            GithubError::Transport { .. } => reason::PROVIDER_UNREACHABLE,
             GithubError::Proxy { source, .. } => source.reason(),
-            GithubError::InvalidResponse { .. } => "InvalidProviderResponse",
-            GithubError::ResponseTooLarge { .. } => "ProviderResponseTooLarge",
-            GithubError::UnexpectedStatus { .. } => "UnexpectedProviderResponse",
-            GithubError::BlobTooLarge { .. } => "BlobTooLarge",
-            GithubError::BlobCorrupt { .. } => "BlobCorrupt",
-            GithubError::TooManyBranches { .. } => "TooManyBranches",
-            GithubError::InvalidObjectId { .. } => "InvalidObjectId",
-            GithubError::InvalidConfig { .. } => "InvalidSourceConfig",
-            GithubError::AppInstallationNotFound { .. } => "GithubAppInstallationNotFound",
-            GithubError::AppJwtRejected { .. } => "GithubAppJwtRejected",
-            GithubError::AppInstallationSuspended { .. } => "GithubAppInstallationSuspended",
+            GithubError::InvalidResponse { .. } => reason::INVALID_PROVIDER_RESPONSE,
+            GithubError::ResponseTooLarge { .. } => reason::PROVIDER_RESPONSE_TOO_LARGE,
+            GithubError::UnexpectedStatus { .. } => reason::UNEXPECTED_PROVIDER_RESPONSE,
+            GithubError::BlobTooLarge { .. } => reason::BLOB_TOO_LARGE,
+            GithubError::BlobCorrupt { .. } => reason::BLOB_CORRUPT,
+            GithubError::TooManyBranches { .. } => reason::TOO_MANY_BRANCHES,
+            GithubError::InvalidObjectId { .. } => reason::INVALID_OBJECT_ID,
+            GithubError::InvalidConfig { .. } => reason::INVALID_SOURCE_CONFIG,
+            GithubError::AppInstallationNotFound { .. } => {
+                reason::GITHUB_APP_INSTALLATION_NOT_FOUND
+            }
+            GithubError::AppJwtRejected { .. } => reason::GITHUB_APP_JWT_REJECTED,
+            GithubError::AppInstallationSuspended { .. } => {
+                reason::GITHUB_APP_INSTALLATION_SUSPENDED
+            }
         }
     }
 

@@ -43,13 +43,13 @@ pub use proxy::ProxyConnectError;
 
 use self::client::{Answer, Client, Request, encode_ref, next_link};
 use self::error::{Missing, build_error_from_response};
-use super::backoff::RetryPolicy;
 use super::stats::StatsRecorder;
 use super::tree::build_blob_sha1;
 use super::{
     Archive, Branch, Change, Credentials, HeadCache, HeadLookup, Source, SourceResult, SourceStats,
     Tree,
 };
+use crate::retry::RetryPolicy;
 
 /// The public API of github.com.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";

@@ -30,7 +30,10 @@ use hyper_util::{
 use octocrab::{OctoBody, Octocrab};
 use tower::ServiceExt;
 
-use crate::source::{Credentials, proxy::ProxySettings};
+use crate::{
+    api::conditions::reason,
+    source::{Credentials, proxy::ProxySettings},
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -50,9 +53,9 @@ impl ProxyConnectError {
     /// Short static category for condition reasons and events.
     pub fn reason(&self) -> &'static str {
         match self {
-            ProxyConnectError::AuthenticationRequired { .. } => "ProxyAuthenticationFailed",
-            ProxyConnectError::TunnelRefused { .. } => "ProxyTunnelRefused",
-            ProxyConnectError::Unreachable { .. } => "ProxyUnreachable",
+            ProxyConnectError::AuthenticationRequired { .. } => reason::PROXY_AUTHENTICATION_FAILED,
+            ProxyConnectError::TunnelRefused { .. } => reason::PROXY_TUNNEL_REFUSED,
+            ProxyConnectError::Unreachable { .. } => reason::PROXY_UNREACHABLE,
         }
     }
 }
