@@ -18,6 +18,7 @@ use kube::{
 };
 use tracing::{Instrument, field};
 
+use crate::source::short_sha;
 use crate::{
     api::{DeletionPolicy, ObservedInputs, Progress, ProjectSync, ProjectSyncStatus},
     pipeline::{
@@ -283,7 +284,7 @@ async fn apply_inner(
                 "SyncSucceeded",
                 format!(
                     "synced commit {}: {} added, {} modified, {} deleted, {} unchanged, {} skipped; {} memory entries",
-                    short(&summary.commit),
+                    short_sha(&summary.commit, 7),
                     files.added,
                     files.modified,
                     files.deleted,
@@ -342,7 +343,7 @@ async fn follow(
                     EventType::Normal,
                     "Sync",
                     "SyncStarted",
-                    format!("syncing commit {}", short(&commit)),
+                    format!("syncing commit {}", short_sha(&commit, 7)),
                 )
                 .await;
             }
@@ -546,8 +547,4 @@ fn source_kind(obj: &ProjectSync) -> &'static str {
     } else {
         "git"
     }
-}
-
-fn short(commit: &str) -> String {
-    commit.chars().take(7).collect()
 }

@@ -29,7 +29,7 @@ pub use event::{ChangeCounts, RunSummary, Stage, StageTimings, SyncEvent};
 use crate::{
     chunk::ChunkerConfig,
     controller::validate::PathFilter,
-    embed::EmbeddingProvider,
+    embed::Embedder,
     source::{HeadCache, Source},
     store::{Completion, ProjectId, RunMetrics, StageDurations, Store, SyncRecord, SyncStage},
 };
@@ -92,7 +92,7 @@ pub struct Pipeline {
     pub source: Arc<dyn Source>,
     pub store: Store,
     pub chunker: ChunkerConfig,
-    pub embedder: Arc<dyn EmbeddingProvider>,
+    pub embedder: Arc<dyn Embedder>,
 }
 
 /// How a run ended.
