@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use github::GithubStandIn;
-use projectsync::source::github::{GithubConfig, GithubSource};
+use projectsync::source::github::{GitHubConfig, GitHubRepo};
 use projectsync::source::{HeadCache, HeadLookup, Source, Tree};
 use repo::TestRepo;
 
@@ -46,14 +46,14 @@ fn build_repo() -> TestRepo {
     repo
 }
 
-fn source(standin: &GithubStandIn) -> GithubSource {
-    let mut config = GithubConfig::new("acme", "big");
+fn source(standin: &GithubStandIn) -> GitHubRepo {
+    let mut config = GitHubConfig::new("acme", "big");
     config.api_url = standin.api_url();
     config.max_concurrent_requests = CONCURRENCY;
-    GithubSource::new(config).expect("source")
+    GitHubRepo::new(config).expect("source")
 }
 
-async fn fetch_blobs(source: &GithubSource, shas: Vec<String>) {
+async fn fetch_blobs(source: &GitHubRepo, shas: Vec<String>) {
     futures::stream::iter(shas)
         .map(|sha| async move { source.fetch_blob(&sha, u64::MAX).await.map(|_| ()) })
         .buffer_unordered(CONCURRENCY)
@@ -66,7 +66,7 @@ async fn fetch_blobs(source: &GithubSource, shas: Vec<String>) {
 /// whose id changed.
 async fn diff_aware_sync(
     standin: &GithubStandIn,
-    source: &GithubSource,
+    source: &GitHubRepo,
     previous: Option<&Tree>,
     head: &mut Option<HeadCache>,
 ) -> (Tree, Cost) {
@@ -108,7 +108,7 @@ async fn diff_aware_sync(
 }
 
 /// Naive: the full recursive tree and every blob, every time.
-async fn naive_sync(standin: &GithubStandIn, source: &GithubSource, commit: &str) -> Cost {
+async fn naive_sync(standin: &GithubStandIn, source: &GitHubRepo, commit: &str) -> Cost {
     let start = (standin.request_count(), Instant::now());
     let tree = source.fetch_tree(commit, None).await.expect("tree");
     fetch_blobs(

@@ -1,7 +1,8 @@
 //! The operator's one HTTP port: `/metrics` (Prometheus), `/healthz` and
 //! `/readyz` (probes), and `/api/v1/events/project-sync/{namespace}/{name}`,
 //! which streams the live progress of a resource's run as Server-Sent Events
-//! (seed Task 5), plus the webhook receiver's `/hooks/...` routes
+//! (what a browser or `curl -N` follows while a sync runs), plus the webhook
+//! receiver's `/hooks/...` routes
 //! ([`crate::webhook`]). Does network I/O.
 
 use std::{

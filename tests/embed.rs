@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use projectsync::api::{EmbeddingProvider as ProviderKind, EmbeddingSpec};
+use projectsync::controller::embedding::build_embedder_config;
 use projectsync::embed::{
-    EmbedError, EmbeddingProvider, OpenAiConfig, OpenAiProvider, Retry, RetryPolicy, build_provider,
+    EmbedError, Embedder, OpenAiConfig, OpenAiEmbedder, Retry, RetryPolicy, build_embedder,
 };
 use support::embed_server::{DIMENSION, EmbedServer, Mode, fake_embedding};
 
@@ -39,8 +40,8 @@ fn config(server: &EmbedServer) -> OpenAiConfig {
     }
 }
 
-fn client(config: OpenAiConfig) -> OpenAiProvider {
-    OpenAiProvider::new(config).expect("valid config")
+fn client(config: OpenAiConfig) -> OpenAiEmbedder {
+    OpenAiEmbedder::new(config).expect("valid config")
 }
 
 fn expected_vectors(inputs: &[String]) -> Vec<Vec<f32>> {
@@ -428,8 +429,8 @@ async fn a_provider_built_from_the_spec_is_shared_by_concurrent_tasks() {
         secret_ref: None,
         batch_size: 5,
     };
-    let provider: Arc<dyn EmbeddingProvider> =
-        build_provider(Some(&spec), Some("sk-spec\n".into())).unwrap();
+    let config = build_embedder_config(Some(&spec), Some("sk-spec\n".into())).unwrap();
+    let provider: Arc<dyn Embedder> = build_embedder(config).unwrap();
     assert!(provider.enabled());
     assert_eq!(provider.model(), "test-embed-small");
 

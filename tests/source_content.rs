@@ -10,8 +10,8 @@ use std::time::Duration;
 use projectsync::source::content::{
     BlobClass, PathIssue, SymlinkTarget, classify_blob, classify_symlink_target,
 };
-use projectsync::source::git::{GitConfig, GitSource};
-use projectsync::source::github::{GithubConfig, GithubSource};
+use projectsync::source::git::{GitConfig, GitRemote};
+use projectsync::source::github::{GitHubConfig, GitHubRepo};
 use projectsync::source::tree::RejectReason;
 use projectsync::source::{EntryKind, Source, Tree};
 use support::git_server::GitDaemon;
@@ -20,8 +20,8 @@ use support::repo::TestRepo;
 
 /// Both sources over the same repository.
 struct Both {
-    github: GithubSource,
-    git: GitSource,
+    github: GitHubRepo,
+    git: GitRemote,
     standin: GithubStandIn,
     _daemon: GitDaemon,
     _cache: tempfile::TempDir,
@@ -30,14 +30,14 @@ struct Both {
 impl Both {
     async fn new(repo: &TestRepo) -> Self {
         let standin = GithubStandIn::start("acme", "demo", repo.git_dir()).await;
-        let mut config = GithubConfig::new("acme", "demo");
+        let mut config = GitHubConfig::new("acme", "demo");
         config.api_url = standin.api_url();
-        let github = GithubSource::new(config).unwrap();
+        let github = GitHubRepo::new(config).unwrap();
         let daemon = GitDaemon::start(repo.root());
         let cache = tempfile::tempdir().unwrap();
         let mut config = GitConfig::new(daemon.url("demo"), cache.path().join("c"));
         config.timeout = Duration::from_secs(60);
-        let git = GitSource::new(config).unwrap();
+        let git = GitRemote::new(config).unwrap();
         Both {
             github,
             git,

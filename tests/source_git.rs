@@ -6,14 +6,14 @@ mod support;
 
 use std::time::Duration;
 
-use projectsync::source::git::{GitConfig, GitSource};
+use projectsync::source::git::{GitConfig, GitRemote};
 use projectsync::source::{
     ChangeStatus, Credentials, HeadCache, HeadLookup, Retry, RetryPolicy, Source,
 };
 use support::git_server::{GitDaemon, GitHttp};
 use support::repo::{TestRepo, assert_source_matches_git};
 
-fn source_for(url: &str, cache: &tempfile::TempDir) -> GitSource {
+fn source_for(url: &str, cache: &tempfile::TempDir) -> GitRemote {
     let mut config = GitConfig::new(url, cache.path().join("cache"));
     config.timeout = Duration::from_secs(60);
     config.retry = RetryPolicy {
@@ -21,7 +21,7 @@ fn source_for(url: &str, cache: &tempfile::TempDir) -> GitSource {
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(40),
     };
-    GitSource::new(config).expect("git source")
+    GitRemote::new(config).expect("git source")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,7 +139,7 @@ async fn basic_credentials_reach_the_server_through_askpass_and_never_appear_in_
     let with = |credentials: Credentials, dir: &str| {
         let mut config = GitConfig::new(http.url("demo"), cache.path().join(dir));
         config.credentials = credentials;
-        GitSource::new(config).unwrap()
+        GitRemote::new(config).unwrap()
     };
     let good = with(
         Credentials::Basic {
@@ -177,7 +177,7 @@ async fn a_token_is_sent_as_the_password_of_x_access_token() {
     let cache = tempfile::tempdir().unwrap();
     let mut config = GitConfig::new(http.url("demo"), cache.path().join("c"));
     config.credentials = Credentials::Token("ghp_token".into());
-    let branches = GitSource::new(config)
+    let branches = GitRemote::new(config)
         .unwrap()
         .fetch_branches()
         .await
@@ -190,9 +190,9 @@ async fn file_urls_are_refused_unless_the_operator_allows_them() {
     let repo = TestRepo::with_history("demo");
     let cache = tempfile::tempdir().unwrap();
     let url = format!("file://{}", repo.path.display());
-    let err = GitSource::new(GitConfig::new(&url, cache.path().join("a"))).unwrap_err();
+    let err = GitRemote::new(GitConfig::new(&url, cache.path().join("a"))).unwrap_err();
     assert_eq!(err.reason(), "FileUrlNotAllowed");
-    let err = GitSource::new(GitConfig::new(
+    let err = GitRemote::new(GitConfig::new(
         repo.path.display().to_string(),
         cache.path().join("b"),
     ))
@@ -204,7 +204,7 @@ async fn file_urls_are_refused_unless_the_operator_allows_them() {
     );
     let mut config = GitConfig::new(&url, cache.path().join("c"));
     config.allow_file_urls = true;
-    let source = GitSource::new(config).unwrap();
+    let source = GitRemote::new(config).unwrap();
     assert_source_matches_git(
         &source,
         &repo,
@@ -323,7 +323,7 @@ async fn debug_output_and_description_of_a_git_source_never_show_credentials() {
     let cache = tempfile::tempdir().unwrap();
     let mut config = GitConfig::new("https://bot:urlpass@example.invalid/r.git", cache.path());
     config.credentials = Credentials::Token("ghp_secret".into());
-    let source = GitSource::new(config).unwrap();
+    let source = GitRemote::new(config).unwrap();
     let shown = format!("{source:?} {}", source.describe());
     assert!(
         !shown.contains("ghp_secret") && !shown.contains("urlpass"),
@@ -337,7 +337,7 @@ async fn credentials_written_into_an_https_url_are_moved_out_of_the_command_line
     let http = GitHttp::start(repo.root(), Some(("bot", "urlpass"))).await;
     let cache = tempfile::tempdir().unwrap();
     let url = http.url("demo").replace("http://", "http://bot:urlpass@");
-    let source = GitSource::new(GitConfig::new(url, cache.path())).unwrap();
+    let source = GitRemote::new(GitConfig::new(url, cache.path())).unwrap();
     assert_eq!(
         source.fetch_branches().await.unwrap().len(),
         repo.branches().len()

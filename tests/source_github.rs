@@ -7,15 +7,15 @@ mod support;
 
 use std::time::Duration;
 
-use projectsync::source::github::{GithubConfig, GithubSource};
+use projectsync::source::github::{GitHubConfig, GitHubRepo};
 use projectsync::source::{
     ChangeStatus, Credentials, HeadCache, HeadLookup, Retry, RetryPolicy, Source,
 };
 use support::github::{Fault, GithubStandIn};
 use support::repo::{TestRepo, assert_source_matches_git};
 
-fn config(standin: &GithubStandIn, repo: &str) -> GithubConfig {
-    let mut config = GithubConfig::new("acme", repo);
+fn config(standin: &GithubStandIn, repo: &str) -> GitHubConfig {
+    let mut config = GitHubConfig::new("acme", repo);
     config.api_url = standin.api_url();
     config.retry = RetryPolicy {
         attempts: 3,
@@ -26,8 +26,8 @@ fn config(standin: &GithubStandIn, repo: &str) -> GithubConfig {
     config
 }
 
-fn source(standin: &GithubStandIn) -> GithubSource {
-    GithubSource::new(config(standin, "demo")).expect("source")
+fn source(standin: &GithubStandIn) -> GitHubRepo {
+    GitHubRepo::new(config(standin, "demo")).expect("source")
 }
 
 async fn serve(repo: &TestRepo) -> GithubStandIn {
@@ -154,7 +154,7 @@ async fn more_branches_than_the_page_bound_is_an_error_not_a_silent_prefix() {
     let standin = serve(&repo).await;
     let mut config = config(&standin, "demo");
     config.max_branch_pages = 1;
-    let err = GithubSource::new(config)
+    let err = GitHubRepo::new(config)
         .unwrap()
         .fetch_branches()
         .await
@@ -437,7 +437,7 @@ async fn a_token_is_sent_and_a_wrong_or_missing_one_is_reported() {
         config.credentials = token
             .map(|t| Credentials::Token(t.into()))
             .unwrap_or_default();
-        GithubSource::new(config).unwrap()
+        GitHubRepo::new(config).unwrap()
     };
     assert!(
         with(Some("ghp_right"))
@@ -472,7 +472,7 @@ async fn a_missing_branch_and_a_missing_repository_are_told_apart() {
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "BranchNotFound");
-    let other = GithubSource::new(config(&standin, "other")).unwrap();
+    let other = GitHubRepo::new(config(&standin, "other")).unwrap();
     let err = other.fetch_branch_head("main", None).await.unwrap_err();
     assert_eq!(err.reason(), "RepositoryNotFound");
 }
@@ -523,14 +523,14 @@ async fn an_unreachable_api_is_a_transient_error() {
         .local_addr()
         .unwrap()
         .port();
-    let mut config = GithubConfig::new("acme", "demo");
+    let mut config = GitHubConfig::new("acme", "demo");
     config.api_url = format!("http://127.0.0.1:{port}");
     config.retry = RetryPolicy {
         attempts: 2,
         base_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(10),
     };
-    let source = GithubSource::new(config).unwrap();
+    let source = GitHubRepo::new(config).unwrap();
     let err = source.fetch_branches().await.unwrap_err();
     assert_eq!(
         (err.reason(), err.retry()),
@@ -599,7 +599,7 @@ async fn object_ids_and_names_that_could_change_the_url_are_refused_without_a_re
     let mut config = config(&standin, "demo/../../x");
     config.owner = "acme".into();
     assert_eq!(
-        GithubSource::new(config).unwrap_err().reason(),
+        GitHubRepo::new(config).unwrap_err().reason(),
         "InvalidSourceConfig"
     );
 }
@@ -628,7 +628,7 @@ async fn a_slow_answer_times_out_is_retried_and_gives_up_as_transient() {
     let standin = serve(&repo).await;
     let mut config = config(&standin, "demo");
     config.request_timeout = Duration::from_millis(300);
-    let source = GithubSource::new(config).unwrap();
+    let source = GitHubRepo::new(config).unwrap();
     standin.set_fault(Fault::Delay(Duration::from_secs(3)), Some(1));
     let head = source.fetch_branch_head("main", None).await.unwrap();
     assert_eq!(
@@ -659,7 +659,7 @@ async fn debug_output_of_a_source_never_shows_credentials() {
     ] {
         let mut config = config(&standin, "demo");
         config.credentials = credentials;
-        let shown = format!("{:?}", GithubSource::new(config).unwrap());
+        let shown = format!("{:?}", GitHubRepo::new(config).unwrap());
         assert!(
             !shown.contains("ghp_secret") && !shown.contains("hunter2"),
             "{shown}"

@@ -8,8 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use projectsync::source::github::{GithubConfig, GithubSource};
-use projectsync::source::{Credentials, GithubAppCredentials, RetryPolicy, Source};
+use projectsync::source::github::{GitHubConfig, GitHubRepo};
+use projectsync::source::{Credentials, GitHubAppCredentials, RetryPolicy, Source};
 use support::github::app::{INSTALLATION_RATE_LIMIT, TestAppKey};
 use support::github::{Fault, GithubStandIn};
 use support::repo::TestRepo;
@@ -37,15 +37,15 @@ fn app_config(
     app_id: u64,
     installation_id: u64,
     key: &TestAppKey,
-) -> GithubConfig {
-    let mut config = GithubConfig::new("acme", "demo");
+) -> GitHubConfig {
+    let mut config = GitHubConfig::new("acme", "demo");
     config.api_url = standin.api_url();
     config.retry = RetryPolicy {
         attempts: 2,
         base_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(20),
     };
-    config.credentials = Credentials::GithubApp(GithubAppCredentials {
+    config.credentials = Credentials::GitHubApp(GitHubAppCredentials {
         app_id,
         installation_id,
         private_key_pem: key.private_key_pem.clone(),
@@ -53,8 +53,8 @@ fn app_config(
     config
 }
 
-fn app_source(standin: &GithubStandIn, key: &TestAppKey) -> GithubSource {
-    GithubSource::new(app_config(standin, APP_ID, INSTALLATION_ID, key)).expect("source")
+fn app_source(standin: &GithubStandIn, key: &TestAppKey) -> GitHubRepo {
+    GitHubRepo::new(app_config(standin, APP_ID, INSTALLATION_ID, key)).expect("source")
 }
 
 /// Requests to the REST endpoints (not mints), with their Authorization.
@@ -161,7 +161,7 @@ async fn a_token_within_the_refresh_margin_is_replaced_before_it_is_used() {
     standin.set_app_token_lifetime(Duration::from_secs(120));
     let mut config = app_config(&standin, APP_ID, INSTALLATION_ID, &key);
     config.app_token_refresh_margin = Duration::from_secs(30);
-    let source = GithubSource::new(config).expect("source");
+    let source = GitHubRepo::new(config).expect("source");
     for _ in 0..3 {
         source.fetch_branch_head("main", None).await.expect("head");
     }
@@ -238,7 +238,7 @@ async fn refused_mints_say_why_and_name_the_app_but_never_the_key() {
     );
 
     // The right key under another app id: the JWT's issuer does not match.
-    let err = GithubSource::new(app_config(&standin, 999, INSTALLATION_ID, &key))
+    let err = GitHubRepo::new(app_config(&standin, 999, INSTALLATION_ID, &key))
         .expect("source")
         .fetch_branch_head("main", None)
         .await
@@ -246,7 +246,7 @@ async fn refused_mints_say_why_and_name_the_app_but_never_the_key() {
     assert_eq!(err.reason(), "GithubAppJwtRejected");
 
     // An installation the app does not have.
-    let err = GithubSource::new(app_config(&standin, APP_ID, 78, &key))
+    let err = GitHubRepo::new(app_config(&standin, APP_ID, 78, &key))
         .expect("source")
         .fetch_branch_head("main", None)
         .await

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Response, Uri};
 use http_body_util::BodyExt;
-use projectsync::source::github::{GithubConfig, GithubSource};
+use projectsync::source::github::{GitHubConfig, GitHubRepo};
 use projectsync::source::tree::build_blob_sha1;
 use projectsync::source::{Retry, RetryPolicy, Source};
 use serde_json::Value;
@@ -108,14 +108,14 @@ async fn replay(routes: Vec<(&str, &str)>) -> (String, tokio::task::JoinHandle<(
     )
 }
 
-fn connector(api_url: &str, owner: &str, repo: &str) -> GithubSource {
-    let mut config = GithubConfig::new(owner, repo);
+fn connector(api_url: &str, owner: &str, repo: &str) -> GitHubRepo {
+    let mut config = GitHubConfig::new(owner, repo);
     config.api_url = api_url.to_string();
     config.retry = RetryPolicy {
         attempts: 1,
         ..RetryPolicy::default()
     };
-    GithubSource::new(config).unwrap()
+    GitHubRepo::new(config).unwrap()
 }
 
 #[tokio::test]

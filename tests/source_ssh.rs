@@ -8,14 +8,14 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use projectsync::source::git::{GitConfig, GitSource};
+use projectsync::source::git::{GitConfig, GitRemote};
 use projectsync::source::{
     Credentials, Retry, RetryPolicy, Source, SourceError, build_credentials_from_secret,
 };
 use support::repo::{TestRepo, assert_source_matches_git};
 use support::ssh_server::{SshKeyPair, SshServer};
 
-fn source_for(url: &str, credentials: Credentials, cache: &tempfile::TempDir) -> GitSource {
+fn source_for(url: &str, credentials: Credentials, cache: &tempfile::TempDir) -> GitRemote {
     let mut config = GitConfig::new(url, cache.path().join("cache"));
     config.credentials = credentials;
     config.timeout = Duration::from_secs(60);
@@ -24,7 +24,7 @@ fn source_for(url: &str, credentials: Credentials, cache: &tempfile::TempDir) ->
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(40),
     };
-    GitSource::new(config).expect("git source")
+    GitRemote::new(config).expect("git source")
 }
 
 /// A Secret's `data` as the controller reads it (bytes per key).

@@ -1,9 +1,9 @@
 //! `projectsync backfill-embeddings NAMESPACE/NAME`: computes the embeddings
-//! that active memory entries lack for a model (the seed's backfill that
-//! restored 382 embeddings). Page by page: entries whose content hash already
-//! has an embedding of the model anywhere reuse it; the other distinct
-//! contents are sent to the endpoint in batches; the results are written in
-//! one statement per page. Safe to interrupt and run again. I/O against the
+//! that active memory entries lack for a model (after embeddings were turned
+//! on, a model changed, or an endpoint failed during a sync). Page by page:
+//! entries whose content hash already has an embedding of the model anywhere
+//! reuse it; the other distinct contents are sent to the endpoint in batches;
+//! the results are written in one statement per page. Safe to interrupt and run again. I/O against the
 //! store and the embedding endpoint.
 
 use std::{
@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::{
     cli::BackfillArgs,
-    embed::EmbeddingProvider,
+    embed::Embedder,
     store::{ContentHash, Embedding, MemoryEntryId, ProjectId, Store, StoreError},
 };
 
@@ -65,7 +65,7 @@ pub async fn backfill(
     store: &Store,
     project: ProjectId,
     key: &str,
-    embedder: &dyn EmbeddingProvider,
+    embedder: &dyn Embedder,
     page: u32,
 ) -> Result<BackfillReport, CommandError> {
     let started = Instant::now();

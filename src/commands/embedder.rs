@@ -1,23 +1,25 @@
-//! The embedding provider a command uses: the endpoint and model given on
-//! the command line, or else the ProjectSync's `spec.embedding` with the API
-//! key from its Secret (read through the kubeconfig). Builds a client; the
-//! cluster path reads the API server.
+//! The embedder a command uses: the endpoint and model given on the command
+//! line, or else the ProjectSync's `spec.embedding` with the API key from its
+//! Secret (read through the kubeconfig). Builds a client; the cluster path
+//! reads the API server.
 
 use std::sync::Arc;
 
 use crate::{
-    api::{EmbeddingProvider as ProviderKind, EmbeddingSpec},
+    api::EmbeddingProvider as ProviderKind,
     cli::EmbeddingArgs,
-    embed::{EmbeddingProvider, build_provider},
+    embed::{
+        EmbedError, Embedder, EmbedderConfig, OpenAiConfig, build_embedder as build_from_config,
+    },
 };
 
 use super::{CommandError, cluster, read_env, repository::CacheDir};
 
-/// The provider for `project` (`namespace/name`).
+/// The embedder for `project` (`namespace/name`).
 pub async fn build_embedder(
     args: &EmbeddingArgs,
     project: &str,
-) -> Result<Arc<dyn EmbeddingProvider>, CommandError> {
+) -> Result<Arc<dyn Embedder>, CommandError> {
     match (&args.endpoint, &args.model) {
         (Some(endpoint), Some(model)) => build_from_flags(
             endpoint,
@@ -40,23 +42,24 @@ pub async fn build_embedder(
     }
 }
 
-/// An OpenAI-compatible provider for `endpoint` and `model`, with the key
+/// An OpenAI-compatible embedder for `endpoint` and `model`, with the key
 /// from the variable `api_key_env` names.
 pub fn build_from_flags(
     endpoint: &str,
     model: &str,
     api_key_env: Option<&str>,
     batch_size: u32,
-) -> Result<Arc<dyn EmbeddingProvider>, CommandError> {
+) -> Result<Arc<dyn Embedder>, CommandError> {
     let api_key = api_key_env
         .map(|var| read_env(var, "--api-key-env"))
         .transpose()?;
-    let spec = EmbeddingSpec {
-        provider: ProviderKind::OpenAI,
-        endpoint: Some(endpoint.to_string()),
-        model: Some(model.to_string()),
-        secret_ref: None,
-        batch_size: i32::try_from(batch_size).unwrap_or(i32::MAX),
+    if endpoint.trim().is_empty() {
+        return Err(EmbedError::MissingEndpoint.into());
+    }
+    let config = OpenAiConfig {
+        api_key,
+        batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+        ..OpenAiConfig::new(endpoint.trim(), model.trim())
     };
-    Ok(build_provider(Some(&spec), api_key)?)
+    Ok(build_from_config(EmbedderConfig::OpenAi(config))?)
 }

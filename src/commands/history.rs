@@ -13,7 +13,7 @@ use crate::{
 
 use super::{
     CommandError, find_project,
-    output::{Table, emit, human_duration, short_commit, truncate},
+    output::{Table, emit, human_duration, short_commit, truncate_to_width},
 };
 
 /// One run, as printed.
@@ -164,7 +164,7 @@ pub fn build_runs_table(runs: &[RunRow]) -> String {
             run.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             status,
             short_commit(run.commit.as_deref()),
-            truncate(&run.trigger, 48),
+            truncate_to_width(&run.trigger, 48),
             run.files.added.to_string(),
             run.files.modified.to_string(),
             run.files.deleted.to_string(),
@@ -175,7 +175,7 @@ pub fn build_runs_table(runs: &[RunRow]) -> String {
                 .unwrap_or_else(|| "-".into()),
             run.error
                 .as_deref()
-                .map(|e| truncate(strip_run_prefix(e, run), 80))
+                .map(|e| truncate_to_width(strip_run_prefix(e, run), 80))
                 .unwrap_or_default(),
         ]);
     }

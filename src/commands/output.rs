@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::cli::OutputFormat;
+use crate::{cli::OutputFormat, source::short_sha};
 
 use super::CommandError;
 
@@ -83,8 +83,10 @@ fn width(text: &str) -> usize {
     text.chars().count()
 }
 
-/// `text` cut to `max` characters, with `…` when cut; newlines become spaces.
-pub fn truncate(text: &str, max: usize) -> String {
+/// `text` on one line of at most `max` terminal columns (characters), with
+/// `…` when cut; newlines and tabs become spaces. (Condition messages are cut
+/// differently, to a byte bound, by the controller's status writer.)
+pub fn truncate_to_width(text: &str, max: usize) -> String {
     let flat: String = text
         .chars()
         .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
@@ -97,10 +99,10 @@ pub fn truncate(text: &str, max: usize) -> String {
     cut
 }
 
-/// The first 12 characters of a commit, as people quote them.
+/// The first 12 characters of a commit, as people quote them; `-` for none.
 pub fn short_commit(commit: Option<&str>) -> String {
     commit
-        .map(|c| c.chars().take(12).collect())
+        .map(|c| short_sha(c, 12))
         .unwrap_or_else(|| "-".into())
 }
 
@@ -177,9 +179,9 @@ mod tests {
 
     #[test]
     fn long_text_is_cut_with_an_ellipsis_and_durations_read_naturally() {
-        assert_eq!(truncate("abc", 5), "abc");
-        assert_eq!(truncate("abcdefgh", 5), "abcd…");
-        assert_eq!(truncate("a\nb", 5), "a b");
+        assert_eq!(truncate_to_width("abc", 5), "abc");
+        assert_eq!(truncate_to_width("abcdefgh", 5), "abcd…");
+        assert_eq!(truncate_to_width("a\nb", 5), "a b");
         assert_eq!(human_duration(850), "850ms");
         assert_eq!(human_duration(12_340), "12.3s");
         assert_eq!(human_duration(245_000), "4m05s");

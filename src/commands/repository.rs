@@ -8,8 +8,8 @@ use crate::{
     cli::RepositoryArgs,
     source::{
         Credentials, Source,
-        git::{GitConfig, GitSource},
-        github::{GithubConfig, GithubSource},
+        git::{GitConfig, GitRemote},
+        github::{GitHubConfig, GitHubRepo},
     },
     store::ProjectSource,
 };
@@ -83,12 +83,12 @@ pub fn build_source(
                 .ok_or_else(|| {
                     CommandError::Usage(format!("--github {github:?} is not owner/repo"))
                 })?;
-            let mut config = GithubConfig::new(owner, repo);
+            let mut config = GitHubConfig::new(owner, repo);
             if let Some(api_url) = &args.api_url {
                 config.api_url = api_url.clone();
             }
             config.credentials = credentials;
-            let source = GithubSource::new(config).map_err(|e| CommandError::Source(e.into()))?;
+            let source = GitHubRepo::new(config).map_err(|e| CommandError::Source(e.into()))?;
             Ok((
                 Arc::new(source),
                 ProjectSource::GitHub {
@@ -101,7 +101,7 @@ pub fn build_source(
             let mut config = GitConfig::new(url, cache.path().join("git"));
             config.credentials = credentials;
             config.allow_file_urls = true;
-            let source = GitSource::new(config).map_err(|e| CommandError::Source(e.into()))?;
+            let source = GitRemote::new(config).map_err(|e| CommandError::Source(e.into()))?;
             Ok((Arc::new(source), ProjectSource::Git { url: url.clone() }))
         }
         _ => Err(CommandError::Usage(

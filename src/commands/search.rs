@@ -15,7 +15,7 @@ use super::{
     CommandError,
     embedder::build_embedder,
     find_project,
-    output::{Table, emit, truncate},
+    output::{Table, emit, truncate_to_width},
 };
 
 /// What `search` prints.
@@ -170,7 +170,7 @@ fn build_table(report: &SearchReport) -> String {
             hit.path.clone(),
             format!("{}-{}", hit.start_line, hit.end_line),
             hit.language.clone().unwrap_or_else(|| "-".into()),
-            truncate(line.trim(), 80),
+            truncate_to_width(line.trim(), 80),
         ];
         if vector {
             cells.insert(

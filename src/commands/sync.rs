@@ -15,7 +15,7 @@ use crate::{
     chunk::ChunkerConfig,
     cli::{OutputFormat, SyncArgs},
     controller::validate::SpecError,
-    embed::{EmbeddingProvider, NoEmbeddings},
+    embed::{Embedder, NoEmbeddings},
     pipeline::{
         Outcome, Pipeline, ProcessingInputs, Reprocess, RunSummary, Step, SyncEvent, SyncRequest,
         filter::PathFilter,
@@ -62,16 +62,15 @@ pub async fn run(args: &SyncArgs) -> Result<(), CommandError> {
             }
         })?;
     let filter = PathFilter::build(&args.include, &args.exclude).map_err(SpecError::from)?;
-    let embedder: Arc<dyn EmbeddingProvider> =
-        match (&args.embedding_endpoint, &args.embedding_model) {
-            (Some(endpoint), Some(model)) => build_from_flags(
-                endpoint,
-                model,
-                args.embedding_api_key_env.as_deref(),
-                args.embedding_batch_size,
-            )?,
-            _ => Arc::new(NoEmbeddings),
-        };
+    let embedder: Arc<dyn Embedder> = match (&args.embedding_endpoint, &args.embedding_model) {
+        (Some(endpoint), Some(model)) => build_from_flags(
+            endpoint,
+            model,
+            args.embedding_api_key_env.as_deref(),
+            args.embedding_batch_size,
+        )?,
+        _ => Arc::new(NoEmbeddings),
+    };
     let cache = CacheDir::new(args.repository.cache_dir.as_ref())?;
     let (source, project_source) = build_source(&args.repository, &cache)?;
     let repository = source.describe();

@@ -14,7 +14,7 @@ use kube::{Client, runtime::events::Recorder};
 use crate::{
     api::ObservedInputs,
     chunk::ChunkerConfig,
-    embed::EmbeddingProvider,
+    embed::Embedder,
     metrics::Metrics,
     progress::ProgressHub,
     source::{HeadCache, Source, SourceStats},
@@ -40,7 +40,7 @@ pub struct Context {
 pub struct CachedSource {
     pub fingerprint: String,
     pub source: Arc<dyn Source>,
-    pub embedder: Arc<dyn EmbeddingProvider>,
+    pub embedder: Arc<dyn Embedder>,
     /// The git cache directory the source reads through, if any.
     pub cache_dir: Option<std::path::PathBuf>,
 }

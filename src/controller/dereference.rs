@@ -10,18 +10,18 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::{
     api::{ProjectSync, SourceSpec},
-    embed::{EmbeddingProvider, build_provider},
+    embed::{Embedder, build_embedder},
     source::{
         Credentials, CredentialsError, Source, build_credentials_from_secret,
         build_github_credentials_from_secret,
-        git::{GitConfig, GitSource, cache::GitCache},
-        github::{GithubConfig, GithubSource},
+        git::{GitConfig, GitRemote, cache::GitCache},
+        github::{GitHubConfig, GitHubRepo},
         proxy::{ProxySettings, build_proxy_from_secret},
     },
     store::{ProjectIdentity, ProjectSource},
 };
 
-use super::{error::Error, validate::validate_timeout};
+use super::{embedding::build_embedder_config, error::Error, validate::validate_timeout};
 
 /// The operator-wide settings that shape sources.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub struct SourceSettings {
 /// What a run of one resource talks to.
 pub struct Resolved {
     pub source: Arc<dyn Source>,
-    pub embedder: Arc<dyn EmbeddingProvider>,
+    pub embedder: Arc<dyn Embedder>,
     /// Changes whenever the source or its credentials change, so a cached
     /// source (and its remembered branch head) is rebuilt.
     pub fingerprint: String,
@@ -207,14 +207,14 @@ pub fn build_clients(
             github: Some(github),
             ..
         } => {
-            let mut config = GithubConfig::new(&github.owner, &github.repo);
+            let mut config = GitHubConfig::new(&github.owner, &github.repo);
             if let Some(api_url) = &github.api_url {
                 config.api_url = api_url.clone();
             }
             config.credentials = inputs.source_credentials;
             config.request_timeout = timeout;
             config.proxy = inputs.proxy;
-            Arc::new(GithubSource::new(config).map_err(|e| Error::Source(e.into()))?)
+            Arc::new(GitHubRepo::new(config).map_err(|e| Error::Source(e.into()))?)
         }
         SourceSpec { git: Some(git), .. } => {
             let mut config = GitConfig::new(&git.url, cache_dir_for(&settings.cache_dir, obj));
@@ -223,15 +223,16 @@ pub fn build_clients(
             config.timeout = timeout;
             config.proxy = inputs.proxy;
             config.max_cache_bytes = settings.git_cache.as_ref().map(|c| c.max_bytes());
-            Arc::new(GitSource::new(config).map_err(|e| Error::Source(e.into()))?)
+            Arc::new(GitRemote::new(config).map_err(|e| Error::Source(e.into()))?)
         }
         SourceSpec {
             github: None,
             git: None,
         } => return Err(Error::Spec(super::validate::SpecError::NoSource)),
     };
-    let embedder =
-        build_provider(obj.spec.embedding.as_ref(), inputs.api_key).map_err(Error::Embedding)?;
+    let embedder = build_embedder_config(obj.spec.embedding.as_ref(), inputs.api_key)
+        .and_then(build_embedder)
+        .map_err(Error::Embedding)?;
     Ok(Resolved {
         source,
         embedder,

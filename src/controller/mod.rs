@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod dereference;
+pub mod embedding;
 pub mod error;
 pub mod git_cache;
 pub mod leader;

@@ -12,6 +12,7 @@ use kube::{
     api::{Patch, PatchParams},
 };
 
+use crate::source::short_sha;
 use crate::{
     api::{
         ObservedInputs, Phase, Progress, ProjectSync, ProjectSyncStatus, SyncSummary,
@@ -103,16 +104,12 @@ fn truncate(message: &str) -> String {
     format!("{}...", &message[..end])
 }
 
-fn short(commit: &str) -> String {
-    commit.chars().take(7).collect()
-}
-
 /// A stored run as shown in `lastSync` and `history`.
 pub fn build_summary(record: &SyncRecord) -> SyncSummary {
     let commit = record.commit.clone().unwrap_or_default();
     SyncSummary {
         id: record.id.to_string(),
-        short_commit: short(&commit),
+        short_commit: short_sha(&commit, 7),
         commit,
         result: record.status.as_str().to_string(),
         trigger: Some(record.trigger.clone()).filter(|t| !t.is_empty()),
@@ -139,7 +136,7 @@ pub fn mark_syncing(
     let now = now();
     let message = format!(
         "syncing commit {} ({} stage)",
-        short(commit),
+        short_sha(commit, 7),
         progress.stage
     );
     status.phase = Some(Phase::Syncing);
@@ -210,7 +207,7 @@ pub fn mark_unchanged(status: &mut ProjectSyncStatus, commit: &str, generation: 
     status.last_checked_time = Some(now.clone());
     status.progress = None;
     status.observed_generation = generation;
-    let message = format!("commit {} is synced and current", short(commit));
+    let message = format!("commit {} is synced and current", short_sha(commit, 7));
     conditions::set_condition(
         &mut status.conditions,
         READY,

@@ -11,7 +11,7 @@ use crate::{
     pipeline::{
         Outcome, Pipeline, PipelineError, ProcessingInputs, Reprocess, Step, SyncEvent, SyncRequest,
     },
-    source::{HeadCache, Source},
+    source::{HeadCache, Source, short_sha},
     store::ProjectId,
 };
 
@@ -119,7 +119,7 @@ pub(super) async fn run(
                 reason::SYNC_SUCCEEDED,
                 format!(
                     "synced commit {}: {} added, {} modified, {} deleted, {} unchanged, {} skipped; {} memory entries",
-                    short(&summary.commit),
+                    short_sha(&summary.commit, 7),
                     files.added,
                     files.modified,
                     files.deleted,
@@ -179,7 +179,7 @@ async fn follow(
                     EventType::Normal,
                     "Sync",
                     reason::SYNC_STARTED,
-                    format!("syncing commit {}", short(&commit)),
+                    format!("syncing commit {}", short_sha(&commit, 7)),
                 )
                 .await;
             }
@@ -270,8 +270,4 @@ fn source_kind(obj: &ProjectSync) -> &'static str {
     } else {
         "git"
     }
-}
-
-fn short(commit: &str) -> String {
-    commit.chars().take(7).collect()
 }

@@ -17,11 +17,10 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
 use super::wire::{self, EmbeddingsRequest, ResponseProblem};
-use super::{EmbedError, EmbeddingProvider};
-use crate::api::EmbeddingSpec;
+use super::{EmbedError, Embedder};
 use crate::retry::{RetryPolicy, parse_retry_after};
 
-/// Settings of an [`OpenAiProvider`]. `Debug` never shows the key.
+/// Settings of an [`OpenAiEmbedder`]. `Debug` never shows the key.
 #[derive(Clone)]
 pub struct OpenAiConfig {
     /// Base URL such as `https://api.openai.com/v1`; `/embeddings` is
@@ -62,39 +61,6 @@ impl OpenAiConfig {
             max_retry_after: Duration::from_secs(30),
         }
     }
-
-    /// The config an `OpenAI` [`EmbeddingSpec`] asks for, with the API key
-    /// the caller resolved from `spec.secretRef` (surrounding whitespace,
-    /// such as the newline of `echo key | kubectl create secret`, removed).
-    pub fn from_spec(spec: &EmbeddingSpec, api_key: Option<String>) -> Result<Self, EmbedError> {
-        let endpoint = non_blank(spec.endpoint.as_deref()).ok_or(EmbedError::MissingEndpoint)?;
-        let model = non_blank(spec.model.as_deref()).ok_or(EmbedError::MissingModel)?;
-        let batch_size = usize::try_from(spec.batch_size)
-            .ok()
-            .filter(|n| (1..=Self::MAX_BATCH_SIZE).contains(n))
-            .ok_or(EmbedError::InvalidBatchSize {
-                got: spec.batch_size.into(),
-                max: Self::MAX_BATCH_SIZE,
-            })?;
-        let api_key = match (api_key, &spec.secret_ref) {
-            (Some(key), _) => Some(key.trim().to_string()),
-            (None, Some(secret)) => {
-                return Err(EmbedError::MissingApiKey {
-                    secret: secret.name.clone(),
-                    key: secret.key.clone(),
-                });
-            }
-            (None, None) => None,
-        };
-        if api_key.as_deref() == Some("") {
-            return Err(EmbedError::EmptyApiKey);
-        }
-        Ok(OpenAiConfig {
-            api_key,
-            batch_size,
-            ..OpenAiConfig::new(endpoint, model)
-        })
-    }
 }
 
 impl fmt::Debug for OpenAiConfig {
@@ -117,8 +83,8 @@ fn non_blank(s: Option<&str>) -> Option<&str> {
 }
 
 /// A client for one endpoint and model. Cheap to share: hold it as
-/// `Arc<dyn EmbeddingProvider>`.
-pub struct OpenAiProvider {
+/// `Arc<dyn Embedder>`.
+pub struct OpenAiEmbedder {
     client: reqwest::Client,
     url: Url,
     /// `url` without query, for messages and logs.
@@ -134,9 +100,9 @@ pub struct OpenAiProvider {
     dimension: OnceLock<usize>,
 }
 
-impl fmt::Debug for OpenAiProvider {
+impl fmt::Debug for OpenAiEmbedder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpenAiProvider")
+        f.debug_struct("OpenAiEmbedder")
             .field("url", &self.display_url)
             .field("model", &self.model)
             .field(
@@ -148,7 +114,7 @@ impl fmt::Debug for OpenAiProvider {
     }
 }
 
-impl OpenAiProvider {
+impl OpenAiEmbedder {
     /// Validates the config and builds the HTTP client; makes no request.
     pub fn new(config: OpenAiConfig) -> Result<Self, EmbedError> {
         let url = build_embeddings_url(&config.endpoint)?;
@@ -179,7 +145,7 @@ impl OpenAiProvider {
             .map_err(EmbedError::Client)?;
         let mut display = url.clone();
         display.set_query(None);
-        Ok(OpenAiProvider {
+        Ok(OpenAiEmbedder {
             client,
             display_url: display.to_string(),
             url,
@@ -355,7 +321,7 @@ impl OpenAiProvider {
 }
 
 #[async_trait]
-impl EmbeddingProvider for OpenAiProvider {
+impl Embedder for OpenAiEmbedder {
     fn model(&self) -> &str {
         &self.model
     }
@@ -471,7 +437,7 @@ impl fmt::Display for TransientKind {
 impl Transient {
     fn into_error(
         self,
-        provider: &OpenAiProvider,
+        provider: &OpenAiEmbedder,
         attempts: u32,
         retry_at: Option<chrono::DateTime<Utc>>,
     ) -> EmbedError {

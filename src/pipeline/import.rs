@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::{
     chunk::{Chunk, ChunkerConfig, build_chunks},
-    embed::EmbeddingProvider,
+    embed::Embedder,
     run::Stage,
     source::{
         Archive, Source, SourceError,
@@ -49,7 +49,7 @@ pub struct ImportContext<'a> {
     pub store: &'a Store,
     pub sync: SyncId,
     pub chunker: &'a ChunkerConfig,
-    pub embedder: &'a Arc<dyn EmbeddingProvider>,
+    pub embedder: &'a Arc<dyn Embedder>,
     pub max_file_size: u64,
 }
 
@@ -445,7 +445,7 @@ async fn copy_chunks(
 /// this model, computed (batched by the provider) for the rest.
 async fn attach_embeddings(
     ctx: &ImportContext<'_>,
-    embedder: &Arc<dyn EmbeddingProvider>,
+    embedder: &Arc<dyn Embedder>,
     entries: &mut [NewMemoryEntry],
     totals: &mut ImportTotals,
 ) -> Result<(), PipelineError> {

@@ -29,7 +29,7 @@ pub use event::{RunSummary, SyncEvent};
 
 use crate::{
     chunk::ChunkerConfig,
-    embed::EmbeddingProvider,
+    embed::Embedder,
     run::{FileCounts, Stage, StageDurations},
     source::{HeadCache, Source},
     store::{ProjectId, Store, SyncRecord},
@@ -95,7 +95,7 @@ pub struct Pipeline {
     pub source: Arc<dyn Source>,
     pub store: Store,
     pub chunker: ChunkerConfig,
-    pub embedder: Arc<dyn EmbeddingProvider>,
+    pub embedder: Arc<dyn Embedder>,
 }
 
 /// How a run ended.

@@ -30,7 +30,7 @@ pub enum Credentials {
         known_hosts: String,
     },
     /// A GitHub App installation: the source mints installation tokens.
-    GithubApp(GithubAppCredentials),
+    GitHubApp(GitHubAppCredentials),
 }
 
 /// Secret keys of a GitHub App, named as Flux names them.
@@ -46,7 +46,7 @@ const GITHUB_APP_KEYS: [&str; 3] = [
 /// What authenticates a GitHub App installation. The private key is kept as
 /// PEM text (already checked to parse) so credentials stay comparable.
 #[derive(Clone, PartialEq, Eq)]
-pub struct GithubAppCredentials {
+pub struct GitHubAppCredentials {
     pub app_id: u64,
     pub installation_id: u64,
     pub private_key_pem: String,
@@ -64,16 +64,16 @@ impl fmt::Debug for Credentials {
                 )
             }
             Credentials::SshKey { .. } => f.write_str("SshKey(<redacted>)"),
-            Credentials::GithubApp(app) => write!(f, "{app:?}"),
+            Credentials::GitHubApp(app) => write!(f, "{app:?}"),
         }
     }
 }
 
-impl fmt::Debug for GithubAppCredentials {
+impl fmt::Debug for GitHubAppCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "GithubApp {{ app_id: {}, installation_id: {}, private_key: <redacted> }}",
+            "GitHubApp {{ app_id: {}, installation_id: {}, private_key: <redacted> }}",
             self.app_id, self.installation_id
         )
     }
@@ -200,7 +200,7 @@ pub fn build_github_credentials_from_secret(
             detail: e.to_string(),
         }
     })?;
-    Ok(Credentials::GithubApp(GithubAppCredentials {
+    Ok(Credentials::GitHubApp(GitHubAppCredentials {
         app_id,
         installation_id,
         private_key_pem,
@@ -331,9 +331,9 @@ mod tests {
             ("githubAppPrivateKey", pem.as_bytes()),
         ]);
         match build_github_credentials_from_secret(&data, Some("token")) {
-            Ok(Credentials::GithubApp(app)) => {
+            Ok(Credentials::GitHubApp(app)) => {
                 assert_eq!((app.app_id, app.installation_id), (12345, 678));
-                let shown = format!("{:?}", Credentials::GithubApp(app));
+                let shown = format!("{:?}", Credentials::GitHubApp(app));
                 assert!(
                     !shown.contains("PRIVATE KEY") && shown.contains("12345"),
                     "{shown}"

@@ -4,9 +4,12 @@
 //! which commit a branch points at, what the tree of a commit is, what the
 //! bytes of a blob are — plus, where the provider answers it cheaply, which
 //! files changed between two commits. Two implementations sit behind the one
-//! trait: [`github::GithubSource`] (the REST API through octocrab, no clone)
-//! and [`git::GitSource`] (any git remote through the git CLI, shallow fetches
-//! into a per-repository cache directory).
+//! trait: [`github::GitHubRepo`] (a repository on GitHub, through the REST
+//! API with octocrab, no clone) and [`git::GitRemote`] (any git remote,
+//! through the git CLI, shallow fetches into a per-repository cache
+//! directory). The CRD's `source.github` and `source.git` describe them; the
+//! controller turns those into a [`github::GitHubConfig`] or a
+//! [`git::GitConfig`].
 //!
 //! The cheap way to sync, which [`Source`] is shaped for: ask
 //! [`Source::fetch_branch_head`] with the cached head (an unchanged branch
@@ -42,7 +45,7 @@ use futures::future::BoxFuture;
 pub use crate::retry::{Retry, RetryPolicy};
 pub use archive::Archive;
 pub use credentials::{
-    Credentials, CredentialsError, GithubAppCredentials, build_credentials_from_secret,
+    Credentials, CredentialsError, GitHubAppCredentials, build_credentials_from_secret,
     build_github_credentials_from_secret,
 };
 pub use stats::{RateLimit, SourceStats};
@@ -111,7 +114,7 @@ pub struct Change {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(transparent)]
-    Github(#[from] github::GithubError),
+    GitHub(#[from] github::GitHubError),
     #[error(transparent)]
     Git(#[from] git::GitError),
 }
@@ -121,7 +124,7 @@ impl SourceError {
     /// metric labels. A fixed set of static strings.
     pub fn reason(&self) -> &'static str {
         match self {
-            SourceError::Github(e) => e.reason(),
+            SourceError::GitHub(e) => e.reason(),
             SourceError::Git(e) => e.reason(),
         }
     }
@@ -129,7 +132,7 @@ impl SourceError {
     /// What the caller should do next.
     pub fn retry(&self) -> Retry {
         match self {
-            SourceError::Github(e) => e.retry(),
+            SourceError::GitHub(e) => e.retry(),
             SourceError::Git(e) => e.retry(),
         }
     }
@@ -197,6 +200,12 @@ pub trait Source: Send + Sync + fmt::Debug {
     fn stats(&self) -> SourceStats;
 }
 
+/// The first `len` characters of commit `sha`, as people quote it (status
+/// messages and events use 7, git's default abbreviation; the CLI 12).
+pub fn short_sha(sha: &str, len: usize) -> String {
+    sha.chars().take(len).collect()
+}
+
 /// True when `s` looks like a full hex object id (SHA-1 or SHA-256).
 pub fn is_object_id(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -205,6 +214,14 @@ pub fn is_object_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_shas_are_prefixes_of_the_given_length() {
+        let sha = "a12243f2e0d67a9ab5e1c0e3b3c9bd9c8f2b6e0b";
+        assert_eq!(short_sha(sha, 7), "a12243f");
+        assert_eq!(short_sha(sha, 12), "a12243f2e0d6");
+        assert_eq!(short_sha("abc", 7), "abc");
+    }
 
     #[test]
     fn object_ids_are_forty_or_sixty_four_hex_digits() {

@@ -91,6 +91,72 @@ pub(crate) async fn add_files_recorded(
     Ok(())
 }
 
+/// A file row [`copy_file_versions`] inserted.
+pub(crate) struct CopiedFile {
+    pub id: i64,
+    pub path: String,
+    /// Memory entries copied by the whole statement (the same on every row).
+    pub copied: i64,
+}
+
+/// Copies file versions `from[i]` to path `to[i]` of run `sync`, with their
+/// memory entries (embeddings included), inside Postgres: what renames and
+/// restores record instead of processing content again. Only versions of a
+/// completed run are copied, and only into an in-progress run of the same
+/// project; the rows returned are those inserted. `to` must not repeat a
+/// path.
+pub(crate) async fn copy_file_versions(
+    conn: &mut PgConnection,
+    sync: SyncId,
+    from: &[i64],
+    to: &[String],
+) -> Result<Vec<CopiedFile>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"
+        WITH src AS (
+            SELECT u.to_path, f.id AS from_id, f.project_id, f.blob_sha, f.size, f.mode, f.kind
+              FROM UNNEST($2::int8[], $3::text[]) AS u(from_id, to_path)
+              JOIN repository_files f ON f.id = u.from_id
+              JOIN project_syncs origin ON origin.id = f.introduced_sync_id
+                                       AND origin.status = 'COMPLETED'
+              JOIN project_syncs s ON s.id = $1 AND s.status = 'IN_PROGRESS'
+                                  AND s.project_id = f.project_id
+        ),
+        ins AS (
+            INSERT INTO repository_files (project_id, path, blob_sha, size, mode, kind, introduced_sync_id)
+            SELECT project_id, to_path, blob_sha, size, mode, kind, $1 FROM src
+            RETURNING id, path
+        ),
+        mem AS (
+            INSERT INTO memory_entries (project_id, file_id, path, chunk_index, start_line, end_line,
+                                        language, content, content_hash, embedding, embedding_model,
+                                        introduced_sync_id)
+            SELECT m.project_id, ins.id, ins.path, m.chunk_index, m.start_line, m.end_line,
+                   m.language, m.content, m.content_hash, m.embedding, m.embedding_model, $1
+              FROM ins
+              JOIN src ON src.to_path = ins.path
+              JOIN memory_entries m ON m.file_id = src.from_id
+            RETURNING 1
+        )
+        SELECT ins.id AS "id!", ins.path AS "path!", (SELECT count(*) FROM mem) AS "copied!"
+          FROM ins
+        "#,
+        sync.0,
+        from,
+        to,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| CopiedFile {
+            id: row.id,
+            path: row.path,
+            copied: row.copied,
+        })
+        .collect())
+}
+
 impl Store {
     /// Records the file versions a running run added or modified; returns
     /// their ids in input order. One transaction; statements of at most
@@ -174,43 +240,9 @@ impl Store {
         for batch in renames.chunks(FILE_BATCH_ROWS) {
             let from: Vec<i64> = batch.iter().map(|r| r.from.0).collect();
             let to: Vec<String> = batch.iter().map(|r| r.to_path.clone()).collect();
-            let rows = sqlx::query!(
-                r#"
-                WITH src AS (
-                    SELECT u.to_path, f.id AS from_id, f.project_id, f.blob_sha, f.size, f.mode, f.kind
-                      FROM UNNEST($2::int8[], $3::text[]) AS u(from_id, to_path)
-                      JOIN repository_files f ON f.id = u.from_id
-                      JOIN project_syncs origin ON origin.id = f.introduced_sync_id
-                                               AND origin.status = 'COMPLETED'
-                      JOIN project_syncs s ON s.id = $1 AND s.status = 'IN_PROGRESS'
-                                          AND s.project_id = f.project_id
-                ),
-                ins AS (
-                    INSERT INTO repository_files (project_id, path, blob_sha, size, mode, kind, introduced_sync_id)
-                    SELECT project_id, to_path, blob_sha, size, mode, kind, $1 FROM src
-                    RETURNING id, path
-                ),
-                mem AS (
-                    INSERT INTO memory_entries (project_id, file_id, path, chunk_index, start_line, end_line,
-                                                language, content, content_hash, embedding, embedding_model,
-                                                introduced_sync_id)
-                    SELECT m.project_id, ins.id, ins.path, m.chunk_index, m.start_line, m.end_line,
-                           m.language, m.content, m.content_hash, m.embedding, m.embedding_model, $1
-                      FROM ins
-                      JOIN src ON src.to_path = ins.path
-                      JOIN memory_entries m ON m.file_id = src.from_id
-                    RETURNING 1
-                )
-                SELECT ins.id AS "id!", ins.path AS "path!", (SELECT count(*) FROM mem) AS "copied!"
-                  FROM ins
-                "#,
-                sync.0,
-                &from,
-                &to,
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(insert_error(sync, "record renamed files"))?;
+            let rows = copy_file_versions(&mut tx, sync, &from, &to)
+                .await
+                .map_err(insert_error(sync, "record renamed files"))?;
             if rows.len() != batch.len() {
                 drop(tx);
                 return Err(self.rename_error(sync, batch).await);

@@ -4,9 +4,10 @@
 //! earlier picture lacks are superseded; the chain stays linear and nothing
 //! is destroyed. One transaction. Does I/O.
 
+use super::batch::FILE_BATCH_ROWS;
 use super::complete::complete_in;
 use super::error::db;
-use super::files::add_files_recorded;
+use super::files::{add_files_recorded, copy_file_versions};
 use super::memory::add_memory_written;
 use super::model::{Completion, SyncRecord, SyncStatus};
 use super::{Store, StoreError, SyncId};
@@ -87,41 +88,31 @@ impl Store {
 
         // Versions of the target that the current picture lacks or holds
         // differently: copy them, with their memory entries.
-        let copied = sqlx::query!(
+        let versions = sqlx::query!(
             r#"
-            WITH src AS (
-                SELECT t.* FROM sync_files($2) t
-                 WHERE NOT EXISTS (
-                       SELECT 1 FROM active_repository_files c
-                        WHERE c.project_id = t.project_id AND c.path = t.path
-                          AND c.blob_sha = t.blob_sha AND c.mode = t.mode AND c.kind = t.kind)
-            ),
-            ins AS (
-                INSERT INTO repository_files (project_id, path, blob_sha, size, mode, kind, introduced_sync_id)
-                SELECT project_id, path, blob_sha, size, mode, kind, $1 FROM src
-                RETURNING id, path
-            ),
-            mem AS (
-                INSERT INTO memory_entries (project_id, file_id, path, chunk_index, start_line, end_line,
-                                            language, content, content_hash, embedding, embedding_model,
-                                            introduced_sync_id)
-                SELECT m.project_id, ins.id, ins.path, m.chunk_index, m.start_line, m.end_line,
-                       m.language, m.content, m.content_hash, m.embedding, m.embedding_model, $1
-                  FROM ins
-                  JOIN src ON src.path = ins.path
-                  JOIN memory_entries m ON m.file_id = src.id
-                RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM ins) AS "files!", (SELECT count(*) FROM mem) AS "entries!"
+            SELECT t.id AS "id!", t.path AS "path!" FROM sync_files($1) t
+             WHERE NOT EXISTS (
+                   SELECT 1 FROM active_repository_files c
+                    WHERE c.project_id = t.project_id AND c.path = t.path
+                      AND c.blob_sha = t.blob_sha AND c.mode = t.mode AND c.kind = t.kind)
             "#,
-            id.0,
             target.0
         )
-        .fetch_one(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
-        .map_err(db("copy restored file versions"))?;
-        add_files_recorded(&mut tx, id, usize::try_from(copied.files).unwrap_or(0)).await?;
-        add_memory_written(&mut tx, id, copied.entries).await?;
+        .map_err(db("list restored file versions"))?;
+        let (from, to): (Vec<i64>, Vec<String>) =
+            versions.into_iter().map(|v| (v.id, v.path)).unzip();
+        let (mut copied_files, mut copied_entries) = (0usize, 0i64);
+        for (from, to) in from.chunks(FILE_BATCH_ROWS).zip(to.chunks(FILE_BATCH_ROWS)) {
+            let rows = copy_file_versions(&mut tx, id, from, to)
+                .await
+                .map_err(db("copy restored file versions"))?;
+            copied_files += rows.len();
+            copied_entries += rows.first().map_or(0, |row| row.copied);
+        }
+        add_files_recorded(&mut tx, id, copied_files).await?;
+        add_memory_written(&mut tx, id, copied_entries).await?;
 
         let completion = Completion {
             deleted_paths,
@@ -133,8 +124,8 @@ impl Store {
         tracing::info!(
             sync = %id,
             %target,
-            copied_files = copied.files,
-            copied_entries = copied.entries,
+            copied_files,
+            copied_entries,
             "restored an earlier sync"
         );
         Ok(record)

@@ -60,32 +60,13 @@ fn credentials_in_the_endpoint_never_reach_the_message() {
 }
 
 #[test]
-fn the_api_key_is_trimmed_and_never_shown_in_debug_output() {
-    let spec = EmbeddingSpec {
-        provider: crate::api::EmbeddingProvider::OpenAI,
-        endpoint: Some("http://127.0.0.1:9/v1".into()),
-        model: Some(" nomic-embed-text ".into()),
-        secret_ref: None,
-        batch_size: 8,
-    };
-    let config = OpenAiConfig::from_spec(&spec, Some("  sk-abc\n".into())).unwrap();
-    assert_eq!(config.api_key.as_deref(), Some("sk-abc"));
-    assert_eq!(config.model, "nomic-embed-text");
-    assert_eq!(config.batch_size, 8);
-    assert!(!format!("{config:?}").contains("sk-abc"));
-    let provider = OpenAiProvider::new(config).unwrap();
-    assert!(!format!("{provider:?}").contains("sk-abc"));
-    assert_eq!(provider.model(), "nomic-embed-text");
-}
-
-#[test]
 fn batch_sizes_outside_the_crd_range_are_refused() {
     for batch_size in [0, 2049] {
         let config = OpenAiConfig {
             batch_size,
             ..OpenAiConfig::new("http://127.0.0.1:9/v1", "m")
         };
-        let err = OpenAiProvider::new(config).unwrap_err();
+        let err = OpenAiEmbedder::new(config).unwrap_err();
         assert_eq!(err.reason(), "EmbeddingConfigInvalid", "{err}");
     }
 }
@@ -93,6 +74,6 @@ fn batch_sizes_outside_the_crd_range_are_refused() {
 #[tokio::test]
 async fn no_inputs_make_no_request() {
     // Nothing listens on port 9 (discard) here; a request would fail.
-    let provider = OpenAiProvider::new(OpenAiConfig::new("http://127.0.0.1:9/v1", "m")).unwrap();
+    let provider = OpenAiEmbedder::new(OpenAiConfig::new("http://127.0.0.1:9/v1", "m")).unwrap();
     assert_eq!(provider.embed(&[]).await.unwrap(), Vec::<Vec<f32>>::new());
 }

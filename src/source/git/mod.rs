@@ -14,7 +14,11 @@
 mod batch;
 pub mod cache;
 mod command;
+mod environment;
 mod error;
+mod fetch;
+mod listing;
+mod remote;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,16 +27,16 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 
-pub use command::{Transport, classify_url, is_valid_branch_name, redact_url};
 pub use error::GitError;
+pub use remote::{Transport, classify_url, is_valid_branch_name, redact_url};
 
 use self::batch::{BlobRead, CatFile};
 use self::command::GitRunner;
+use self::fetch::init_bare;
+use self::remote::split_userinfo;
 use super::stats::StatsRecorder;
-use super::tree::build_tree_entry;
 use super::{
-    Branch, Change, ChangeStatus, Credentials, HeadCache, HeadLookup, Source, SourceResult,
-    SourceStats, Tree,
+    Branch, Change, Credentials, HeadCache, HeadLookup, Source, SourceResult, SourceStats, Tree,
 };
 use crate::retry::RetryPolicy;
 
@@ -78,7 +82,7 @@ impl GitConfig {
 
 /// A git remote read through a local cache.
 #[derive(Debug)]
-pub struct GitSource {
+pub struct GitRemote {
     runner: GitRunner,
     depth: Option<u32>,
     retry: RetryPolicy,
@@ -90,7 +94,7 @@ pub struct GitSource {
     stats: StatsRecorder,
 }
 
-impl GitSource {
+impl GitRemote {
     /// Validates the URL and prepares the cache repository (runs
     /// `git init --bare` once, synchronously).
     pub fn new(config: GitConfig) -> Result<Self, GitError> {
@@ -115,7 +119,7 @@ impl GitSource {
         if !git_dir.join("HEAD").exists() {
             init_bare(&runner)?;
         }
-        Ok(GitSource {
+        Ok(GitRemote {
             runner,
             depth: config.depth,
             retry: config.retry,
@@ -129,50 +133,6 @@ impl GitSource {
 
     fn url(&self) -> String {
         self.runner.display_url.clone()
-    }
-
-    /// A remote operation, counted in the stats (200 ok, 0 failed), retried
-    /// with backoff while the remote is unreachable or slow.
-    async fn remote(&self, operation: &'static str, args: &[&str]) -> Result<Vec<u8>, GitError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            // Only fetches write to the cache; they are watched for size.
-            let limit = (operation == "fetch")
-                .then_some(self.max_cache_bytes)
-                .flatten()
-                .map(|l| (self.cache_dir.as_path(), l));
-            let mut result = self.runner.run_bounded(operation, args, None, limit).await;
-            if let (Ok(_), Some((dir, max))) = (&result, limit) {
-                // A fetch faster than the watch's first look is measured here.
-                let dir = dir.to_path_buf();
-                let bytes = tokio::task::spawn_blocking(move || cache::dir_size(&dir))
-                    .await
-                    .unwrap_or(0);
-                if bytes > max {
-                    result = Err(GitError::CacheLimitExceeded {
-                        url: self.url(),
-                        bytes,
-                        limit: max,
-                    });
-                }
-            }
-            if matches!(result, Err(GitError::CacheLimitExceeded { .. })) {
-                self.reset_cache();
-            }
-            self.stats
-                .record(operation, if result.is_ok() { 200 } else { 0 });
-            match result {
-                Err(GitError::Unreachable { .. } | GitError::Timeout { .. })
-                    if attempt < self.retry.attempts =>
-                {
-                    let delay = self.retry.delay(attempt);
-                    tracing::debug!(url = %self.runner.display_url, operation, attempt, ?delay, "retrying git");
-                    tokio::time::sleep(delay).await;
-                }
-                other => return other.map(|o| o.stdout),
-            }
-        }
     }
 
     async fn list_heads(&self, pattern: Option<&str>) -> Result<Vec<Branch>, GitError> {
@@ -198,132 +158,12 @@ impl GitSource {
         Ok(branches)
     }
 
-    /// Empties the cache repository after a fetch too large for the cache:
-    /// neither its partial nor its complete pack may stay on disk. The
-    /// blob reader goes too (it has the old packs open).
-    fn reset_cache(&self) {
-        if let Ok(mut slot) = self.cat_file.try_lock() {
-            *slot = None;
-        }
-        let _ = std::fs::remove_dir_all(&self.runner.git_dir);
-        if let Err(error) = init_bare(&self.runner) {
-            tracing::warn!(url = %self.runner.display_url, %error, "could not re-create the git cache after an oversized fetch");
-        }
-    }
-
     fn invalid(&self, operation: &'static str, detail: &str) -> GitError {
         GitError::InvalidOutput {
             url: self.url(),
             operation,
             detail: detail.chars().take(200).collect(),
         }
-    }
-
-    async fn has_commit(&self, commit: &str) -> bool {
-        let spec = format!("{commit}^{{commit}}");
-        self.runner
-            .run("cat-file", &["cat-file", "-e", &spec], None)
-            .await
-            .is_ok()
-    }
-
-    /// Makes `commit` present in the cache: a shallow fetch of exactly that
-    /// commit, falling back to fetching every branch with full history for
-    /// servers that refuse to serve a commit by id (protocol v0 serves only
-    /// advertised tips).
-    async fn ensure_commit(&self, commit: &str) -> Result<(), GitError> {
-        if !super::is_object_id(commit) {
-            return Err(GitError::InvalidObjectId {
-                url: self.url(),
-                what: commit.to_string(),
-            });
-        }
-        let _guard = self.fetch_lock.lock().await;
-        if self.has_commit(commit).await {
-            return Ok(());
-        }
-        let url = self.runner.url.clone();
-        let depth = self.depth.map(|d| format!("--depth={}", d.max(1)));
-        let mut args = vec![
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--no-recurse-submodules",
-        ];
-        args.extend(depth.as_deref());
-        args.extend([url.as_str(), commit]);
-        match self.remote("fetch", &args).await {
-            Ok(_) => {}
-            Err(GitError::CommandFailed { .. }) => {
-                let refspec = "+refs/heads/*:refs/remotes/origin/*";
-                let mut args = vec!["fetch", "--quiet", "--no-tags", "--no-recurse-submodules"];
-                // A full fetch into a shallow cache stops at the shallow
-                // boundary, so a commit older than what earlier shallow
-                // fetches brought would stay missing.
-                if self.runner.git_dir.join("shallow").exists() {
-                    args.push("--unshallow");
-                }
-                args.extend([url.as_str(), refspec]);
-                self.remote("fetch", &args).await?;
-            }
-            Err(e) => return Err(e),
-        }
-        if self.has_commit(commit).await {
-            Ok(())
-        } else {
-            Err(GitError::CommitNotFound {
-                url: self.url(),
-                commit: commit.to_string(),
-            })
-        }
-    }
-
-    async fn fetch_tree_impl(&self, commit: &str) -> Result<Tree, GitError> {
-        self.ensure_commit(commit).await?;
-        let root = format!("{commit}^{{tree}}");
-        let tree_sha = self
-            .runner
-            .run(
-                "rev-parse",
-                &["rev-parse", "--verify", "--quiet", &root],
-                None,
-            )
-            .await?
-            .stdout;
-        let mut tree = Tree {
-            commit_sha: commit.to_string(),
-            tree_sha: String::from_utf8_lossy(&tree_sha).trim().to_string(),
-            ..Tree::default()
-        };
-        let listing = self
-            .runner
-            .run(
-                "ls-tree",
-                &["ls-tree", "-r", "-l", "-z", "--full-tree", commit],
-                None,
-            )
-            .await?
-            .stdout;
-        for record in listing.split(|b| *b == 0).filter(|r| !r.is_empty()) {
-            let (meta, path) = split_at_tab(record)
-                .ok_or_else(|| self.invalid("ls-tree", &String::from_utf8_lossy(record)))?;
-            let meta = std::str::from_utf8(meta)
-                .map_err(|_| self.invalid("ls-tree", "metadata is not UTF-8"))?;
-            let mut fields = meta.split_ascii_whitespace();
-            let (Some(mode), Some(_kind), Some(sha), Some(size)) =
-                (fields.next(), fields.next(), fields.next(), fields.next())
-            else {
-                return Err(self.invalid("ls-tree", meta));
-            };
-            let mode = u32::from_str_radix(mode, 8).map_err(|_| self.invalid("ls-tree", meta))?;
-            match build_tree_entry(path, mode, sha, size.parse().ok()) {
-                Ok(entry) => tree.entries.push(entry),
-                Err(rejected) => tree.rejected.push(rejected),
-            }
-        }
-        tree.normalise();
-        Ok(tree)
     }
 
     async fn fetch_blob_impl(&self, sha: &str, max_size: u64) -> Result<Bytes, GitError> {
@@ -370,61 +210,6 @@ impl GitSource {
         }
     }
 
-    async fn fetch_changes_impl(
-        &self,
-        base: &str,
-        head: &str,
-    ) -> Result<Option<Vec<Change>>, GitError> {
-        if !super::is_object_id(base) {
-            return Err(GitError::InvalidObjectId {
-                url: self.url(),
-                what: base.to_string(),
-            });
-        }
-        if !self.has_commit(base).await {
-            return Ok(None);
-        }
-        self.ensure_commit(head).await?;
-        let out = self
-            .runner
-            .run(
-                "diff-tree",
-                &["diff-tree", "-r", "-z", "--no-renames", "--raw", base, head],
-                None,
-            )
-            .await?
-            .stdout;
-        let mut changes = Vec::new();
-        let mut fields = out.split(|b| *b == 0).filter(|f| !f.is_empty());
-        while let Some(meta) = fields.next() {
-            let path = fields
-                .next()
-                .ok_or_else(|| self.invalid("diff-tree", "record without a path"))?;
-            let meta = std::str::from_utf8(meta)
-                .map_err(|_| self.invalid("diff-tree", "metadata is not UTF-8"))?;
-            let parts: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
-            let [_, _, _, new_sha, status] = parts[..] else {
-                return Err(self.invalid("diff-tree", meta));
-            };
-            let Ok(path) = super::content::classify_path(path) else {
-                return Ok(None);
-            };
-            let (status, blob_sha) = match status {
-                "A" => (ChangeStatus::Added, Some(new_sha.to_string())),
-                "M" | "T" => (ChangeStatus::Modified, Some(new_sha.to_string())),
-                "D" => (ChangeStatus::Removed, None),
-                _ => return Ok(None),
-            };
-            changes.push(Change {
-                path: path.to_string(),
-                status,
-                blob_sha,
-            });
-        }
-        changes.sort();
-        Ok(Some(changes))
-    }
-
     async fn fetch_branch_head_impl(
         &self,
         branch: &str,
@@ -459,54 +244,7 @@ impl GitSource {
     }
 }
 
-/// `git init --bare` of the cache repository (synchronous, local).
-fn init_bare(runner: &GitRunner) -> Result<(), GitError> {
-    let mut cmd = runner.command().into_std();
-    cmd.args(["init", "--bare", "--quiet"]);
-    let out = cmd.output().map_err(|source| GitError::Io {
-        url: runner.display_url.clone(),
-        operation: "init",
-        source,
-    })?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(GitError::CacheDirectory {
-        path: runner.git_dir.display().to_string(),
-        source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
-    })
-}
-
-/// Splits `user:password@` out of an http(s) URL.
-fn split_userinfo(url: &str) -> (String, Option<Credentials>) {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return (url.to_string(), None);
-    };
-    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
-        return (url.to_string(), None);
-    }
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..host_end].rfind('@') else {
-        return (url.to_string(), None);
-    };
-    let (username, password) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
-    let credentials = match (username, password) {
-        ("", "") => None,
-        ("", token) | (token, "") => Some(Credentials::Token(token.to_string())),
-        (user, pass) => Some(Credentials::Basic {
-            username: user.to_string(),
-            password: pass.to_string(),
-        }),
-    };
-    (format!("{scheme}://{}", &rest[at + 1..]), credentials)
-}
-
-fn split_at_tab(record: &[u8]) -> Option<(&[u8], &[u8])> {
-    let tab = record.iter().position(|b| *b == b'\t')?;
-    Some((&record[..tab], &record[tab + 1..]))
-}
-
-impl Source for GitSource {
+impl Source for GitRemote {
     fn describe(&self) -> String {
         format!("git:{}", self.runner.display_url)
     }

@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 use super::client::{Client, Request};
 use super::error::{Missing, build_error_from_response, error_message};
 use super::jwt::{AppKey, build_app_jwt};
-use super::{GithubError, JSON};
-use crate::source::credentials::GithubAppCredentials;
+use super::{GitHubError, JSON};
+use crate::source::credentials::GitHubAppCredentials;
 
 /// The endpoint label of token mints in request counters and metrics.
 pub const MINT_ENDPOINT: &str = "app_token";
@@ -84,9 +84,9 @@ static POOL: LazyLock<Mutex<HashMap<PoolKey, Weak<InstallationTokens>>>> =
 /// hand-built config gets here).
 pub(crate) fn shared_installation_tokens(
     api_url: &str,
-    app: &GithubAppCredentials,
+    app: &GitHubAppCredentials,
     refresh_margin: Duration,
-) -> Result<Arc<InstallationTokens>, GithubError> {
+) -> Result<Arc<InstallationTokens>, GitHubError> {
     let key = PoolKey {
         api_url: api_url.trim_end_matches('/').to_string(),
         app_id: app.app_id,
@@ -98,7 +98,7 @@ pub(crate) fn shared_installation_tokens(
         return Ok(tokens);
     }
     let private_key =
-        AppKey::from_pem(&app.private_key_pem).map_err(|e| GithubError::InvalidConfig {
+        AppKey::from_pem(&app.private_key_pem).map_err(|e| GitHubError::InvalidConfig {
             detail: format!("githubAppPrivateKey of app {}: {e}", app.app_id),
         })?;
     let tokens = Arc::new(InstallationTokens {
@@ -116,7 +116,7 @@ pub(crate) fn shared_installation_tokens(
 impl InstallationTokens {
     /// A token valid for at least the refresh margin, minting one through
     /// `client` when the cached one is missing or about to expire.
-    pub async fn token(&self, client: &Client) -> Result<InstallationToken, GithubError> {
+    pub async fn token(&self, client: &Client) -> Result<InstallationToken, GitHubError> {
         let mut current = self.current.lock().await;
         let margin = chrono::Duration::from_std(self.refresh_margin).unwrap_or_default();
         if let Some(token) = current.as_ref()
@@ -138,7 +138,7 @@ impl InstallationTokens {
         }
     }
 
-    async fn mint(&self, client: &Client) -> Result<InstallationToken, GithubError> {
+    async fn mint(&self, client: &Client) -> Result<InstallationToken, GitHubError> {
         #[derive(Deserialize)]
         struct Minted {
             token: String,
@@ -169,7 +169,7 @@ impl InstallationTokens {
             ));
         }
         let minted: Minted =
-            serde_json::from_slice(&answer.body).map_err(|e| GithubError::InvalidResponse {
+            serde_json::from_slice(&answer.body).map_err(|e| GitHubError::InvalidResponse {
                 repo: client.repo.clone(),
                 endpoint: MINT_ENDPOINT,
                 detail: e.to_string(),
@@ -198,17 +198,17 @@ pub(crate) fn build_mint_error(
     headers: &HeaderMap,
     body: &[u8],
     now: DateTime<Utc>,
-) -> GithubError {
+) -> GitHubError {
     let repo = repo.to_string();
     let message = error_message(body);
     match status {
-        StatusCode::UNAUTHORIZED => GithubError::AppJwtRejected {
+        StatusCode::UNAUTHORIZED => GitHubError::AppJwtRejected {
             repo,
             app_id,
             installation_id,
             message,
         },
-        StatusCode::NOT_FOUND => GithubError::AppInstallationNotFound {
+        StatusCode::NOT_FOUND => GitHubError::AppInstallationNotFound {
             repo,
             app_id,
             installation_id,
@@ -222,7 +222,7 @@ pub(crate) fn build_mint_error(
             Missing::Repository,
             now,
         ) {
-            GithubError::AccessDenied { .. } => GithubError::AppInstallationSuspended {
+            GitHubError::AccessDenied { .. } => GitHubError::AppInstallationSuspended {
                 repo,
                 app_id,
                 installation_id,
@@ -237,7 +237,7 @@ pub(crate) fn build_mint_error(
 mod tests {
     use super::*;
 
-    fn mint_error(status: u16, headers: &[(&str, &str)], body: &str) -> GithubError {
+    fn mint_error(status: u16, headers: &[(&str, &str)], body: &str) -> GitHubError {
         build_mint_error(
             "o/r",
             (11, 22),

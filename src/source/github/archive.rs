@@ -8,13 +8,13 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::client::Request;
 use super::error::Missing;
-use super::{GithubError, GithubSource, JSON};
+use super::{GitHubError, GitHubRepo, JSON};
 use crate::source::Archive;
 
 pub(super) async fn fetch_archive(
-    src: &GithubSource,
+    src: &GitHubRepo,
     commit: &str,
-) -> Result<Option<Archive>, GithubError> {
+) -> Result<Option<Archive>, GitHubError> {
     src.require_object_id(commit)?;
     let path = format!("{}/tarball/{commit}", src.repo_path());
     let req = Request {
@@ -36,7 +36,7 @@ pub(super) async fn fetch_archive(
         return Err(src.error_for("tarball", &answer, Missing::Commit(commit)));
     }
     let Some(location) = answer.header(header::LOCATION) else {
-        return Err(GithubError::InvalidResponse {
+        return Err(GitHubError::InvalidResponse {
             repo: src.repo(),
             endpoint: "tarball",
             detail: format!("a {} without a Location header", answer.status),

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Limited};
 use octocrab::Octocrab;
 use tokio::sync::Semaphore;
 
-use super::GithubError;
+use super::GitHubError;
 use super::app_token::InstallationTokens;
 use super::error::{Missing, build_error_from_response};
 use super::proxy::find_proxy_error;
@@ -81,7 +81,7 @@ impl Client {
     /// that is not a retried 5xx, so callers map statuses in context. As a
     /// GitHub App, a 401 means the installation token was revoked or expired
     /// early: it is replaced and the request sent once more.
-    pub async fn get(&self, req: Request<'_>) -> Result<Answer, GithubError> {
+    pub async fn get(&self, req: Request<'_>) -> Result<Answer, GitHubError> {
         let Some(app) = &self.app else {
             return self.send(Method::GET, &req, None).await;
         };
@@ -106,7 +106,7 @@ impl Client {
         method: Method,
         req: &Request<'_>,
         authorization: Option<HeaderValue>,
-    ) -> Result<Answer, GithubError> {
+    ) -> Result<Answer, GitHubError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -135,37 +135,37 @@ impl Client {
         req: &Request<'_>,
         outcome: Result<Answer, Failure>,
         attempts: u32,
-    ) -> Result<Answer, GithubError> {
+    ) -> Result<Answer, GitHubError> {
         let repo = self.repo.clone();
         let endpoint = req.endpoint;
         match outcome {
-            Ok(answer) if answer.status.is_server_error() => Err(GithubError::ServerError {
+            Ok(answer) if answer.status.is_server_error() => Err(GitHubError::ServerError {
                 repo,
                 endpoint,
                 status: answer.status.as_u16(),
                 attempts,
             }),
             Ok(answer) => Ok(answer),
-            Err(Failure::Timeout) => Err(GithubError::Timeout {
+            Err(Failure::Timeout) => Err(GitHubError::Timeout {
                 repo,
                 endpoint,
                 attempts,
                 seconds: self.timeout.as_secs(),
             }),
             Err(Failure::Transport(source)) if find_proxy_error(&source).is_some() => {
-                Err(GithubError::Proxy {
+                Err(GitHubError::Proxy {
                     repo,
                     endpoint,
                     source: Box::new(find_proxy_error(&source).cloned().expect("checked above")),
                 })
             }
-            Err(Failure::Transport(source)) => Err(GithubError::Transport {
+            Err(Failure::Transport(source)) => Err(GitHubError::Transport {
                 repo,
                 endpoint,
                 attempts,
                 source: Box::new(source),
             }),
-            Err(Failure::BodyTooLarge) => Err(GithubError::ResponseTooLarge {
+            Err(Failure::BodyTooLarge) => Err(GitHubError::ResponseTooLarge {
                 repo,
                 endpoint,
                 limit: req.body_limit,
@@ -185,7 +185,7 @@ impl Client {
         endpoint: &'static str,
         url: &str,
         accept: &'static str,
-    ) -> Result<Result<BodyStream, Answer>, GithubError> {
+    ) -> Result<Result<BodyStream, Answer>, GitHubError> {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
@@ -193,13 +193,13 @@ impl Client {
         if let Some(error) = self.limit_in_force() {
             return Err(error);
         }
-        let timeout = || GithubError::Timeout {
+        let timeout = || GitHubError::Timeout {
             repo: self.repo.clone(),
             endpoint,
             attempts: 1,
             seconds: self.timeout.as_secs(),
         };
-        let transport = |source| GithubError::Transport {
+        let transport = |source| GitHubError::Transport {
             repo: self.repo.clone(),
             endpoint,
             attempts: 1,
@@ -292,7 +292,7 @@ impl Client {
     }
 
     /// The rate limit still in force, if any.
-    fn limit_in_force(&self) -> Option<GithubError> {
+    fn limit_in_force(&self) -> Option<GitHubError> {
         let mut limit = self.limit.lock().unwrap_or_else(|e| e.into_inner());
         let (secondary, until) = (*limit)?;
         if until <= Utc::now() {
@@ -301,9 +301,9 @@ impl Client {
         }
         let repo = self.repo.clone();
         Some(if secondary {
-            GithubError::SecondaryRateLimited { repo, until }
+            GitHubError::SecondaryRateLimited { repo, until }
         } else {
-            GithubError::RateLimited { repo, until }
+            GitHubError::RateLimited { repo, until }
         })
     }
 
@@ -322,8 +322,8 @@ impl Client {
             Utc::now(),
         );
         let limit = match error {
-            GithubError::RateLimited { until, .. } => (false, until),
-            GithubError::SecondaryRateLimited { until, .. } => (true, until),
+            GitHubError::RateLimited { until, .. } => (false, until),
+            GitHubError::SecondaryRateLimited { until, .. } => (true, until),
             _ => return,
         };
         tracing::warn!(repo = %self.repo, endpoint, %error, "rate limited: no requests until the limit resets");
@@ -432,7 +432,7 @@ enum Failure {
     Transport(octocrab::Error),
     BodyTooLarge,
     /// Not sent: a rate limit is in force.
-    Limited(GithubError),
+    Limited(GitHubError),
 }
 
 /// The `rel="next"` target of a `Link` header.

@@ -8,7 +8,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::error::Missing;
-use super::{GithubError, GithubSource};
+use super::{GitHubError, GitHubRepo};
 use crate::source::content::classify_path;
 use crate::source::{Change, ChangeStatus};
 
@@ -16,10 +16,10 @@ use crate::source::{Change, ChangeStatus};
 const COMPARE_FILE_LIMIT: usize = 300;
 
 pub(super) async fn fetch_changes(
-    src: &GithubSource,
+    src: &GitHubRepo,
     base: &str,
     head: &str,
-) -> Result<Option<Vec<Change>>, GithubError> {
+) -> Result<Option<Vec<Change>>, GitHubError> {
     #[derive(Deserialize)]
     struct Comparison {
         status: String,

@@ -9,7 +9,7 @@ use crate::{api::conditions::reason, source::Retry};
 
 /// Everything that can go wrong talking to GitHub, one actionable kind each.
 #[derive(Debug, thiserror::Error)]
-pub enum GithubError {
+pub enum GitHubError {
     #[error("github {repo}: bad credentials (the token is invalid, expired or revoked)")]
     BadCredentials { repo: String },
     #[error("github {repo}: repository not found, or the credentials have no access to it")]
@@ -125,36 +125,36 @@ pub enum GithubError {
     },
 }
 
-impl GithubError {
+impl GitHubError {
     /// Short static category (condition reason, event reason, metric label).
     pub fn reason(&self) -> &'static str {
         match self {
-            GithubError::BadCredentials { .. } => reason::BAD_CREDENTIALS,
-            GithubError::RepositoryNotFound { .. } => reason::REPOSITORY_NOT_FOUND,
-            GithubError::AccessDenied { .. } => reason::ACCESS_DENIED,
-            GithubError::SsoRequired { .. } => reason::SAML_SSO_REQUIRED,
-            GithubError::BranchNotFound { .. } => reason::BRANCH_NOT_FOUND,
-            GithubError::CommitNotFound { .. } => reason::COMMIT_NOT_FOUND,
-            GithubError::EmptyRepository { .. } => reason::EMPTY_REPOSITORY,
-            GithubError::RateLimited { .. } => reason::RATE_LIMITED,
-            GithubError::SecondaryRateLimited { .. } => reason::SECONDARY_RATE_LIMITED,
-            GithubError::ServerError { .. } => reason::PROVIDER_UNAVAILABLE,
-            GithubError::Timeout { .. } => reason::PROVIDER_TIMEOUT,
-            GithubError::Transport { .. } => reason::PROVIDER_UNREACHABLE,
-            GithubError::Proxy { source, .. } => source.reason(),
-            GithubError::InvalidResponse { .. } => reason::INVALID_PROVIDER_RESPONSE,
-            GithubError::ResponseTooLarge { .. } => reason::PROVIDER_RESPONSE_TOO_LARGE,
-            GithubError::UnexpectedStatus { .. } => reason::UNEXPECTED_PROVIDER_RESPONSE,
-            GithubError::BlobTooLarge { .. } => reason::BLOB_TOO_LARGE,
-            GithubError::BlobCorrupt { .. } => reason::BLOB_CORRUPT,
-            GithubError::TooManyBranches { .. } => reason::TOO_MANY_BRANCHES,
-            GithubError::InvalidObjectId { .. } => reason::INVALID_OBJECT_ID,
-            GithubError::InvalidConfig { .. } => reason::INVALID_SOURCE_CONFIG,
-            GithubError::AppInstallationNotFound { .. } => {
+            GitHubError::BadCredentials { .. } => reason::BAD_CREDENTIALS,
+            GitHubError::RepositoryNotFound { .. } => reason::REPOSITORY_NOT_FOUND,
+            GitHubError::AccessDenied { .. } => reason::ACCESS_DENIED,
+            GitHubError::SsoRequired { .. } => reason::SAML_SSO_REQUIRED,
+            GitHubError::BranchNotFound { .. } => reason::BRANCH_NOT_FOUND,
+            GitHubError::CommitNotFound { .. } => reason::COMMIT_NOT_FOUND,
+            GitHubError::EmptyRepository { .. } => reason::EMPTY_REPOSITORY,
+            GitHubError::RateLimited { .. } => reason::RATE_LIMITED,
+            GitHubError::SecondaryRateLimited { .. } => reason::SECONDARY_RATE_LIMITED,
+            GitHubError::ServerError { .. } => reason::PROVIDER_UNAVAILABLE,
+            GitHubError::Timeout { .. } => reason::PROVIDER_TIMEOUT,
+            GitHubError::Transport { .. } => reason::PROVIDER_UNREACHABLE,
+            GitHubError::Proxy { source, .. } => source.reason(),
+            GitHubError::InvalidResponse { .. } => reason::INVALID_PROVIDER_RESPONSE,
+            GitHubError::ResponseTooLarge { .. } => reason::PROVIDER_RESPONSE_TOO_LARGE,
+            GitHubError::UnexpectedStatus { .. } => reason::UNEXPECTED_PROVIDER_RESPONSE,
+            GitHubError::BlobTooLarge { .. } => reason::BLOB_TOO_LARGE,
+            GitHubError::BlobCorrupt { .. } => reason::BLOB_CORRUPT,
+            GitHubError::TooManyBranches { .. } => reason::TOO_MANY_BRANCHES,
+            GitHubError::InvalidObjectId { .. } => reason::INVALID_OBJECT_ID,
+            GitHubError::InvalidConfig { .. } => reason::INVALID_SOURCE_CONFIG,
+            GitHubError::AppInstallationNotFound { .. } => {
                 reason::GITHUB_APP_INSTALLATION_NOT_FOUND
             }
-            GithubError::AppJwtRejected { .. } => reason::GITHUB_APP_JWT_REJECTED,
-            GithubError::AppInstallationSuspended { .. } => {
+            GitHubError::AppJwtRejected { .. } => reason::GITHUB_APP_JWT_REJECTED,
+            GitHubError::AppInstallationSuspended { .. } => {
                 reason::GITHUB_APP_INSTALLATION_SUSPENDED
             }
         }
@@ -163,31 +163,31 @@ impl GithubError {
     /// Stall (user must act), wait until a known time, or back off.
     pub fn retry(&self) -> Retry {
         match self {
-            GithubError::RateLimited { until, .. }
-            | GithubError::SecondaryRateLimited { until, .. } => Retry::WaitUntil(*until),
-            GithubError::ServerError { .. }
-            | GithubError::Timeout { .. }
-            | GithubError::Transport { .. }
-            | GithubError::InvalidResponse { .. }
-            | GithubError::UnexpectedStatus { .. }
-            | GithubError::BlobCorrupt { .. } => Retry::Transient,
-            GithubError::BadCredentials { .. }
-            | GithubError::RepositoryNotFound { .. }
-            | GithubError::AccessDenied { .. }
-            | GithubError::SsoRequired { .. }
-            | GithubError::BranchNotFound { .. }
-            | GithubError::CommitNotFound { .. }
-            | GithubError::EmptyRepository { .. }
-            | GithubError::BlobTooLarge { .. }
-            | GithubError::ResponseTooLarge { .. }
-            | GithubError::TooManyBranches { .. }
-            | GithubError::InvalidObjectId { .. }
-            | GithubError::InvalidConfig { .. }
-            | GithubError::AppInstallationNotFound { .. }
-            | GithubError::AppJwtRejected { .. }
-            | GithubError::AppInstallationSuspended { .. } => Retry::Stalled,
+            GitHubError::RateLimited { until, .. }
+            | GitHubError::SecondaryRateLimited { until, .. } => Retry::WaitUntil(*until),
+            GitHubError::ServerError { .. }
+            | GitHubError::Timeout { .. }
+            | GitHubError::Transport { .. }
+            | GitHubError::InvalidResponse { .. }
+            | GitHubError::UnexpectedStatus { .. }
+            | GitHubError::BlobCorrupt { .. } => Retry::Transient,
+            GitHubError::BadCredentials { .. }
+            | GitHubError::RepositoryNotFound { .. }
+            | GitHubError::AccessDenied { .. }
+            | GitHubError::SsoRequired { .. }
+            | GitHubError::BranchNotFound { .. }
+            | GitHubError::CommitNotFound { .. }
+            | GitHubError::EmptyRepository { .. }
+            | GitHubError::BlobTooLarge { .. }
+            | GitHubError::ResponseTooLarge { .. }
+            | GitHubError::TooManyBranches { .. }
+            | GitHubError::InvalidObjectId { .. }
+            | GitHubError::InvalidConfig { .. }
+            | GitHubError::AppInstallationNotFound { .. }
+            | GitHubError::AppJwtRejected { .. }
+            | GitHubError::AppInstallationSuspended { .. } => Retry::Stalled,
             // An unreachable proxy may come back; one that refuses will not.
-            GithubError::Proxy { source, .. } => match source.as_ref() {
+            GitHubError::Proxy { source, .. } => match source.as_ref() {
                 super::proxy::ProxyConnectError::Unreachable { .. } => Retry::Transient,
                 _ => Retry::Stalled,
             },
@@ -216,7 +216,7 @@ pub(crate) fn build_error_from_response(
     body: &[u8],
     missing: Missing<'_>,
     now: DateTime<Utc>,
-) -> GithubError {
+) -> GitHubError {
     let repo = repo.to_string();
     let message = error_message(body);
     let header = |name: &str| {
@@ -228,20 +228,20 @@ pub(crate) fn build_error_from_response(
     let lower = message.to_ascii_lowercase();
     let retry_after = header("retry-after").and_then(|v| v.trim().parse::<i64>().ok());
     match status.as_u16() {
-        401 => GithubError::BadCredentials { repo },
+        401 => GitHubError::BadCredentials { repo },
         403 | 429 => {
             if let Some(sso) = header("x-github-sso") {
                 let url = sso
                     .split(';')
                     .find_map(|p| p.trim().strip_prefix("url="))
                     .map(str::to_string);
-                return GithubError::SsoRequired { repo, url };
+                return GitHubError::SsoRequired { repo, url };
             }
             if lower.contains("saml") {
-                return GithubError::SsoRequired { repo, url: None };
+                return GitHubError::SsoRequired { repo, url: None };
             }
             if let Some(seconds) = retry_after {
-                return GithubError::SecondaryRateLimited {
+                return GitHubError::SecondaryRateLimited {
                     repo,
                     until: now + ChronoDuration::seconds(seconds),
                 };
@@ -253,7 +253,7 @@ pub(crate) fn build_error_from_response(
                     .and_then(|v| v.trim().parse::<i64>().ok())
                     .and_then(|s| DateTime::from_timestamp(s, 0))
                     .unwrap_or(now + ChronoDuration::seconds(SECONDARY_LIMIT_DEFAULT_WAIT));
-                return GithubError::RateLimited { repo, until };
+                return GitHubError::RateLimited { repo, until };
             }
             if status == StatusCode::TOO_MANY_REQUESTS
                 || lower.contains("secondary rate limit")
@@ -261,31 +261,31 @@ pub(crate) fn build_error_from_response(
                 || lower.contains("rate limit")
             {
                 let until = now + ChronoDuration::seconds(SECONDARY_LIMIT_DEFAULT_WAIT);
-                return GithubError::SecondaryRateLimited { repo, until };
+                return GitHubError::SecondaryRateLimited { repo, until };
             }
-            GithubError::AccessDenied { repo, message }
+            GitHubError::AccessDenied { repo, message }
         }
         404 => match missing {
-            Missing::Repository => GithubError::RepositoryNotFound { repo },
-            Missing::Commit(commit) => GithubError::CommitNotFound {
+            Missing::Repository => GitHubError::RepositoryNotFound { repo },
+            Missing::Commit(commit) => GitHubError::CommitNotFound {
                 repo,
                 commit: commit.to_string(),
             },
         },
-        409 => GithubError::EmptyRepository { repo },
+        409 => GitHubError::EmptyRepository { repo },
         422 => match missing {
-            Missing::Commit(commit) => GithubError::CommitNotFound {
+            Missing::Commit(commit) => GitHubError::CommitNotFound {
                 repo,
                 commit: commit.to_string(),
             },
-            Missing::Repository => GithubError::UnexpectedStatus {
+            Missing::Repository => GitHubError::UnexpectedStatus {
                 repo,
                 endpoint,
                 status: 422,
                 message,
             },
         },
-        s => GithubError::UnexpectedStatus {
+        s => GitHubError::UnexpectedStatus {
             repo,
             endpoint,
             status: s,
@@ -323,7 +323,7 @@ pub(crate) fn build_test_headers(pairs: &[(&str, &str)]) -> HeaderMap {
 mod tests {
     use super::*;
 
-    fn classify(status: u16, headers: &[(&str, &str)], body: &str) -> GithubError {
+    fn classify(status: u16, headers: &[(&str, &str)], body: &str) -> GitHubError {
         let map = build_test_headers(headers);
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         build_error_from_response(
@@ -386,7 +386,7 @@ mod tests {
             "{}",
         );
         assert!(
-            matches!(&e, GithubError::SsoRequired { url: Some(u), .. } if u.contains("authorization_request"))
+            matches!(&e, GitHubError::SsoRequired { url: Some(u), .. } if u.contains("authorization_request"))
         );
         assert_eq!(e.retry(), Retry::Stalled);
     }

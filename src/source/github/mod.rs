@@ -35,7 +35,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 pub use app_token::MINT_ENDPOINT;
-pub use error::GithubError;
+pub use error::GitHubError;
 #[cfg(test)]
 pub(crate) use jwt::generate_test_key_pem;
 pub use jwt::{AppKey, AppKeyError, build_app_jwt};
@@ -61,7 +61,7 @@ const JSON_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// How to reach one GitHub repository.
 #[derive(Clone, Debug)]
-pub struct GithubConfig {
+pub struct GitHubConfig {
     pub owner: String,
     pub repo: String,
     /// `https://api.github.com`, or `https://host/api/v3` for Enterprise.
@@ -81,10 +81,10 @@ pub struct GithubConfig {
     pub proxy: Option<crate::source::proxy::ProxySettings>,
 }
 
-impl GithubConfig {
+impl GitHubConfig {
     /// Defaults for `owner/repo` on github.com, anonymous.
     pub fn new(owner: impl Into<String>, repo: impl Into<String>) -> Self {
-        GithubConfig {
+        GitHubConfig {
             owner: owner.into(),
             repo: repo.into(),
             api_url: DEFAULT_API_URL.to_string(),
@@ -101,7 +101,7 @@ impl GithubConfig {
 
 /// A repository on GitHub.
 #[derive(Debug)]
-pub struct GithubSource {
+pub struct GitHubRepo {
     client: Client,
     owner: String,
     name: String,
@@ -114,11 +114,11 @@ pub struct GithubSource {
     last_tree_walked: std::sync::atomic::AtomicBool,
 }
 
-impl GithubSource {
+impl GitHubRepo {
     /// Builds the client; needs a Tokio runtime. Fails on an invalid API
     /// URL, owner or repository name, or SSH credentials.
-    pub fn new(config: GithubConfig) -> Result<Self, GithubError> {
-        let invalid = |detail: String| GithubError::InvalidConfig { detail };
+    pub fn new(config: GitHubConfig) -> Result<Self, GitHubError> {
+        let invalid = |detail: String| GitHubError::InvalidConfig { detail };
         for (what, value) in [("owner", &config.owner), ("repo", &config.repo)] {
             let ok = !value.is_empty()
                 && value != "."
@@ -144,7 +144,7 @@ impl GithubSource {
             )));
         }
         let app = match &config.credentials {
-            Credentials::GithubApp(app) => Some(app_token::shared_installation_tokens(
+            Credentials::GitHubApp(app) => Some(app_token::shared_installation_tokens(
                 &config.api_url,
                 app,
                 config.app_token_refresh_margin,
@@ -158,7 +158,7 @@ impl GithubSource {
                 .map_err(|e| invalid(format!("building the HTTP client: {e}")))?,
         };
         let repo = format!("{}/{}", config.owner, config.repo);
-        Ok(GithubSource {
+        Ok(GitHubRepo {
             client: Client {
                 octocrab,
                 repo,
@@ -185,7 +185,7 @@ impl GithubSource {
         self.client.repo.clone()
     }
 
-    async fn get_json(&self, endpoint: &'static str, path: &str) -> Result<Answer, GithubError> {
+    async fn get_json(&self, endpoint: &'static str, path: &str) -> Result<Answer, GitHubError> {
         let req = Request {
             endpoint,
             path,
@@ -201,7 +201,7 @@ impl GithubSource {
         endpoint: &'static str,
         answer: &Answer,
         missing: Missing<'_>,
-    ) -> GithubError {
+    ) -> GitHubError {
         build_error_from_response(
             &self.client.repo,
             endpoint,
@@ -217,19 +217,19 @@ impl GithubSource {
         &self,
         endpoint: &'static str,
         answer: &Answer,
-    ) -> Result<T, GithubError> {
-        serde_json::from_slice(&answer.body).map_err(|e| GithubError::InvalidResponse {
+    ) -> Result<T, GitHubError> {
+        serde_json::from_slice(&answer.body).map_err(|e| GitHubError::InvalidResponse {
             repo: self.repo(),
             endpoint,
             detail: e.to_string(),
         })
     }
 
-    fn require_object_id(&self, what: &str) -> Result<(), GithubError> {
+    fn require_object_id(&self, what: &str) -> Result<(), GitHubError> {
         if super::is_object_id(what) {
             Ok(())
         } else {
-            Err(GithubError::InvalidObjectId {
+            Err(GitHubError::InvalidObjectId {
                 repo: self.repo(),
                 what: what.to_string(),
             })
@@ -238,7 +238,7 @@ impl GithubSource {
 
     /// Turns a `Link` URL into a path on the configured API host, refusing
     /// links to any other host (credentials must not leave the API host).
-    fn relative_link(&self, link: &str) -> Result<String, GithubError> {
+    fn relative_link(&self, link: &str) -> Result<String, GitHubError> {
         let uri: Uri = link.parse().map_err(|_| self.bad_link(link))?;
         if uri.authority() != self.base.authority() {
             return Err(self.bad_link(link));
@@ -249,15 +249,15 @@ impl GithubSource {
             .unwrap_or_default())
     }
 
-    fn bad_link(&self, link: &str) -> GithubError {
-        GithubError::InvalidResponse {
+    fn bad_link(&self, link: &str) -> GitHubError {
+        GitHubError::InvalidResponse {
             repo: self.repo(),
             endpoint: "branches",
             detail: format!("unusable Link target {link:?}"),
         }
     }
 
-    async fn fetch_branches_impl(&self) -> Result<Vec<Branch>, GithubError> {
+    async fn fetch_branches_impl(&self) -> Result<Vec<Branch>, GitHubError> {
         #[derive(Deserialize)]
         struct Item {
             name: String,
@@ -287,7 +287,7 @@ impl GithubSource {
                 }
             }
         }
-        Err(GithubError::TooManyBranches {
+        Err(GitHubError::TooManyBranches {
             repo: self.repo(),
             max: self.max_branch_pages * 100,
         })
@@ -297,7 +297,7 @@ impl GithubSource {
         &self,
         branch: &str,
         cached: Option<&HeadCache>,
-    ) -> Result<HeadLookup, GithubError> {
+    ) -> Result<HeadLookup, GitHubError> {
         #[derive(Deserialize)]
         struct Ref {
             object: Object,
@@ -339,9 +339,9 @@ impl GithubSource {
 
     /// A 404 on a ref means a missing branch or a missing (or invisible)
     /// repository; one request on the error path tells them apart.
-    async fn explain_missing_branch(&self, branch: &str) -> GithubError {
+    async fn explain_missing_branch(&self, branch: &str) -> GitHubError {
         match self.get_json("repository", &self.repo_path()).await {
-            Ok(answer) if answer.status == StatusCode::OK => GithubError::BranchNotFound {
+            Ok(answer) if answer.status == StatusCode::OK => GitHubError::BranchNotFound {
                 repo: self.repo(),
                 branch: branch.to_string(),
             },
@@ -350,7 +350,7 @@ impl GithubSource {
         }
     }
 
-    async fn fetch_blob_impl(&self, sha: &str, max_size: u64) -> Result<Bytes, GithubError> {
+    async fn fetch_blob_impl(&self, sha: &str, max_size: u64) -> Result<Bytes, GitHubError> {
         #[derive(Deserialize)]
         struct Blob {
             content: String,
@@ -369,14 +369,14 @@ impl GithubSource {
             if_none_match: None,
             body_limit,
         };
-        let too_large = |size| GithubError::BlobTooLarge {
+        let too_large = |size| GitHubError::BlobTooLarge {
             repo: self.repo(),
             sha: sha.to_string(),
             size,
             max: max_size,
         };
         let answer = match self.client.get(req).await {
-            Err(GithubError::ResponseTooLarge { .. }) => return Err(too_large(None)),
+            Err(GitHubError::ResponseTooLarge { .. }) => return Err(too_large(None)),
             other => other?,
         };
         if answer.status != StatusCode::OK {
@@ -386,7 +386,7 @@ impl GithubSource {
         if blob.size > max_size {
             return Err(too_large(Some(blob.size)));
         }
-        let corrupt = |detail: String| GithubError::BlobCorrupt {
+        let corrupt = |detail: String| GitHubError::BlobCorrupt {
             repo: self.repo(),
             sha: sha.to_string(),
             detail,
@@ -416,7 +416,7 @@ impl GithubSource {
     }
 }
 
-impl Source for GithubSource {
+impl Source for GitHubRepo {
     fn describe(&self) -> String {
         format!("github:{}", self.client.repo)
     }

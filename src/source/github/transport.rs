@@ -71,7 +71,7 @@ where
 {
     let (auth_header, auth_state) = match credentials {
         // An App's installation token is added per request by the client.
-        Credentials::Anonymous | Credentials::GithubApp(_) => (None, AuthState::None),
+        Credentials::Anonymous | Credentials::GitHubApp(_) => (None, AuthState::None),
         Credentials::Token(token) => {
             let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| "the token is not a valid header value".to_string())?;

@@ -21,7 +21,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::error::Missing;
-use super::{GithubError, GithubSource};
+use super::{GitHubError, GitHubRepo};
 use crate::source::content::classify_path;
 use crate::source::tree::{
     RejectReason, RejectedEntry, Tree, TreeEntry, build_directory_hashes, build_tree_entry,
@@ -107,10 +107,10 @@ struct Found {
 }
 
 pub(super) async fn fetch_tree(
-    src: &GithubSource,
+    src: &GitHubRepo,
     commit: &str,
     previous: Option<&Tree>,
-) -> Result<Tree, GithubError> {
+) -> Result<Tree, GitHubError> {
     src.require_object_id(commit)?;
     let walk_again = src.last_tree_walked.load(Ordering::Relaxed);
     let walk_first =
@@ -181,7 +181,7 @@ pub(super) async fn fetch_tree(
     Ok(finish(src, commit, root_sha, found, true))
 }
 
-fn finish(src: &GithubSource, commit: &str, tree_sha: String, found: Found, walked: bool) -> Tree {
+fn finish(src: &GitHubRepo, commit: &str, tree_sha: String, found: Found, walked: bool) -> Tree {
     src.last_tree_walked.store(walked, Ordering::Relaxed);
     let mut tree = Tree {
         commit_sha: commit.to_string(),
@@ -198,11 +198,11 @@ fn finish(src: &GithubSource, commit: &str, tree_sha: String, found: Found, walk
 /// unchanged; one `recursive=1` request when it is new and fits; otherwise
 /// a flat listing whose subdirectories go to the next wave.
 async fn read_dir(
-    src: &GithubSource,
+    src: &GitHubRepo,
     commit: &str,
     prev: Option<&Previous<'_>>,
     dir: Pending,
-) -> Result<Found, GithubError> {
+) -> Result<Found, GitHubError> {
     let mut found = Found::default();
     if let Some(p) = prev.filter(|p| p.unchanged(&dir.prefix, &dir.sha)) {
         (found.entries, found.rejected) = p.under(&dir.prefix);
@@ -222,11 +222,11 @@ async fn read_dir(
 }
 
 async fn fetch_listing(
-    src: &GithubSource,
+    src: &GitHubRepo,
     sha: &str,
     recursive: bool,
     commit: &str,
-) -> Result<Listing, GithubError> {
+) -> Result<Listing, GitHubError> {
     let query = if recursive { "?recursive=1" } else { "" };
     let path = format!("{}/git/trees/{sha}{query}", src.repo_path());
     let answer = src.get_json("tree", &path).await?;
@@ -237,12 +237,12 @@ async fn fetch_listing(
 }
 
 fn add_items(
-    src: &GithubSource,
+    src: &GitHubRepo,
     prefix: &str,
     items: Vec<Item>,
     found: &mut Found,
     descend: bool,
-) -> Result<(), GithubError> {
+) -> Result<(), GitHubError> {
     for item in items {
         let path = if prefix.is_empty() {
             item.path
@@ -250,7 +250,7 @@ fn add_items(
             format!("{prefix}/{}", item.path)
         };
         let mode =
-            u32::from_str_radix(&item.mode, 8).map_err(|_| GithubError::InvalidResponse {
+            u32::from_str_radix(&item.mode, 8).map_err(|_| GitHubError::InvalidResponse {
                 repo: src.repo(),
                 endpoint: "tree",
                 detail: format!("mode {:?} of {path:?} is not octal", item.mode),
