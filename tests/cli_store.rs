@@ -2,12 +2,9 @@
 //! into a fresh database, then `history`, `search`, `restore` and
 //! `backfill-embeddings` on what it wrote, through the real binary.
 
-mod cli_common;
-mod support;
-
 use std::collections::BTreeSet;
 
-use cli_common::{assert_aligned, projectsync};
+use support::cli::{assert_aligned, projectsync};
 use support::{
     TestDb,
     embed_server::{EmbedServer, Mode},

@@ -7,8 +7,6 @@
 //! lost) and writes it to `target/fault-report.md`. Replay a schedule with
 //! `FAULT_SEED=<seed>`.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -8,8 +8,6 @@
 //! failure could not be recorded is failed by the project's next reconcile),
 //! also after the operator restarts.
 
-mod support;
-
 use std::{
     collections::BTreeMap,
     net::TcpListener,

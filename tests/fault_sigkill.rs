@@ -8,8 +8,6 @@
 //! the ProjectSync is Ready at the head. While a run is interrupted the last
 //! completed sync stays whole. Replay with `FAULT_SEED=<seed>`.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use kube::Api;

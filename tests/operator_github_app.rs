@@ -4,8 +4,6 @@
 //! runs and polls, replaces a revoked one, shows the installation's budget in
 //! metrics, and stalls with a specific reason on a wrong key.
 
-mod support;
-
 use kube::Api;
 use projectsync::api::ProjectSync;
 use serde_json::json;

@@ -3,8 +3,6 @@
 //! Ready with the right counts, the active views equal `git ls-tree -r`, and
 //! a change costs exactly the changed files.
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use kube::{Api, runtime::wait::await_condition};

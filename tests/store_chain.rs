@@ -2,12 +2,9 @@
 //! unique `previous_sync_id`, failed runs never block the chain, a restore
 //! appends to it, and two runs racing on one base cannot both complete.
 
-mod store_common;
-mod support;
-
 use projectsync::store::{Completion, StoreError, SyncStage, SyncStatus};
 use sqlx::Connection;
-use store_common::*;
+use support::store::*;
 
 #[tokio::test]
 async fn the_chain_links_completed_runs_skips_a_failed_one_and_a_restore_appends_to_it() {

@@ -4,8 +4,6 @@
 //! counted in `/metrics`. Signatures are computed here with the `hmac`
 //! crate, not with the operator's own code.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
