@@ -5,21 +5,13 @@
 //!
 //! `cargo bench --bench source_requests`
 
-#[allow(dead_code)]
-#[path = "../tests/support/github/mod.rs"]
-mod github;
-#[allow(dead_code)]
-#[path = "../tests/support/repo.rs"]
-mod repo;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use github::GithubStandIn;
 use projectsync::source::github::{GitHubConfig, GitHubRepo};
 use projectsync::source::{HeadCache, HeadLookup, Source, Tree};
-use repo::TestRepo;
+use support::{github::GithubStandIn, repo::TestRepo};
 
 const FILES: usize = 10_000;
 const CONCURRENCY: usize = 8;

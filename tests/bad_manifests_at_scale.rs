@@ -7,8 +7,6 @@
 //! refused with a message naming the offending field path. Generation is
 //! deterministic (a fixed seed), so a failure names a reproducible case.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;

@@ -4,8 +4,6 @@
 //! is accepted by a server-side dry run, the Deployment is locked down, and
 //! its CRD is byte-for-byte the one in `crds/`.
 
-mod support;
-
 use serde_yaml::Value;
 use support::{
     fresh_namespace,

@@ -4,16 +4,13 @@
 //! GitHub stand-in; `backfill-embeddings` and `search --vector` using a
 //! ProjectSync's embedding spec and Secret. Through the real binary.
 
-mod cli_common;
-mod support;
-
 use std::collections::BTreeMap;
 
-use cli_common::{assert_aligned, projectsync};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, api::PostParams};
 use projectsync::api::ProjectSync;
 use serde_json::json;
+use support::cli::{assert_aligned, projectsync};
 use support::{
     embed_server::EmbedServer, fresh_database, fresh_namespace, git_server::GitDaemon,
     github::GithubStandIn, repo::TestRepo,

@@ -2,12 +2,9 @@
 //! into a fresh database, then `history`, `search`, `restore` and
 //! `backfill-embeddings` on what it wrote, through the real binary.
 
-mod cli_common;
-mod support;
-
 use std::collections::BTreeSet;
 
-use cli_common::{assert_aligned, projectsync};
+use support::cli::{assert_aligned, projectsync};
 use support::{
     TestDb,
     embed_server::{EmbedServer, Mode},
@@ -304,8 +301,38 @@ async fn backfill_fills_missing_embeddings_once_per_content_and_reuses_them_acro
     let served = serve(small_repo("backfill"), "backfill");
     let embed = EmbedServer::start().await;
     let endpoint = embed.endpoint();
-    sync_once(&db, &served.url, "team/first", &[]).await;
-    sync_once(&db, &served.url, "team/second", &[]).await;
+    let counts = two_projects_of_one_repository_with_repeated_content(&db, &served.url).await;
+
+    the_first_backfill_embeds_each_distinct_content_once(&db, &embed, counts).await;
+    the_second_project_reuses_every_embedding_without_a_request(&db, &embed, counts).await;
+    a_repeated_backfill_has_nothing_to_do(&db, &endpoint).await;
+
+    let content: String = sqlx::query_scalar(
+        "SELECT content FROM active_memory_entries WHERE project = 'team/first' AND path = 'src/lib.rs' LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    vector_search_ranks_a_chunk_first_for_its_own_content(&db, &endpoint, &content).await;
+    a_model_of_another_dimension_is_refused(&db, &embed, &endpoint).await;
+    vector_search_prints_a_table_by_score(&db, &endpoint, &content).await;
+}
+
+/// Active memory entries of `team/first`, and their distinct contents.
+#[derive(Clone, Copy)]
+struct EntryCounts {
+    entries: i64,
+    distinct: i64,
+}
+
+/// Syncs the repository into `team/first` and `team/second`; two of its
+/// files have the same content, so there are fewer contents than entries.
+async fn two_projects_of_one_repository_with_repeated_content(
+    db: &TestDb,
+    url: &str,
+) -> EntryCounts {
+    sync_once(db, url, "team/first", &[]).await;
+    sync_once(db, url, "team/second", &[]).await;
     let entries: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM active_memory_entries WHERE project = 'team/first'",
     )
@@ -321,22 +348,34 @@ async fn backfill_fills_missing_embeddings_once_per_content_and_reuses_them_acro
         distinct < entries,
         "the repository has two files with the same content"
     );
+    EntryCounts { entries, distinct }
+}
 
-    let args = |project: &'static str| {
-        vec![
-            "backfill-embeddings",
-            project,
-            "--endpoint",
-            endpoint.as_str(),
-            "--model",
-            "fake-8",
-            "--batch-size",
-            "2",
-            "-o",
-            "json",
-        ]
-    };
-    let first = projectsync(&db.url, &args("team/first"), &[]).await.json();
+/// `backfill-embeddings PROJECT` against `endpoint`, two texts a request.
+fn backfill_args<'a>(project: &'a str, endpoint: &'a str) -> Vec<&'a str> {
+    vec![
+        "backfill-embeddings",
+        project,
+        "--endpoint",
+        endpoint,
+        "--model",
+        "fake-8",
+        "--batch-size",
+        "2",
+        "-o",
+        "json",
+    ]
+}
+
+async fn the_first_backfill_embeds_each_distinct_content_once(
+    db: &TestDb,
+    embed: &EmbedServer,
+    EntryCounts { entries, distinct }: EntryCounts,
+) {
+    let endpoint = embed.endpoint();
+    let first = projectsync(&db.url, &backfill_args("team/first", &endpoint), &[])
+        .await
+        .json();
     assert_eq!(first["missing"], entries);
     assert_eq!(first["embedded"], entries);
     assert_eq!(
@@ -344,9 +383,21 @@ async fn backfill_fills_missing_embeddings_once_per_content_and_reuses_them_acro
         "identical contents are embedded once: {first}"
     );
     assert!(embed.request_count() as i64 >= distinct / 2);
+}
 
+async fn the_second_project_reuses_every_embedding_without_a_request(
+    db: &TestDb,
+    embed: &EmbedServer,
+    EntryCounts { entries, .. }: EntryCounts,
+) {
     let requests_before = embed.request_count();
-    let second = projectsync(&db.url, &args("team/second"), &[]).await.json();
+    let second = projectsync(
+        &db.url,
+        &backfill_args("team/second", &embed.endpoint()),
+        &[],
+    )
+    .await
+    .json();
     assert_eq!(second["computed"], 0, "{second}");
     assert_eq!(second["reused"], entries);
     assert_eq!(
@@ -354,29 +405,33 @@ async fn backfill_fills_missing_embeddings_once_per_content_and_reuses_them_acro
         requests_before,
         "reuse must not call the endpoint"
     );
+}
 
-    let again = projectsync(&db.url, &args("team/first"), &[]).await.json();
+async fn a_repeated_backfill_has_nothing_to_do(db: &TestDb, endpoint: &str) {
+    let again = projectsync(&db.url, &backfill_args("team/first", endpoint), &[])
+        .await
+        .json();
     assert_eq!(
         (again["missing"].as_u64(), again["embedded"].as_u64()),
         (Some(0), Some(0))
     );
+}
 
-    // Vector search: the exact content of a chunk ranks it first.
-    let content: String = sqlx::query_scalar(
-        "SELECT content FROM active_memory_entries WHERE project = 'team/first' AND path = 'src/lib.rs' LIMIT 1",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+/// Vector search: the exact content of a chunk ranks it first.
+async fn vector_search_ranks_a_chunk_first_for_its_own_content(
+    db: &TestDb,
+    endpoint: &str,
+    content: &str,
+) {
     let found = projectsync(
         &db.url,
         &[
             "search",
             "team/first",
-            &content,
+            content,
             "--vector",
             "--endpoint",
-            &endpoint,
+            endpoint,
             "--model",
             "fake-8",
             "-o",
@@ -392,7 +447,10 @@ async fn backfill_fills_missing_embeddings_once_per_content_and_reuses_them_acro
         found["hits"][0]["score"].as_f64().unwrap() > 0.999,
         "{found}"
     );
-    // The same model name served by an endpoint of another dimension.
+}
+
+/// The same model name served by an endpoint of another dimension.
+async fn a_model_of_another_dimension_is_refused(db: &TestDb, embed: &EmbedServer, endpoint: &str) {
     embed.set_mode(Mode::OtherDimension);
     let other = projectsync(
         &db.url,
@@ -402,7 +460,7 @@ async fn backfill_fills_missing_embeddings_once_per_content_and_reuses_them_acro
             "answer",
             "--vector",
             "--endpoint",
-            &endpoint,
+            endpoint,
             "--model",
             "fake-8",
         ],
@@ -417,16 +475,18 @@ async fn backfill_fills_missing_embeddings_once_per_content_and_reuses_them_acro
         other.stderr
     );
     embed.set_mode(Mode::Ok);
+}
 
+async fn vector_search_prints_a_table_by_score(db: &TestDb, endpoint: &str, content: &str) {
     let table = projectsync(
         &db.url,
         &[
             "search",
             "team/first",
-            &content,
+            content,
             "--vector",
             "--endpoint",
-            &endpoint,
+            endpoint,
             "--model",
             "fake-8",
         ],

@@ -4,8 +4,6 @@
 //! `kubectl wait` understand the resource. The examples are checked in
 //! tests/examples.rs.
 
-mod support;
-
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use projectsync::api::ProjectSync;

@@ -4,8 +4,6 @@
 //! with a reason and a retry class for every failure. Loopback only; needs
 //! neither Postgres nor Kubernetes.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

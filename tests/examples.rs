@@ -5,8 +5,6 @@
 //! the Argo CD health check (run by gopher-lua, the interpreter Argo CD
 //! embeds) and the Flux and Argo CD objects that point at the overlays.
 
-mod support;
-
 use std::{
     io::Write,
     path::{Path, PathBuf},

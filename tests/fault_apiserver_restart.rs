@@ -10,8 +10,6 @@
 //! IN_PROGRESS. The API server stays down until the run has completed, so
 //! the status of a completed run is always written late.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;

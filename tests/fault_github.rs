@@ -7,8 +7,6 @@
 //! lost) and writes it to `target/fault-report.md`. Replay a schedule with
 //! `FAULT_SEED=<seed>`.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -28,6 +26,7 @@ use support::{
     operator::{Operator, OperatorConfig},
     psync::{create, request_sync},
     repo::TestRepo,
+    repo_root,
 };
 
 const FILES: usize = 400;
@@ -101,24 +100,7 @@ fn build_schedule(rng: &mut SeededRng, rewritten: &str) -> Vec<Scheduled> {
 async fn the_operator_survives_every_github_fault_and_converges_on_the_rewritten_head() {
     let mut rng = SeededRng::from_env("FAULT_SEED");
     let repo = TestRepo::new("faulty");
-    let base = generate_repo(&repo, "refs/heads/main", FILES);
-    // The original tip and its rewrite share `base` and diverge.
-    let original: Vec<FileChange> = (0..10)
-        .map(|i| (generated_path(i), Some(generated_content(i, 1))))
-        .collect();
-    let head = commit_files(&repo, "refs/heads/main", Some(&base), &original, "original");
-    let mut rewrite: Vec<FileChange> = (20..40)
-        .map(|i| (generated_path(i), Some(generated_content(i, 2))))
-        .collect();
-    rewrite.extend((40..45).map(|i| (generated_path(i), None)));
-    rewrite.extend((FILES..FILES + 5).map(|i| (generated_path(i), Some(generated_content(i, 0)))));
-    let rewritten = commit_files(
-        &repo,
-        "refs/keep/rewritten",
-        Some(&base),
-        &rewrite,
-        "rewritten",
-    );
+    let History { head, rewritten } = a_branch_and_its_rewrite_from_one_base(&repo);
 
     let github = GithubStandIn::start("acme", "faulty", repo.git_dir()).await;
     let schedule = build_schedule(&mut rng, &rewritten);
@@ -144,29 +126,10 @@ async fn the_operator_survives_every_github_fault_and_converges_on_the_rewritten
     .await;
     let project = format!("{}/faulty", ns.name);
 
-    // Ready at the rewritten head. A run that began before the force-push
-    // completes at the original tip; the next poll (asked for here rather
-    // than waiting out the 30s interval) moves to the rewrite.
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut asked = false;
-    loop {
-        let obj = api.get("faulty").await.ok();
-        if obj.as_ref().is_some_and(|o| is_ready_at(o, &rewritten)) {
-            break;
-        }
-        if !asked && obj.as_ref().is_some_and(|o| is_ready_at(o, &head)) {
-            assert_store_is_tree(&db.pool, &project, &repo, &head, "at the original tip").await;
-            request_sync(&api, "faulty", "after-force-push").await;
-            asked = true;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not Ready at the rewritten head {rewritten} within 240s: {:?}\n{}",
-            obj.and_then(|o| o.status),
-            operator.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    the_force_push_is_followed_to_ready_at_the_rewritten_head(
+        &api, &db.pool, &project, &repo, &head, &rewritten, &operator,
+    )
+    .await;
     operator.assert_alive().await;
 
     let active = active_files(&db.pool, &project).await;
@@ -186,15 +149,118 @@ async fn the_operator_survives_every_github_fault_and_converges_on_the_rewritten
         "a run was left IN_PROGRESS: {runs:?}"
     );
 
-    // Per fault: the same URL answered later, rate limits waited out, and
-    // the force-push followed to the rewritten head.
+    let Tally { table, failures } =
+        what_became_of_each_fault(&github, &api, &oracle, &rewritten).await;
+    let injected: usize = table.values().map(|r| r.0).sum();
+    let survived: usize = table.values().map(|r| r.1).sum();
+    let mut report = String::from("| fault | injected | survived |\n|---|---:|---:|\n");
+    for (kind, (n, ok)) in &table {
+        report.push_str(&format!("| {kind} | {n} | {ok} |\n"));
+    }
+    report.push_str(&format!(
+        "| **total** | **{injected}** | **{survived}** |\n\nrows lost: {lost} (of {} files at the head); runs: {runs:?}; GitHub requests: {}\n",
+        oracle.len(),
+        github.journal().len()
+    ));
+    println!("{report}");
+    write_the_fault_report(&report, rng.seed());
+
+    let kinds: Vec<&str> = schedule.iter().map(|s| s.fault.kind()).collect();
+    for kind in &kinds {
+        assert!(
+            table.contains_key(kind),
+            "{kind} was scheduled but never injected: {table:?}"
+        );
+    }
+    assert!(failures.is_empty(), "faults not survived: {failures:#?}");
+    assert_eq!(injected, survived);
+    assert_eq!(lost, 0, "rows lost");
+}
+
+/// The branch's tip and the commit it is force-pushed to.
+struct History {
+    head: String,
+    rewritten: String,
+}
+
+/// `main` gets `FILES` generated files and one more commit (the original
+/// tip); `refs/keep/rewritten` shares the base and diverges from it.
+fn a_branch_and_its_rewrite_from_one_base(repo: &TestRepo) -> History {
+    let base = generate_repo(repo, "refs/heads/main", FILES);
+    let original: Vec<FileChange> = (0..10)
+        .map(|i| (generated_path(i), Some(generated_content(i, 1))))
+        .collect();
+    let head = commit_files(repo, "refs/heads/main", Some(&base), &original, "original");
+    let mut rewrite: Vec<FileChange> = (20..40)
+        .map(|i| (generated_path(i), Some(generated_content(i, 2))))
+        .collect();
+    rewrite.extend((40..45).map(|i| (generated_path(i), None)));
+    rewrite.extend((FILES..FILES + 5).map(|i| (generated_path(i), Some(generated_content(i, 0)))));
+    let rewritten = commit_files(
+        repo,
+        "refs/keep/rewritten",
+        Some(&base),
+        &rewrite,
+        "rewritten",
+    );
+    History { head, rewritten }
+}
+
+/// Ready at the rewritten head. A run that began before the force-push
+/// completes at the original tip; the next poll (asked for here rather
+/// than waiting out the 30s interval) moves to the rewrite.
+async fn the_force_push_is_followed_to_ready_at_the_rewritten_head(
+    api: &Api<ProjectSync>,
+    pool: &sqlx::PgPool,
+    project: &str,
+    repo: &TestRepo,
+    head: &str,
+    rewritten: &str,
+    operator: &Operator,
+) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut asked = false;
+    loop {
+        let obj = api.get("faulty").await.ok();
+        if obj.as_ref().is_some_and(|o| is_ready_at(o, rewritten)) {
+            break;
+        }
+        if !asked && obj.as_ref().is_some_and(|o| is_ready_at(o, head)) {
+            assert_store_is_tree(pool, project, repo, head, "at the original tip").await;
+            request_sync(api, "faulty", "after-force-push").await;
+            asked = true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not Ready at the rewritten head {rewritten} within 240s: {:?}\n{}",
+            obj.and_then(|o| o.status),
+            operator.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Per fault kind, (injected, survived); and what was not survived.
+struct Tally {
+    table: BTreeMap<&'static str, (usize, usize)>,
+    failures: Vec<String>,
+}
+
+/// Per fault: the same URL answered later, rate limits waited out, and
+/// the force-push followed to the rewritten head.
+async fn what_became_of_each_fault(
+    github: &GithubStandIn,
+    api: &Api<ProjectSync>,
+    oracle: &BTreeMap<String, String>,
+    rewritten: &str,
+) -> Tally {
     let mut table: BTreeMap<&'static str, (usize, usize)> = BTreeMap::new();
     let mut failures = Vec::new();
     for outcome in github.fault_outcomes() {
         let fault = outcome.seen.fault.clone().expect("a fault");
         let survived = match &fault {
             Injected::ForcePush { .. } => {
-                is_ready_at(&api.get("faulty").await.expect("get"), &rewritten)
+                is_ready_at(&api.get("faulty").await.expect("get"), rewritten)
             }
             // A blob only the overtaken head had may never be asked for
             // again: the run that wanted it failed on the force-push (with
@@ -220,37 +286,18 @@ async fn the_operator_survives_every_github_fault_and_converges_on_the_rewritten
             ));
         }
     }
-    let injected: usize = table.values().map(|r| r.0).sum();
-    let survived: usize = table.values().map(|r| r.1).sum();
-    let mut report = String::from("| fault | injected | survived |\n|---|---:|---:|\n");
-    for (kind, (n, ok)) in &table {
-        report.push_str(&format!("| {kind} | {n} | {ok} |\n"));
-    }
-    report.push_str(&format!(
-        "| **total** | **{injected}** | **{survived}** |\n\nrows lost: {lost} (of {} files at the head); runs: {runs:?}; GitHub requests: {}\n",
-        oracle.len(),
-        github.journal().len()
-    ));
-    println!("{report}");
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fault-report.md");
+    Tally { table, failures }
+}
+
+/// `target/fault-report.md`, with the command that replays the schedule.
+fn write_the_fault_report(report: &str, seed: u64) {
+    let path = repo_root().join("target/fault-report.md");
     std::fs::create_dir_all(path.parent().expect("target")).expect("target directory");
     std::fs::write(
         &path,
         format!(
-            "# GitHub fault report\n\n`FAULT_SEED={} cargo test --test fault_github`\n\n{report}",
-            rng.seed()
+            "# GitHub fault report\n\n`FAULT_SEED={seed} cargo test --test fault_github`\n\n{report}"
         ),
     )
     .expect("write the report");
-
-    let kinds: Vec<&str> = schedule.iter().map(|s| s.fault.kind()).collect();
-    for kind in &kinds {
-        assert!(
-            table.contains_key(kind),
-            "{kind} was scheduled but never injected: {table:?}"
-        );
-    }
-    assert!(failures.is_empty(), "faults not survived: {failures:#?}");
-    assert_eq!(injected, survived);
-    assert_eq!(lost, 0, "rows lost");
 }

@@ -8,8 +8,6 @@
 //! failure could not be recorded is failed by the project's next reconcile),
 //! also after the operator restarts.
 
-mod support;
-
 use std::{
     collections::BTreeMap,
     net::TcpListener,
@@ -164,6 +162,35 @@ async fn a_postgres_crash_during_import_converges_to_the_head_and_a_restart_leav
     pg.start();
 
     let repo = TestRepo::new("crashy");
+    let head = a_branch_of_many_small_files(&repo);
+    let daemon = GitDaemon::start(repo.root());
+
+    let ns = fresh_namespace("fault-pg").await;
+    let mut operator = Operator::start(OperatorConfig::new(&ns.name, &pg.url())).await;
+    let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
+    create(
+        &api,
+        "crashy",
+        json!({ "source": { "git": { "url": daemon.url("crashy") } }, "branch": "main" }),
+    )
+    .await;
+
+    postgres_crashes_while_the_first_run_writes_rows(&pg, &operator).await;
+    pg.start();
+    ready_at_the_head_after_the_crash(&api, &head, &operator).await;
+    operator.assert_alive().await;
+
+    let pool = connect(&pg.url()).await;
+    no_run_is_left_in_progress(&pool).await;
+    operator.kill();
+    let _operator = a_restarted_operator_finds_no_run_in_progress(&ns.name, &pg, &pool).await;
+    the_active_view_is_the_tree_of_the_head(&pool, &format!("{}/crashy", ns.name), &repo, &head)
+        .await;
+}
+
+/// `FILES` distinct files on `main` in one `git fast-import`; returns the
+/// head.
+fn a_branch_of_many_small_files(repo: &TestRepo) -> String {
     let mut stream =
         b"commit refs/heads/main\ncommitter Test <test@example.com> 1700000000 +0000\ndata 5\nmany\n"
             .to_vec();
@@ -179,20 +206,16 @@ async fn a_postgres_crash_during_import_converges_to_the_head_and_a_restart_leav
         );
     }
     repo.git_bytes(&["fast-import", "--quiet"], Some(&stream));
-    let head = repo.rev_parse("refs/heads/main");
-    let daemon = GitDaemon::start(repo.root());
+    repo.rev_parse("refs/heads/main")
+}
 
-    let ns = fresh_namespace("fault-pg").await;
-    let mut operator = Operator::start(OperatorConfig::new(&ns.name, &pg.url())).await;
-    let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
-    create(
-        &api,
-        "crashy",
-        json!({ "source": { "git": { "url": daemon.url("crashy") } }, "branch": "main" }),
-    )
-    .await;
-
-    // Crash Postgres once file rows of the first run are being written.
+/// Crash Postgres once file rows of the first run are being written; it
+/// stays down until the operator has noticed (a failed database call in
+/// its log).
+async fn postgres_crashes_while_the_first_run_writes_rows(
+    pg: &PrivatePostgres,
+    operator: &Operator,
+) {
     let pool = connect(&pg.url()).await;
     poll_until(
         Duration::from_secs(120),
@@ -207,7 +230,6 @@ async fn a_postgres_crash_during_import_converges_to_the_head_and_a_restart_leav
     .await;
     pool.close().await;
     pg.crash();
-    // Down until the operator has noticed (a failed database call in its log).
     let noticed = operator.log_text().len();
     poll_until(
         Duration::from_secs(60),
@@ -218,18 +240,23 @@ async fn a_postgres_crash_during_import_converges_to_the_head_and_a_restart_leav
         },
     )
     .await;
-    pg.start();
+}
 
-    // Converges: Ready at the head.
-    // Polled rather than watched: a watch can end with an error while the
-    // operator is retrying, which is not what this test is about.
+/// Converges: Ready at the head.
+/// Polled rather than watched: a watch can end with an error while the
+/// operator is retrying, which is not what this test is about.
+async fn ready_at_the_head_after_the_crash(
+    api: &Api<ProjectSync>,
+    head: &str,
+    operator: &Operator,
+) {
     let ready_at_head = |obj: &ProjectSync| {
         condition(obj, "Ready").is_some_and(|(s, _, _)| s == "True")
             && obj
                 .status
                 .as_ref()
                 .and_then(|s| s.last_synced_commit.as_deref())
-                == Some(head.as_str())
+                == Some(head)
     };
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -245,24 +272,32 @@ async fn a_postgres_crash_during_import_converges_to_the_head_and_a_restart_leav
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    operator.assert_alive().await;
+}
 
-    let pool = connect(&pg.url()).await;
+/// A run whose failure could not be recorded while Postgres was down is
+/// failed by the next reconcile of the project, before the run that
+/// converged began.
+async fn no_run_is_left_in_progress(pool: &PgPool) {
     let statuses: Vec<(String, i64)> =
         sqlx::query_as("SELECT status::text, count(*) FROM project_syncs GROUP BY 1 ORDER BY 1")
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await
             .expect("runs by status");
     println!("runs by status after the crash: {statuses:?}");
-    // A run whose failure could not be recorded while Postgres was down is
-    // failed by the next reconcile of the project, before the run that
-    // converged began.
     assert!(
         statuses.iter().all(|(s, _)| s != "IN_PROGRESS"),
         "a run was left IN_PROGRESS: {statuses:?}"
     );
-    operator.kill();
-    let mut operator = Operator::start(OperatorConfig::new(&ns.name, &pg.url())).await;
+}
+
+/// Starts the operator again and waits until no run is IN_PROGRESS;
+/// returns it still running.
+async fn a_restarted_operator_finds_no_run_in_progress(
+    namespace: &str,
+    pg: &PrivatePostgres,
+    pool: &PgPool,
+) -> Operator {
+    let mut operator = Operator::start(OperatorConfig::new(namespace, &pg.url())).await;
     poll_until(
         Duration::from_secs(30),
         "no run IN_PROGRESS after a restart",
@@ -270,7 +305,7 @@ async fn a_postgres_crash_during_import_converges_to_the_head_and_a_restart_leav
             sqlx::query_scalar::<_, i64>(
                 "SELECT count(*) FROM project_syncs WHERE status = 'IN_PROGRESS'",
             )
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await
             .is_ok_and(|n| n == 0)
         },
@@ -281,16 +316,25 @@ async fn a_postgres_crash_during_import_converges_to_the_head_and_a_restart_leav
         "the restarted operator exited:\n{}",
         operator.log_tail()
     );
+    operator
+}
+
+async fn the_active_view_is_the_tree_of_the_head(
+    pool: &PgPool,
+    project: &str,
+    repo: &TestRepo,
+    head: &str,
+) {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT path, blob_sha FROM active_repository_files WHERE project = $1 ORDER BY path",
     )
-    .bind(format!("{}/crashy", ns.name))
-    .fetch_all(&pool)
+    .bind(project)
+    .fetch_all(pool)
     .await
     .expect("active view");
     let active: BTreeMap<String, String> = rows.into_iter().collect();
     let oracle: BTreeMap<String, String> = repo
-        .ls_tree(&head)
+        .ls_tree(head)
         .into_iter()
         .map(|e| (String::from_utf8(e.path).expect("utf-8"), e.sha))
         .collect();

@@ -8,8 +8,6 @@
 //! the ProjectSync is Ready at the head. While a run is interrupted the last
 //! completed sync stays whole. Replay with `FAULT_SEED=<seed>`.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use kube::Api;
@@ -104,9 +102,7 @@ async fn sigkill_at_twenty_random_points_always_converges_to_the_head() {
     let started = Instant::now();
     let mut rng = SeededRng::from_env("FAULT_SEED");
     let repo = TestRepo::new("killed");
-    let mut head = generate_repo(&repo, "refs/heads/main", FILES);
-    // Deleted files are never touched again; new ones get fresh numbers.
-    let mut next_new = FILES;
+    let head = generate_repo(&repo, "refs/heads/main", FILES);
     let daemon = GitDaemon::start(repo.root());
     let ns = fresh_namespace("fault-kill").await;
     let db = fresh_database("fault_kill").await;
@@ -119,16 +115,21 @@ async fn sigkill_at_twenty_random_points_always_converges_to_the_head() {
         json!({ "source": { "git": { "url": daemon.url("killed") } }, "branch": "main" }),
     )
     .await;
-    // The first run records every file.
-    let mut expected = FILES;
-    let mut synced_once = false;
+    let between_kills = which_kills_land_between_runs(&mut rng);
+    let mut scene = Scene {
+        repo: &repo,
+        api: &api,
+        pool: &db.pool,
+        project: &project,
+        rng,
+        head,
+        // Deleted files are never touched again; new ones get fresh numbers.
+        next_new: FILES,
+        // The first run records every file.
+        expected: FILES,
+        synced_once: false,
+    };
     let mut points = Vec::new();
-    // Which kills land between runs: BETWEEN of kills 2..=KILLS, seeded.
-    let mut order: Vec<usize> = (2..=KILLS).collect();
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
-    let between_kills: Vec<usize> = order[..BETWEEN].to_vec();
 
     for kill in 1..=KILLS {
         assert!(
@@ -137,66 +138,9 @@ async fn sigkill_at_twenty_random_points_always_converges_to_the_head() {
         );
         let between = between_kills.contains(&kill);
         let point = if between {
-            // Idle at the head: kill, push while down, restart.
-            operator.kill();
-            let (next, _) = push_changes(&repo, &mut rng, &head, 5, kill as u32, &mut next_new);
-            head = next;
-            KillPoint {
-                mode: "between runs",
-                stage: None,
-                recorded: 0,
-                of: 0,
-            }
+            scene.kill_while_idle_and_push(&mut operator, kill)
         } else {
-            if synced_once {
-                let count = 500 + rng.below(1_500) as usize;
-                let (next, records) =
-                    push_changes(&repo, &mut rng, &head, count, kill as u32, &mut next_new);
-                head = next;
-                expected = records;
-                request_sync(&api, "killed", &format!("kill-{kill}")).await;
-            }
-            // A fraction of the run's files; below 0.1: as soon as it opens
-            // (prepare, scan); above 0.9: once all are recorded (finalize).
-            let fraction = rng.unit();
-            let threshold = match fraction {
-                f if f < 0.1 => 0,
-                f if f > 0.9 => expected as i64,
-                f => (f * expected as f64) as i64,
-            };
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let observed = loop {
-                if let Some((stage, recorded)) = open_run(&db.pool, &project).await
-                    && recorded >= threshold
-                {
-                    break Some((stage, recorded));
-                }
-                // Missed: the run completed before the threshold was seen.
-                if last_completed_commit(&db.pool, &project).await.as_deref() == Some(head.as_str())
-                {
-                    break None;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "kill {kill}: no run reached {threshold} files\n{}",
-                    operator.log_tail()
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            };
-            operator.kill();
-            let (stage, recorded) = observed.unwrap_or((Some("completed".into()), expected as i64));
-            // Sometimes the head moves while the operator is down, too.
-            if rng.unit() < 0.3 {
-                let (next, _) =
-                    push_changes(&repo, &mut rng, &head, 3, 100 + kill as u32, &mut next_new);
-                head = next;
-            }
-            KillPoint {
-                mode: "mid-run",
-                stage,
-                recorded,
-                of: expected,
-            }
+            scene.kill_inside_a_run(&mut operator, kill).await
         };
         println!(
             "kill {kill}: {} (stage {}, {} of {} files recorded)",
@@ -205,38 +149,15 @@ async fn sigkill_at_twenty_random_points_always_converges_to_the_head() {
             point.recorded,
             point.of
         );
-        // While nothing runs, the last completed sync is whole.
-        if let Some(last) = last_completed_commit(&db.pool, &project).await {
-            assert_store_is_tree(
-                &db.pool,
-                &project,
-                &repo,
-                &last,
-                &format!("kill {kill}, while down"),
-            )
+        scene
+            .the_last_completed_sync_is_whole_while_down(kill)
             .await;
-        }
         points.push(point);
 
         operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
-        if between {
-            request_sync(&api, "killed", &format!("after-kill-{kill}")).await;
-        }
-        poll_ready_at(&api, "killed", &head, CONVERGE, || operator.log_tail()).await;
-        synced_once = true;
-        assert_store_is_tree(
-            &db.pool,
-            &project,
-            &repo,
-            &head,
-            &format!("after restart {kill}"),
-        )
-        .await;
-        let runs = runs_by_status(&db.pool, &project).await;
-        assert!(
-            !runs.contains_key("IN_PROGRESS"),
-            "after restart {kill}: a run is IN_PROGRESS: {runs:?}"
-        );
+        scene
+            .a_restart_converges_to_the_head(&operator, between, kill)
+            .await;
     }
 
     let mid = points
@@ -259,4 +180,157 @@ async fn sigkill_at_twenty_random_points_always_converges_to_the_head() {
         "most kills meant for a run must land inside it: {points:#?}"
     );
     assert!(operator.is_running(), "{}", operator.log_tail());
+}
+
+/// Which kills land between runs: `BETWEEN` of kills 2..=KILLS, seeded.
+fn which_kills_land_between_runs(rng: &mut SeededRng) -> Vec<usize> {
+    let mut order: Vec<usize> = (2..=KILLS).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    order[..BETWEEN].to_vec()
+}
+
+/// The repository, resource and store the kills hit, and where the branch
+/// and the runs stand.
+struct Scene<'a> {
+    repo: &'a TestRepo,
+    api: &'a Api<ProjectSync>,
+    pool: &'a PgPool,
+    project: &'a str,
+    rng: SeededRng,
+    head: String,
+    next_new: usize,
+    /// Files the next run records.
+    expected: usize,
+    synced_once: bool,
+}
+
+impl Scene<'_> {
+    /// A commit of `count` changes on the head, which moves to it; returns
+    /// how many files a run records for it.
+    fn push(&mut self, count: usize, version: u32) -> usize {
+        let (next, records) = push_changes(
+            self.repo,
+            &mut self.rng,
+            &self.head,
+            count,
+            version,
+            &mut self.next_new,
+        );
+        self.head = next;
+        records
+    }
+
+    /// Idle at the head: kill, push while down (restarted by the caller).
+    fn kill_while_idle_and_push(&mut self, operator: &mut Operator, kill: usize) -> KillPoint {
+        operator.kill();
+        self.push(5, kill as u32);
+        KillPoint {
+            mode: "between runs",
+            stage: None,
+            recorded: 0,
+            of: 0,
+        }
+    }
+
+    /// After the first sync, pushes a change of 500 to 2,000 files and asks
+    /// for a run; kills the operator once the run has recorded a seeded
+    /// fraction of its files.
+    async fn kill_inside_a_run(&mut self, operator: &mut Operator, kill: usize) -> KillPoint {
+        if self.synced_once {
+            let count = 500 + self.rng.below(1_500) as usize;
+            self.expected = self.push(count, kill as u32);
+            request_sync(self.api, "killed", &format!("kill-{kill}")).await;
+        }
+        let expected = self.expected;
+        // A fraction of the run's files; below 0.1: as soon as it opens
+        // (prepare, scan); above 0.9: once all are recorded (finalize).
+        let fraction = self.rng.unit();
+        let threshold = match fraction {
+            f if f < 0.1 => 0,
+            f if f > 0.9 => expected as i64,
+            f => (f * expected as f64) as i64,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let observed = loop {
+            if let Some((stage, recorded)) = open_run(self.pool, self.project).await
+                && recorded >= threshold
+            {
+                break Some((stage, recorded));
+            }
+            // Missed: the run completed before the threshold was seen.
+            if last_completed_commit(self.pool, self.project)
+                .await
+                .as_deref()
+                == Some(self.head.as_str())
+            {
+                break None;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kill {kill}: no run reached {threshold} files\n{}",
+                operator.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        operator.kill();
+        let (stage, recorded) = observed.unwrap_or((Some("completed".into()), expected as i64));
+        // Sometimes the head moves while the operator is down, too.
+        if self.rng.unit() < 0.3 {
+            self.push(3, 100 + kill as u32);
+        }
+        KillPoint {
+            mode: "mid-run",
+            stage,
+            recorded,
+            of: expected,
+        }
+    }
+
+    /// While nothing runs, the last completed sync is whole.
+    async fn the_last_completed_sync_is_whole_while_down(&self, kill: usize) {
+        if let Some(last) = last_completed_commit(self.pool, self.project).await {
+            assert_store_is_tree(
+                self.pool,
+                self.project,
+                self.repo,
+                &last,
+                &format!("kill {kill}, while down"),
+            )
+            .await;
+        }
+    }
+
+    /// The restarted `operator` (asked for a run if the kill was between
+    /// runs) ends Ready at the head with the store equal to its tree and
+    /// no run IN_PROGRESS.
+    async fn a_restart_converges_to_the_head(
+        &mut self,
+        operator: &Operator,
+        between: bool,
+        kill: usize,
+    ) {
+        if between {
+            request_sync(self.api, "killed", &format!("after-kill-{kill}")).await;
+        }
+        poll_ready_at(self.api, "killed", &self.head, CONVERGE, || {
+            operator.log_tail()
+        })
+        .await;
+        self.synced_once = true;
+        assert_store_is_tree(
+            self.pool,
+            self.project,
+            self.repo,
+            &self.head,
+            &format!("after restart {kill}"),
+        )
+        .await;
+        let runs = runs_by_status(self.pool, self.project).await;
+        assert!(
+            !runs.contains_key("IN_PROGRESS"),
+            "after restart {kill}: a run is IN_PROGRESS: {runs:?}"
+        );
+    }
 }

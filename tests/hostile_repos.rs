@@ -7,8 +7,6 @@
 //! active views and the operator log. Trees `git add` refuses are written with
 //! `git mktree`; the large ones with one `git fast-import`.
 
-mod support;
-
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},

@@ -5,8 +5,6 @@
 //! GitHub stand-in behind a TLS front (a tunnel needs an https target) and
 //! real git servers, all on loopback.
 
-mod support;
-
 use std::time::Duration;
 
 use kube::Api;
@@ -63,7 +61,7 @@ async fn github_requests_tunnel_through_the_proxy_which_rejects_bad_credentials_
         .write("src/lib.rs", "pub fn a() {}\n");
     let first = repo.commit("first");
     let github = GithubStandIn::start("acme", "app", repo.git_dir()).await;
-    let ca = TestCa::new();
+    let ca = TestCa::generate();
     let front = TlsFront::start(&ca, standin_addr(&github)).await;
     let proxy = ConnectProxy::start(Some(("bot", "s3cret"))).await;
     let mut config = OperatorConfig::new(&ns.name, &db.url);

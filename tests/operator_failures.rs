@@ -2,8 +2,6 @@
 //! (and Stalled where the user must act) with a specific reason and a Warning
 //! event, leaves the last completed sync current, and recovers when fixed.
 
-mod support;
-
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Event;

@@ -4,8 +4,6 @@
 //! runs and polls, replaces a revoked one, shows the installation's budget in
 //! metrics, and stalls with a specific reason on a wrong key.
 
-mod support;
-
 use kube::Api;
 use projectsync::api::ProjectSync;
 use serde_json::json;
@@ -69,8 +67,20 @@ async fn an_app_secret_syncs_on_one_token_refreshes_a_revoked_one_and_shows_the_
         synced_at(first),
     )
     .await;
+    a_key_that_is_not_the_apps_stalls_the_resource(&api, &operator).await;
+    a_change_and_an_unchanged_poll_use_the_first_token(&api, &mut repo, &github, &operator).await;
+    metrics_show_the_installation_budget_and_the_mints(&operator, &github, &ns.name).await;
+    a_revoked_token_is_replaced_once(&api, &mut repo, &github, &operator).await;
+}
+
+/// The same app and installation with a wrong key: Stalled, with a reason
+/// of its own and a message naming the app and installation, not the key.
+async fn a_key_that_is_not_the_apps_stalls_the_resource(
+    api: &Api<ProjectSync>,
+    operator: &Operator,
+) {
     let obj = wait_until(
-        &api,
+        api,
         "wrong",
         || operator.log_tail(),
         "stalled on the JWT",
@@ -87,22 +97,29 @@ async fn an_app_secret_syncs_on_one_token_refreshes_a_revoked_one_and_shows_the_
         "{message}"
     );
     assert!(!message.contains("PRIVATE KEY"), "{message}");
+}
 
-    // A change and an unchanged poll: still the first token.
+/// A change and an unchanged poll: still the first token.
+async fn a_change_and_an_unchanged_poll_use_the_first_token(
+    api: &Api<ProjectSync>,
+    repo: &mut TestRepo,
+    github: &GithubStandIn,
+    operator: &Operator,
+) {
     repo.write("b.rs", "pub fn b() -> u8 { 2 }\n");
     let second = repo.commit("edit b");
-    request_sync(&api, "app", "second").await;
+    request_sync(api, "app", "second").await;
     wait_until(
-        &api,
+        api,
         "app",
         || operator.log_tail(),
         "synced",
         synced_at(second.clone()),
     )
     .await;
-    request_sync(&api, "app", "unchanged").await;
+    request_sync(api, "app", "unchanged").await;
     wait_until(
-        &api,
+        api,
         "app",
         || operator.log_tail(),
         "checked",
@@ -128,10 +145,16 @@ async fn an_app_secret_syncs_on_one_token_refreshes_a_revoked_one_and_shows_the_
         .filter(|r| r.status == 401 && r.path.starts_with("/repos/"))
         .count();
     assert_eq!(refused_rest, 0, "no REST request went out with a bad token");
+}
 
-    // The installation's budget, per resource; the mint counter.
+/// The installation's budget, per resource; the mint counter.
+async fn metrics_show_the_installation_budget_and_the_mints(
+    operator: &Operator,
+    github: &GithubStandIn,
+    namespace: &str,
+) {
     let metrics = operator.metrics().await;
-    let labels = format!("{{name=\"app\",namespace=\"{}\"}}", ns.name);
+    let labels = format!("{{name=\"app\",namespace=\"{}\"}}", namespace);
     let limit_line =
         format!("projectsync_github_rate_limit_limit{labels} {INSTALLATION_RATE_LIMIT}");
     let remaining_line = format!(
@@ -150,15 +173,22 @@ async fn an_app_secret_syncs_on_one_token_refreshes_a_revoked_one_and_shows_the_
         metrics.contains("projectsync_github_app_tokens_minted_total{result=\"failure\"}"),
         "{metrics}"
     );
+}
 
-    // GitHub revokes the token: the next run gets a 401, mints once, and syncs.
+/// GitHub revokes the token: the next run gets a 401, mints once, and syncs.
+async fn a_revoked_token_is_replaced_once(
+    api: &Api<ProjectSync>,
+    repo: &mut TestRepo,
+    github: &GithubStandIn,
+    operator: &Operator,
+) {
     github.revoke_app_tokens();
     github.clear_log();
     repo.write("c.rs", "pub fn c() {}\n");
     let third = repo.commit("add c");
-    request_sync(&api, "app", "third").await;
+    request_sync(api, "app", "third").await;
     wait_until(
-        &api,
+        api,
         "app",
         || operator.log_tail(),
         "synced",

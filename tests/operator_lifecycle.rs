@@ -2,8 +2,6 @@
 //! run, two replicas with one leader, the live SSE stream and /metrics, and
 //! the triggers (suspend, pinned commit, interval) and restore.
 
-mod support;
-
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;

@@ -6,8 +6,6 @@
 //! value, and says so in history. Counts come from `status.lastSync.files`
 //! and from the blob requests the stand-in logged.
 
-mod support;
-
 use kube::{
     Api,
     api::{Patch, PatchParams},

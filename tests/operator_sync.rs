@@ -3,8 +3,6 @@
 //! Ready with the right counts, the active views equal `git ls-tree -r`, and
 //! a change costs exactly the changed files.
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use kube::{Api, runtime::wait::await_condition};
@@ -13,7 +11,7 @@ use serde_json::json;
 use support::{
     TestDb, fresh_database, fresh_namespace,
     git_server::GitDaemon,
-    github::GithubStandIn,
+    github::{GithubStandIn, LoggedRequest},
     operator::{Operator, OperatorConfig},
     psync::{WAIT, create, request_sync, synced_at, wait_until},
     repo::TestRepo,
@@ -202,24 +200,42 @@ async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_co
         synced_at(first),
     )
     .await;
-    let blob_requests = |log: &[support::github::LoggedRequest]| {
-        log.iter()
-            .filter(|r| r.path.contains("/git/blobs/"))
-            .count()
-    };
     assert_eq!(
         blob_requests(&github.requests()),
         20,
         "the first sync fetches every blob once"
     );
 
-    // One modified file: one blob.
+    one_modified_file_costs_one_blob(&api, &github, &operator, &mut repo).await;
+    let third = a_rename_fetches_no_blob(&api, &github, &operator, &mut repo).await;
+    an_unchanged_poll_is_one_conditional_request_and_no_run(&api, &github, &operator, &third).await;
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM project_syncs")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count runs");
+    assert_eq!(runs, 3);
+}
+
+/// Blob requests in a stand-in's log.
+fn blob_requests(log: &[LoggedRequest]) -> usize {
+    log.iter()
+        .filter(|r| r.path.contains("/git/blobs/"))
+        .count()
+}
+
+/// One modified file: one blob.
+async fn one_modified_file_costs_one_blob(
+    api: &Api<ProjectSync>,
+    github: &GithubStandIn,
+    operator: &Operator,
+    repo: &mut TestRepo,
+) {
     github.clear_log();
     repo.write("src/mod7.rs", "pub fn f7() -> u32 { 700 }\n");
     let second = repo.commit("one change");
-    request_sync(&api, "service", "one-change").await;
+    request_sync(api, "service", "one-change").await;
     let obj = wait_until(
-        &api,
+        api,
         "service",
         || operator.log_tail(),
         "synced",
@@ -239,14 +255,21 @@ async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_co
     );
     let last = obj.status.expect("status").last_sync.expect("lastSync");
     assert_eq!((last.files.modified, last.files.unchanged), (1, 19));
+}
 
-    // A rename fetches nothing.
+/// A rename fetches nothing; returns the commit.
+async fn a_rename_fetches_no_blob(
+    api: &Api<ProjectSync>,
+    github: &GithubStandIn,
+    operator: &Operator,
+    repo: &mut TestRepo,
+) -> String {
     github.clear_log();
     repo.rename("src/mod3.rs", "src/moved/mod3.rs");
     let third = repo.commit("rename");
-    request_sync(&api, "service", "rename").await;
+    request_sync(api, "service", "rename").await;
     wait_until(
-        &api,
+        api,
         "service",
         || operator.log_tail(),
         "synced",
@@ -258,12 +281,21 @@ async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_co
         0,
         "a renamed file is not re-fetched"
     );
+    third
+}
 
-    // Nothing changed: one conditional request, answered 304, and no new run.
+/// Nothing changed: one conditional request, answered 304, and no new run
+/// (the last sync is still at `third`).
+async fn an_unchanged_poll_is_one_conditional_request_and_no_run(
+    api: &Api<ProjectSync>,
+    github: &GithubStandIn,
+    operator: &Operator,
+    third: &str,
+) {
     github.clear_log();
-    request_sync(&api, "service", "no-change").await;
+    request_sync(api, "service", "no-change").await;
     let obj = wait_until(
-        &api,
+        api,
         "service",
         || operator.log_tail(),
         "checked",
@@ -283,11 +315,6 @@ async fn on_github_a_change_costs_the_changed_blobs_and_an_unchanged_poll_one_co
         third,
         "no new run"
     );
-    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM project_syncs")
-        .fetch_one(&db.pool)
-        .await
-        .expect("count runs");
-    assert_eq!(runs, 3);
 }
 
 #[tokio::test]
@@ -295,21 +322,7 @@ async fn a_large_first_sync_reads_one_archive_and_fetches_what_it_does_not_match
     let ns = fresh_namespace("op-archive").await;
     let db = fresh_database("op_archive").await;
     let mut repo = TestRepo::new("monorepo");
-    for i in 0..1_200 {
-        repo.write(
-            &format!("pkg{}/src/file{i}.rs", i % 12),
-            format!("pub fn f{i}() -> u32 {{ {i} }}\n"),
-        );
-    }
-    // What an archive leaves out or rewrites: it must not reach the store.
-    repo.write(
-        ".gitattributes",
-        "internal/** export-ignore\nVERSION export-subst\n",
-    );
-    repo.write("internal/secret.rs", "pub const HIDDEN: bool = true;\n");
-    repo.write("internal/more.rs", "pub const MORE: bool = true;\n");
-    repo.write("VERSION", "commit $Format:%H$\n");
-    let first = repo.commit("a large first commit");
+    let first = a_monorepo_with_files_an_archive_leaves_out_or_rewrites(&mut repo);
     let github = GithubStandIn::start("acme", "monorepo", repo.git_dir()).await;
     let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
     let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
@@ -332,6 +345,49 @@ async fn a_large_first_sync_reads_one_archive_and_fetches_what_it_does_not_match
         synced_at(first.clone()),
     )
     .await;
+    the_first_sync_read_one_archive_and_fetched_only_what_it_lacks(
+        &github, &db, &project, &repo, &first,
+    )
+    .await;
+    an_archive_that_breaks_off_is_finished_blob_by_blob(
+        &api, &ns.name, &operator, &db, &repo, &first,
+    )
+    .await;
+    a_small_change_afterwards_is_read_file_by_file(
+        &api, &github, &operator, &db, &project, &mut repo,
+    )
+    .await;
+}
+
+/// 1,200 files, and what an archive leaves out (export-ignore) or rewrites
+/// (export-subst); returns the commit.
+fn a_monorepo_with_files_an_archive_leaves_out_or_rewrites(repo: &mut TestRepo) -> String {
+    for i in 0..1_200 {
+        repo.write(
+            &format!("pkg{}/src/file{i}.rs", i % 12),
+            format!("pub fn f{i}() -> u32 {{ {i} }}\n"),
+        );
+    }
+    // What an archive leaves out or rewrites: it must not reach the store.
+    repo.write(
+        ".gitattributes",
+        "internal/** export-ignore\nVERSION export-subst\n",
+    );
+    repo.write("internal/secret.rs", "pub const HIDDEN: bool = true;\n");
+    repo.write("internal/more.rs", "pub const MORE: bool = true;\n");
+    repo.write("VERSION", "commit $Format:%H$\n");
+    repo.commit("a large first commit")
+}
+
+/// One archive, blob requests for exactly the files it left out or
+/// rewrote, and a store equal to the tree.
+async fn the_first_sync_read_one_archive_and_fetched_only_what_it_lacks(
+    github: &GithubStandIn,
+    db: &TestDb,
+    project: &str,
+    repo: &TestRepo,
+    first: &str,
+) {
     let log = github.requests();
     let count = |part: &str| log.iter().filter(|r| r.path.contains(part)).count();
     assert_eq!(
@@ -347,7 +403,7 @@ async fn a_large_first_sync_reads_one_archive_and_fetches_what_it_does_not_match
         .collect();
     blobs.sort();
     let expected: Vec<String> = repo
-        .ls_tree(&first)
+        .ls_tree(first)
         .into_iter()
         .filter(|e| {
             matches!(
@@ -369,26 +425,35 @@ async fn a_large_first_sync_reads_one_archive_and_fetches_what_it_does_not_match
         log.len()
     );
     assert_eq!(
-        active_files(&db, &project).await,
-        git_tree(&repo, &first),
+        active_files(db, project).await,
+        git_tree(repo, first),
         "the store is the tree, not the archive"
     );
     assert_eq!(
-        memory_of(&db, &project, "VERSION").await,
+        memory_of(db, project, "VERSION").await,
         ["commit $Format:%H$\n"],
         "the blob, not its export-subst form"
     );
     assert_eq!(
-        memory_of(&db, &project, "internal/secret.rs").await,
+        memory_of(db, project, "internal/secret.rs").await,
         ["pub const HIDDEN: bool = true;\n"]
     );
+}
 
-    // An archive that breaks off: what it delivered is kept, the rest is
-    // fetched one by one, and the store is still exactly the tree.
+/// An archive that breaks off: what it delivered is kept, the rest is
+/// fetched one by one, and the store is still exactly the tree.
+async fn an_archive_that_breaks_off_is_finished_blob_by_blob(
+    api: &Api<ProjectSync>,
+    namespace: &str,
+    operator: &Operator,
+    db: &TestDb,
+    repo: &TestRepo,
+    first: &str,
+) {
     let cut = GithubStandIn::start("acme", "monorepo", repo.git_dir()).await;
     cut.cut_archives_after(64 * 1024);
     create(
-        &api,
+        api,
         "cut",
         json!({
             "source": { "github": { "owner": "acme", "repo": "monorepo", "apiUrl": cut.api_url() } },
@@ -397,11 +462,11 @@ async fn a_large_first_sync_reads_one_archive_and_fetches_what_it_does_not_match
     )
     .await;
     wait_until(
-        &api,
+        api,
         "cut",
         || operator.log_tail(),
         "synced",
-        synced_at(first.clone()),
+        synced_at(first.to_string()),
     )
     .await;
     let log = cut.requests();
@@ -420,17 +485,26 @@ async fn a_large_first_sync_reads_one_archive_and_fetches_what_it_does_not_match
         "the archive delivered some files and the rest were fetched: {blobs} blob requests"
     );
     assert_eq!(
-        active_files(&db, &format!("{}/cut", ns.name)).await,
-        git_tree(&repo, &first)
+        active_files(db, &format!("{namespace}/cut")).await,
+        git_tree(repo, first)
     );
+}
 
-    // A small change afterwards is read file by file.
+/// A small change afterwards is read file by file.
+async fn a_small_change_afterwards_is_read_file_by_file(
+    api: &Api<ProjectSync>,
+    github: &GithubStandIn,
+    operator: &Operator,
+    db: &TestDb,
+    project: &str,
+    repo: &mut TestRepo,
+) {
     github.clear_log();
     repo.write("pkg3/src/file3.rs", "pub fn f3() -> u32 { 33 }\n");
     let second = repo.commit("one change");
-    request_sync(&api, "monorepo", "one-change").await;
+    request_sync(api, "monorepo", "one-change").await;
     wait_until(
-        &api,
+        api,
         "monorepo",
         || operator.log_tail(),
         "synced",
@@ -449,7 +523,7 @@ async fn a_large_first_sync_reads_one_archive_and_fetches_what_it_does_not_match
             .count(),
         1
     );
-    assert_eq!(active_files(&db, &project).await, git_tree(&repo, &second));
+    assert_eq!(active_files(db, project).await, git_tree(repo, &second));
 }
 
 #[tokio::test]

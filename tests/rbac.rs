@@ -10,8 +10,6 @@
 //! each case gets a fresh namespace (so it starts from a first sync) and a
 //! fresh Lease (so leader election starts from scratch too).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};

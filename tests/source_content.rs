@@ -3,8 +3,6 @@
 //! blobs over the size limit. (NUL and absolute paths cannot occur in a git
 //! tree object at all; `source::content` unit tests cover them.)
 
-mod support;
-
 use std::time::Duration;
 
 use projectsync::source::content::{

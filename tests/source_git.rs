@@ -2,8 +2,6 @@
 //! (git://) and `git http-backend` (smart HTTP, with and without basic
 //! authentication), plus file:// behind its flag.
 
-mod support;
-
 use std::time::Duration;
 
 use projectsync::source::git::{GitConfig, GitRemote};

@@ -3,8 +3,6 @@
 //! without a previous tree), conditional head polls, compare, and every
 //! error mode.
 
-mod support;
-
 use std::time::Duration;
 
 use projectsync::source::github::{GitHubConfig, GitHubRepo};

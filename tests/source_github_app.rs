@@ -4,8 +4,6 @@
 //! near expiry is replaced before use, a revoked token costs one refresh and
 //! the request still succeeds, and every refused mint has its own reason.
 
-mod support;
-
 use std::time::Duration;
 
 use projectsync::source::github::{GitHubConfig, GitHubRepo};

@@ -3,8 +3,6 @@
 //! tiny server), and the stand-in must answer with the same field names,
 //! JSON types and headers.
 
-mod support;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;

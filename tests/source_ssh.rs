@@ -3,8 +3,6 @@
 //! from a Secret, the host key is checked strictly, and neither the key nor
 //! the hosts file ever shows in an error.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

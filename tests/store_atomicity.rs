@@ -3,16 +3,13 @@
 //! `active_*` views show exactly the picture they showed before. The run is
 //! then failed and the next run converges.
 
-mod store_common;
-mod support;
-
 use std::str::FromStr;
 use std::time::Duration;
 
 use projectsync::store::{Completion, FileId, NewFile, ProjectId, Store, SyncId, SyncStatus};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
-use store_common::*;
+use support::store::*;
 
 /// A store on its own one-connection pool, tagged with `name` so the test
 /// can find its backend and kill it.

@@ -2,13 +2,10 @@
 //! unique `previous_sync_id`, failed runs never block the chain, a restore
 //! appends to it, and two runs racing on one base cannot both complete.
 
-mod store_common;
-mod support;
-
 use projectsync::run::Stage;
-use projectsync::store::{Completion, StoreError, SyncStatus};
-use sqlx::Connection;
-use store_common::*;
+use projectsync::store::{Completion, ProjectId, Store, StoreError, SyncRecord, SyncStatus};
+use sqlx::{Connection, PgPool};
+use support::store::*;
 
 #[tokio::test]
 async fn the_chain_links_completed_runs_skips_a_failed_one_and_a_restore_appends_to_it() {
@@ -16,10 +13,46 @@ async fn the_chain_links_completed_runs_skips_a_failed_one_and_a_restore_appends
     let (store, pool) = (&t.store, &t.db.pool);
     let key = "team-a/widgets";
     let project = store.ensure_project(&github_project(key)).await.unwrap();
+    let chain = Chain {
+        store,
+        pool,
+        key,
+        project,
+    };
     assert!(store.latest_completed(project).await.unwrap().is_none());
     assert_picture(pool, key, &[]).await;
 
-    // 1: the first sync.
+    let s1 = the_first_sync_starts_the_chain(&chain).await;
+    let s2 = the_second_sync_links_to_the_first(&chain, &s1).await;
+    let failed = a_failed_run_neither_shows_nor_links(&chain, &s2).await;
+    let s3 = the_next_run_chains_on_the_base_the_failed_one_used(&chain, &s2).await;
+    let restored = a_restore_appends_a_run_with_the_old_picture(&chain, &s1, &s3).await;
+    every_earlier_picture_stays_readable(&chain, &s1, &s2, &s3).await;
+    the_stored_links_are_one_linear_chain_without_the_failed_run(
+        &chain,
+        [&s1, &s2, &failed, &s3, &restored],
+    )
+    .await;
+    history_is_newest_first_with_counts(&chain, [&s1, &s2, &failed, &s3, &restored]).await;
+}
+
+/// The project whose chain the steps extend.
+struct Chain<'a> {
+    store: &'a Store,
+    pool: &'a PgPool,
+    key: &'a str,
+    project: ProjectId,
+}
+
+/// 1: the first sync.
+async fn the_first_sync_starts_the_chain(
+    &Chain {
+        store,
+        pool,
+        key,
+        project,
+    }: &Chain<'_>,
+) -> SyncRecord {
     let s1 = sync_once(
         store,
         project,
@@ -35,8 +68,19 @@ async fn the_chain_links_completed_runs_skips_a_failed_one_and_a_restore_appends
     );
     assert_eq!((s1.files.added, s1.files.total), (2, 2));
     assert_picture(pool, key, &[("a.rs", "a1"), ("b.rs", "b1")]).await;
+    s1
+}
 
-    // 2: modify a, add c, delete b.
+/// 2: modify a, add c, delete b.
+async fn the_second_sync_links_to_the_first(
+    &Chain {
+        store,
+        pool,
+        key,
+        project,
+    }: &Chain<'_>,
+    s1: &SyncRecord,
+) -> SyncRecord {
     let s2 = sync_once(
         store,
         project,
@@ -61,8 +105,19 @@ async fn the_chain_links_completed_runs_skips_a_failed_one_and_a_restore_appends
         (1, 1, 1, 0, 2)
     );
     assert_picture(pool, key, &[("a.rs", "a2"), ("c.rs", "c1")]).await;
+    s2
+}
 
-    // A run on s2 fails half-way: its rows never show, it does not link.
+/// A run on s2 fails half-way: its rows never show, it does not link.
+async fn a_failed_run_neither_shows_nor_links(
+    &Chain {
+        store,
+        pool,
+        key,
+        project,
+    }: &Chain<'_>,
+    s2: &SyncRecord,
+) -> SyncRecord {
     let (failed, _) = record_run(
         store,
         project,
@@ -81,8 +136,19 @@ async fn the_chain_links_completed_runs_skips_a_failed_one_and_a_restore_appends
     );
     assert_eq!(failed.failure.as_ref().unwrap().stage, Some(Stage::Import));
     assert_picture(pool, key, &[("a.rs", "a2"), ("c.rs", "c1")]).await;
+    failed
+}
 
-    // 3: chains on s2 although a failed run used the same base.
+/// 3: chains on s2 although a failed run used the same base.
+async fn the_next_run_chains_on_the_base_the_failed_one_used(
+    &Chain {
+        store,
+        pool,
+        key,
+        project,
+    }: &Chain<'_>,
+    s2: &SyncRecord,
+) -> SyncRecord {
     let s3 = sync_once(store, project, Some(s2.id), "c3", &[("c.rs", "c2")], &[]).await;
     assert_eq!((s3.previous, s3.chain_seq), (Some(s2.id), Some(3)));
     assert_eq!(
@@ -90,8 +156,20 @@ async fn the_chain_links_completed_runs_skips_a_failed_one_and_a_restore_appends
         (1, 1, 2)
     );
     assert_picture(pool, key, &[("a.rs", "a2"), ("c.rs", "c2")]).await;
+    s3
+}
 
-    // Restore s1: a new run on s3 whose picture is s1's.
+/// Restore s1: a new run on s3 whose picture is s1's.
+async fn a_restore_appends_a_run_with_the_old_picture(
+    &Chain {
+        store,
+        pool,
+        key,
+        project,
+    }: &Chain<'_>,
+    s1: &SyncRecord,
+    s3: &SyncRecord,
+) -> SyncRecord {
     let restored = store.restore(s1.id).await.unwrap();
     assert_eq!(restored.status, SyncStatus::Completed);
     assert_eq!(
@@ -115,9 +193,18 @@ async fn the_chain_links_completed_runs_skips_a_failed_one_and_a_restore_appends
         store.latest_completed(project).await.unwrap().unwrap().id,
         restored.id
     );
+    restored
+}
 
-    // Nothing was destroyed: every earlier picture is still readable.
-    let s2_files: Vec<String> = store
+/// Nothing was destroyed: every earlier picture is still readable.
+async fn every_earlier_picture_stays_readable(
+    chain: &Chain<'_>,
+    s1: &SyncRecord,
+    s2: &SyncRecord,
+    s3: &SyncRecord,
+) {
+    let s2_files: Vec<String> = chain
+        .store
         .files_at(s2.id)
         .await
         .unwrap()
@@ -125,7 +212,7 @@ async fn the_chain_links_completed_runs_skips_a_failed_one_and_a_restore_appends
         .map(|f| f.path)
         .collect();
     assert_eq!(s2_files, ["a.rs", "c.rs"]);
-    let diff = store.diff(s1.id, s3.id).await.unwrap();
+    let diff = chain.store.diff(s1.id, s3.id).await.unwrap();
     assert_eq!(
         (diff.added, diff.modified, diff.deleted),
         (
@@ -134,14 +221,19 @@ async fn the_chain_links_completed_runs_skips_a_failed_one_and_a_restore_appends
             vec!["b.rs".to_string()]
         )
     );
+}
 
-    // The links as stored: one linear chain, the failed run outside it.
+/// The links as stored: one linear chain, the failed run outside it.
+async fn the_stored_links_are_one_linear_chain_without_the_failed_run(
+    chain: &Chain<'_>,
+    [s1, s2, failed, s3, restored]: [&SyncRecord; 5],
+) {
     let links = sqlx::query!(
         r#"SELECT id, previous_sync_id, status FROM project_syncs
             WHERE project_id = $1 ORDER BY started_at, id"#,
-        project.get()
+        chain.project.get()
     )
-    .fetch_all(pool)
+    .fetch_all(chain.pool)
     .await
     .unwrap();
     let links: Vec<_> = links
@@ -170,13 +262,21 @@ async fn the_chain_links_completed_runs_skips_a_failed_one_and_a_restore_appends
             ),
         ]
     );
+}
 
-    // History: newest first, with counts.
-    let history = store.history(project, 10).await.unwrap();
+/// History: newest first, with counts.
+async fn history_is_newest_first_with_counts(
+    chain: &Chain<'_>,
+    [s1, s2, failed, s3, restored]: [&SyncRecord; 5],
+) {
+    let history = chain.store.history(chain.project, 10).await.unwrap();
     let ids: Vec<_> = history.iter().map(|r| r.id).collect();
     assert_eq!(ids, vec![restored.id, s3.id, failed.id, s2.id, s1.id]);
     assert_eq!(history[3].files.deleted, 1);
-    assert_eq!(store.history(project, 2).await.unwrap().len(), 2);
+    assert_eq!(
+        chain.store.history(chain.project, 2).await.unwrap().len(),
+        2
+    );
 }
 
 #[tokio::test]

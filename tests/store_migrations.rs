@@ -2,16 +2,13 @@
 //! migrated one, several migrators at once (sqlx's advisory lock), and a
 //! failed migration that must not leave the lock held.
 
-mod store_common;
-mod support;
-
 use std::time::Duration;
 
 use projectsync::store::{MIGRATOR, Store, StoreError};
 use sqlx::Connection;
 use sqlx::postgres::PgPoolOptions;
-use store_common::*;
 use support::fresh_database;
+use support::store::*;
 
 fn embedded_versions() -> Vec<i64> {
     MIGRATOR

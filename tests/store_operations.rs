@@ -2,15 +2,12 @@
 //! retention, deleting a project, sweeping abandoned runs, embedding reuse and
 //! backfill, search over active memory, diffs, and refused inputs.
 
-mod store_common;
-mod support;
-
 use projectsync::run::Stage;
 use projectsync::store::{
     Completion, ContentHash, Embedding, NewMemoryEntry, ProjectSource, Rename, StoreError,
     SyncStatus,
 };
-use store_common::*;
+use support::store::*;
 
 fn embedded(
     file: projectsync::store::FileId,

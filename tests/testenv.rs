@@ -1,8 +1,6 @@
 //! The harness itself: the control plane and Postgres that `hack/testenv up`
 //! started answer, and each test gets its own database and namespace.
 
-mod support;
-
 use support::{fresh_database, fresh_namespace, kube_client};
 
 #[tokio::test]

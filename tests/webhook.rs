@@ -4,8 +4,6 @@
 //! counted in `/metrics`. Signatures are computed here with the `hmac`
 //! crate, not with the operator's own code.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -120,24 +118,42 @@ async fn a_signed_push_to_the_branch_syncs_at_once_and_its_replay_is_refused() {
     )
     .await;
 
-    repo.write("README.md", "# app, pushed\n");
-    let second = repo.commit("pushed");
     let body = push("main");
     let path = format!("/hooks/github/{}/app", ns.name);
+    a_signed_push_syncs_at_once(&operator, &api, &mut repo, &path, &body).await;
+    the_same_delivery_again_is_refused(&operator, &path, &body).await;
+    the_generic_form_syncs_too(&operator, &api, &mut repo, &ns.name).await;
+
+    let metrics = operator.metrics().await;
+    assert_eq!(webhook_count(&metrics, "accepted"), 2, "{metrics}");
+    assert_eq!(webhook_count(&metrics, "replayed"), 1, "{metrics}");
+}
+
+/// A signed push of `body` (delivery-1) to `path` syncs the new commit
+/// within a minute; the interval is an hour, so only the webhook can have
+/// started the run.
+async fn a_signed_push_syncs_at_once(
+    operator: &Operator,
+    api: &Api<ProjectSync>,
+    repo: &mut TestRepo,
+    path: &str,
+    body: &[u8],
+) {
+    repo.write("README.md", "# app, pushed\n");
+    let second = repo.commit("pushed");
     let posted = Instant::now();
     assert_eq!(
         post(
-            &operator,
-            &path,
-            &github_headers("push", "delivery-1", SECRET, &body),
-            body.clone()
+            operator,
+            path,
+            &github_headers("push", "delivery-1", SECRET, body),
+            body.to_vec()
         )
         .await,
         202
     );
-    // The interval is an hour: only the webhook can have started this run.
     let obj = wait_until(
-        &api,
+        api,
         "app",
         || operator.log_tail(),
         "synced after the push",
@@ -159,20 +175,29 @@ async fn a_signed_push_to_the_branch_syncs_at_once_and_its_replay_is_refused() {
         status.last_handled_requested_at.as_deref(),
         Some("webhook:delivery-1")
     );
+}
 
-    // The same delivery again: refused, and no new request.
+/// The same delivery again: refused, and no new request.
+async fn the_same_delivery_again_is_refused(operator: &Operator, path: &str, body: &[u8]) {
     assert_eq!(
         post(
-            &operator,
-            &path,
-            &github_headers("push", "delivery-1", SECRET, &body),
-            body.clone()
+            operator,
+            path,
+            &github_headers("push", "delivery-1", SECRET, body),
+            body.to_vec()
         )
         .await,
         409
     );
+}
 
-    // The generic form for other hosts: `{"branch": ...}`.
+/// The generic form for other hosts: `{"branch": ...}`.
+async fn the_generic_form_syncs_too(
+    operator: &Operator,
+    api: &Api<ProjectSync>,
+    repo: &mut TestRepo,
+    namespace: &str,
+) {
     repo.write("README.md", "# app, pushed elsewhere\n");
     let third = repo.commit("generic");
     let generic = serde_json::to_vec(&json!({ "branch": "main" })).expect("json");
@@ -182,8 +207,8 @@ async fn a_signed_push_to_the_branch_syncs_at_once_and_its_replay_is_refused() {
     ];
     assert_eq!(
         post(
-            &operator,
-            &format!("/hooks/generic/{}/app", ns.name),
+            operator,
+            &format!("/hooks/generic/{namespace}/app"),
             &headers,
             generic
         )
@@ -191,7 +216,7 @@ async fn a_signed_push_to_the_branch_syncs_at_once_and_its_replay_is_refused() {
         202
     );
     let obj = wait_until(
-        &api,
+        api,
         "app",
         || operator.log_tail(),
         "synced after the generic push",
@@ -207,10 +232,6 @@ async fn a_signed_push_to_the_branch_syncs_at_once_and_its_replay_is_refused() {
             .as_deref(),
         Some("requested at webhook:generic-1")
     );
-
-    let metrics = operator.metrics().await;
-    assert_eq!(webhook_count(&metrics, "accepted"), 2, "{metrics}");
-    assert_eq!(webhook_count(&metrics, "replayed"), 1, "{metrics}");
 }
 
 #[tokio::test]
@@ -244,26 +265,42 @@ async fn unsigned_misdirected_oversize_and_unknown_deliveries_are_refused_and_co
     let path = format!("/hooks/github/{}/app", ns.name);
     let body = push("main");
 
-    // GitHub's ping on hook creation.
+    github_s_ping_is_answered(&operator, &path).await;
+    wrong_missing_and_misplaced_signatures_are_unauthorized(&operator, &path, &body).await;
+    a_push_to_another_branch_is_accepted_but_requests_nothing(&operator, &path).await;
+    a_body_over_one_mib_is_refused_unparsed(&operator, &path).await;
+    absent_unhooked_and_unserved_resources_are_all_not_found(&operator, &ns.name, &body).await;
+    no_delivery_requested_a_sync_and_each_refusal_was_counted(&api, &operator).await;
+}
+
+/// GitHub's ping on hook creation.
+async fn github_s_ping_is_answered(operator: &Operator, path: &str) {
     let ping = serde_json::to_vec(&json!({ "zen": "Keep it logically awesome.", "hook_id": 1 }))
         .expect("json");
     assert_eq!(
         post(
-            &operator,
-            &path,
+            operator,
+            path,
             &github_headers("ping", "ping-1", SECRET, &ping),
             ping
         )
         .await,
         200
     );
-    // A wrong secret, and no signature at all.
+}
+
+/// A wrong secret, no signature at all, and a signature over another body.
+async fn wrong_missing_and_misplaced_signatures_are_unauthorized(
+    operator: &Operator,
+    path: &str,
+    body: &[u8],
+) {
     assert_eq!(
         post(
-            &operator,
-            &path,
-            &github_headers("push", "bad-1", "guess", &body),
-            body.clone()
+            operator,
+            path,
+            &github_headers("push", "bad-1", "guess", body),
+            body.to_vec()
         )
         .await,
         401
@@ -272,53 +309,73 @@ async fn unsigned_misdirected_oversize_and_unknown_deliveries_are_refused_and_co
         ("x-github-event", "push".to_string()),
         ("x-github-delivery", "bad-2".to_string()),
     ];
-    assert_eq!(post(&operator, &path, &unsigned, body.clone()).await, 401);
-    // A signature over another body.
-    let mut tampered = github_headers("push", "bad-3", SECRET, &body);
+    assert_eq!(post(operator, path, &unsigned, body.to_vec()).await, 401);
+    let mut tampered = github_headers("push", "bad-3", SECRET, body);
     tampered[2].1 = sign(SECRET, &push("evil"));
-    assert_eq!(post(&operator, &path, &tampered, body.clone()).await, 401);
-    // A push to another branch: accepted as a delivery, but nothing is requested.
+    assert_eq!(post(operator, path, &tampered, body.to_vec()).await, 401);
+}
+
+/// A push to another branch: accepted as a delivery, but nothing is requested.
+async fn a_push_to_another_branch_is_accepted_but_requests_nothing(
+    operator: &Operator,
+    path: &str,
+) {
     let other = push("dev");
     assert_eq!(
         post(
-            &operator,
-            &path,
+            operator,
+            path,
             &github_headers("push", "dev-1", SECRET, &other),
             other
         )
         .await,
         202
     );
-    // Over 1 MiB: refused before it is parsed (it is not even JSON).
+}
+
+/// Over 1 MiB: refused before it is parsed (it is not even JSON).
+async fn a_body_over_one_mib_is_refused_unparsed(operator: &Operator, path: &str) {
     let big = vec![b'x'; 2 * 1024 * 1024];
     assert_eq!(
         post(
-            &operator,
-            &path,
+            operator,
+            path,
             &github_headers("push", "big-1", SECRET, &big),
             big
         )
         .await,
         413
     );
-    // No such resource, a resource without a webhook, a namespace not served: all alike.
+}
+
+/// No such resource, a resource without a webhook, a namespace not served: all alike.
+async fn absent_unhooked_and_unserved_resources_are_all_not_found(
+    operator: &Operator,
+    namespace: &str,
+    body: &[u8],
+) {
     for missing in [
-        format!("/hooks/github/{}/absent", ns.name),
-        format!("/hooks/github/{}/plain", ns.name),
+        format!("/hooks/github/{namespace}/absent"),
+        format!("/hooks/github/{namespace}/plain"),
         "/hooks/github/kube-system/app".to_string(),
     ] {
         assert_eq!(
             post(
-                &operator,
+                operator,
                 &missing,
-                &github_headers("push", "nf", SECRET, &body),
-                body.clone()
+                &github_headers("push", "nf", SECRET, body),
+                body.to_vec()
             )
             .await,
             404
         );
     }
+}
 
+async fn no_delivery_requested_a_sync_and_each_refusal_was_counted(
+    api: &Api<ProjectSync>,
+    operator: &Operator,
+) {
     let obj = api.get("app").await.expect("get app");
     assert!(
         !obj.metadata

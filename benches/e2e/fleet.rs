@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kube::api::ListParams;
 use projectsync::api::ProjectSync;
+use support::{
+    github::GithubStandIn,
+    psync::{create, request_sync},
+};
 
 use crate::lab::{Lab, spec};
 use crate::measure::StoreCounts;
 use crate::report::{Measurement, Route};
 use crate::repos::{BareRepo, Shape, generate};
-use crate::support::{
-    github::GithubStandIn,
-    psync::{create, request_sync},
-};
 
 /// Distinct repositories the resources share, and files in each.
 const REPOS: usize = 5;

@@ -14,15 +14,15 @@ use projectsync::api::{
     ProjectSync, ProjectSyncStatus, REINDEX_ANNOTATION, REQUESTED_AT_ANNOTATION, StageDurations,
 };
 use serde_json::json;
-
-use crate::measure::{Proc, StoreCounts, waited_children_cpu};
-use crate::report::{Measurement, Route};
-use crate::support::{
+use support::{
     TestDb, fresh_database, fresh_namespace,
     github::GithubStandIn,
     operator::{Operator, OperatorConfig},
     psync::{create, synced_at, wait_until_within},
 };
+
+use crate::measure::{Proc, StoreCounts, waited_children_cpu};
+use crate::report::{Measurement, Route};
 
 /// The longest any one measured run may take (a first sync of 100,000
 /// files on a busy 2-core machine stays well inside it).

@@ -14,9 +14,6 @@
 //! resources. Needs `hack/testenv up` and fails loudly without it.
 //! Figures and how to read them: docs/e2e-bench.md.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
-
 mod fleet;
 mod lab;
 mod measure;

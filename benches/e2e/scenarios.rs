@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use projectsync::api::ProjectSync;
+use support::{git_server::GitDaemon, github::GithubStandIn};
 
 use crate::lab::{Lab, Target, clone_and_import};
 use crate::measure::copy_baseline;
 use crate::report::{Measurement, Route, Verdict, duration, mib, thousands};
 use crate::repos::{BareRepo, Shape, change_files};
-use crate::support::{git_server::GitDaemon, github::GithubStandIn};
 
 const KS: [usize; 4] = [1, 10, 100, 1_000];
 
@@ -370,13 +370,12 @@ pub async fn versions() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let postgres: String =
-        match sqlx::PgPool::connect(&crate::support::testenv().database_url).await {
-            Ok(pool) => sqlx::query_scalar("SHOW server_version")
-                .fetch_one(&pool)
-                .await
-                .unwrap_or_default(),
-            Err(_) => String::new(),
-        };
+    let postgres: String = match sqlx::PgPool::connect(&support::testenv().database_url).await {
+        Ok(pool) => sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
     format!("{git}, PostgreSQL {postgres} (testenv: fsync off)")
 }

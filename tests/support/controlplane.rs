@@ -15,13 +15,13 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
-use super::env::env_file;
+use super::env::{env_file, repo_root};
 use super::git_server::free_port;
 
 /// The control-plane binary `hack/testenv` built (cached; `build` only
 /// prints its path when it exists).
 fn controlplane_bin() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/testenv");
+    let script = repo_root().join("hack/testenv");
     let out = Command::new(script)
         .arg("build")
         .stderr(Stdio::inherit())

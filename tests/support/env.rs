@@ -1,8 +1,13 @@
 //! Where the test environment lives: `KUBECONFIG` and `DATABASE_URL` from the
 //! process environment, or else from `target/testenv/env.sh` as written by
-//! `hack/testenv up`. Reads a file; no network.
+//! `hack/testenv up`; the checkout's root and the `projectsync` binary under
+//! test. Reads a file; no network.
 
-use std::{collections::BTreeMap, path::PathBuf, sync::OnceLock};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
 
 /// The endpoints of the local control plane and Postgres.
 #[derive(Debug, Clone)]
@@ -49,7 +54,46 @@ pub fn testenv() -> &'static TestEnv {
 
 /// `target/testenv/env.sh` of this checkout.
 pub fn env_file() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/testenv/env.sh")
+    repo_root().join("target/testenv/env.sh")
+}
+
+/// The root of this checkout (where `Cargo.toml`, `hack/` and `charts/`
+/// are): this crate's manifest is `tests/support/Cargo.toml`.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("tests/support sits two levels below the checkout's root")
+}
+
+/// The `projectsync` binary cargo built for the running test or benchmark.
+///
+/// `env!("CARGO_BIN_EXE_projectsync")` exists only in the crate that owns the
+/// binary's tests, not in this library, so the path is found at run time:
+/// from the same variable when cargo exports it to the test process, or else
+/// beside the `deps/` directory that holds the test executable (cargo builds
+/// the package's binaries before its integration tests and benchmarks, into
+/// that profile's directory).
+pub fn projectsync_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("CARGO_BIN_EXE_projectsync") {
+            return PathBuf::from(path);
+        }
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let profile_dir = exe
+            .parent()
+            .filter(|dir| dir.ends_with("deps"))
+            .and_then(Path::parent)
+            .unwrap_or_else(|| panic!("{} is not in a cargo deps/ directory", exe.display()));
+        let binary = profile_dir.join(format!("projectsync{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            binary.is_file(),
+            "{} is missing: run the tests through cargo, which builds it",
+            binary.display()
+        );
+        binary
+    })
 }
 
 /// Reads `export KEY='value'` lines (the only form `hack/testenv` writes).

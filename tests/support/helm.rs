@@ -10,9 +10,11 @@ use std::{
 use serde::Deserialize;
 use serde_yaml::Value;
 
+use super::repo_root;
+
 /// `charts/projectsync` of this checkout.
 pub fn chart_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/projectsync")
+    repo_root().join("charts/projectsync")
 }
 
 /// What one `helm` invocation returned.
@@ -25,7 +27,7 @@ pub struct HelmOutput {
 
 /// Runs `hack/helm args...` (which builds helm on first use).
 pub fn helm(args: &[&str]) -> HelmOutput {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("hack/helm");
+    let script = repo_root().join("hack/helm");
     let output = Command::new(&script)
         .args(args)
         .stdin(Stdio::null())

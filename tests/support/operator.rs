@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::testenv;
+use super::{projectsync_binary, testenv};
 
 /// A running operator process.
 pub struct Operator {
@@ -79,7 +79,7 @@ impl Operator {
             config.namespace, config.identity
         ));
         let log_file = std::fs::File::create(&log).expect("operator log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_projectsync"))
+        let child = Command::new(projectsync_binary())
             .arg("run")
             .args(["--namespace", config.namespace])
             .args(["--http-addr", &addr.to_string()])

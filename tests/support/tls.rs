@@ -23,7 +23,7 @@ pub struct TestCa {
 
 impl TestCa {
     /// Generates the CA and the server certificate (EC P-256, one day).
-    pub fn new() -> Self {
+    pub fn generate() -> Self {
         let dir = tempfile::tempdir().expect("certificate directory");
         let path = |name: &str| {
             dir.path()

@@ -1,8 +1,7 @@
-//! Helpers shared by the `store_*` integration tests: a migrated store on a
+//! Helpers for the `store_*` integration tests: a migrated store on a
 //! fresh database, file and chunk builders, a one-call sync, and readers of
 //! the `active_*` views (the contract other tools query). Does I/O against
 //! the testenv Postgres.
-#![allow(dead_code)]
 
 use projectsync::store::{
     Completion, ContentHash, FileId, FileKind, NewFile, NewMemoryEntry, NewSync, ProjectId,
@@ -10,7 +9,7 @@ use projectsync::store::{
 };
 use sqlx::PgPool;
 
-use crate::support::{TestDb, fresh_database};
+use super::{TestDb, fresh_database};
 
 /// A migrated store on its own database.
 pub struct TestStore {

@@ -1,13 +1,12 @@
 //! Runs the real `projectsync` binary as a user would at a terminal (well,
 //! through a pipe: stdout and stderr are not terminals, so no progress bars),
 //! with the testenv's kubeconfig and a test's own database. Spawns a process.
-#![allow(dead_code)]
 
 use std::process::Stdio;
 
 use serde_json::Value;
 
-use crate::support::testenv;
+use super::{projectsync_binary, testenv};
 
 /// What one invocation returned.
 #[derive(Debug)]
@@ -66,7 +65,7 @@ impl Run {
 /// `projectsync args...` with `DATABASE_URL` set to `database_url` and the
 /// extra environment `env`.
 pub async fn projectsync(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_projectsync"));
+    let mut command = tokio::process::Command::new(projectsync_binary());
     command
         .args(args)
         .env("DATABASE_URL", database_url)
