@@ -106,7 +106,7 @@ impl Lab {
             obj.status
                 .as_ref()
                 .and_then(|s| s.last_sync.as_ref())
-                .map(|s| (s.id.clone(), s.durations.clone()))
+                .map(|s| (s.id.clone(), s.durations))
         };
         let before = self.api.get_opt(target.name).await.ok().flatten();
         let run_before = before.as_ref().and_then(last_run).map(|(id, _)| id);

@@ -12,6 +12,9 @@ use super::status::ProjectSyncStatus;
 
 /// A repository kept mirrored into Postgres, diff-aware: each run fetches and
 /// processes only the files that changed since the last completed sync.
+// kube's `printcolumn(...)` arguments repeat `type_ = ...` by design; clippy
+// reads each column as a duplicate of the first.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "projectsync.dev",

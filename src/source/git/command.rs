@@ -176,6 +176,7 @@ async fn watch_size(dir: &Path, limit: u64) -> u64 {
 }
 
 /// SIGKILL to the process group `leader` started (see [`GitRunner::command`]).
+#[allow(unsafe_code)] // the one FFI call of the operator; see SAFETY below
 fn kill_group(leader: Option<u32>) {
     if let Some(pid) = leader.and_then(|p| i32::try_from(p).ok()) {
         // SAFETY: killpg only sends a signal; the group is the one this
