@@ -187,14 +187,19 @@ pub fn mark_synced(
     status.observed_inputs = Some(inputs);
     status.progress = None;
     status.observed_generation = generation;
+    set_ready(status, &message, generation, &now);
+}
+
+/// Ready=True with `message`; the abnormal conditions are gone.
+fn set_ready(status: &mut ProjectSyncStatus, message: &str, generation: Option<i64>, now: &Time) {
     conditions::set_condition(
         &mut status.conditions,
         READY,
         Status::True,
         reason::SUCCEEDED,
-        &message,
+        message,
         generation,
-        &now,
+        now,
     );
     conditions::remove_condition(&mut status.conditions, RECONCILING);
     conditions::remove_condition(&mut status.conditions, STALLED);
@@ -208,17 +213,7 @@ pub fn mark_unchanged(status: &mut ProjectSyncStatus, commit: &str, generation: 
     status.progress = None;
     status.observed_generation = generation;
     let message = format!("commit {} is synced and current", short_sha(commit, 7));
-    conditions::set_condition(
-        &mut status.conditions,
-        READY,
-        Status::True,
-        reason::SUCCEEDED,
-        &message,
-        generation,
-        &now,
-    );
-    conditions::remove_condition(&mut status.conditions, RECONCILING);
-    conditions::remove_condition(&mut status.conditions, STALLED);
+    set_ready(status, &message, generation, &now);
 }
 
 /// A reconcile failed. `stalled`: the user must change something; otherwise
