@@ -6,6 +6,7 @@
 //! test panics with the command that fixes it.
 #![allow(dead_code, unused_imports)]
 
+pub mod access;
 pub mod chart_install;
 pub mod controlplane;
 pub mod convergence;
