@@ -2,13 +2,12 @@
 //! GitLab's `X-Gitlab-Token`, the branch a payload names, and the bounded
 //! window of delivery ids seen (each bound to the digest of its body).
 
-use std::{
-    collections::{HashMap, VecDeque},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+
+use crate::http::cache::TtlCache;
 
 /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under
 /// `secret`. The comparison is constant-time (`Mac::verify_slice`).
@@ -84,49 +83,34 @@ pub enum Seen {
 /// flood of fresh ids cannot grow memory without bound.
 #[derive(Debug)]
 pub struct ReplayWindow {
-    ttl: Duration,
-    capacity: usize,
-    seen: HashMap<String, (Instant, [u8; 32])>,
-    order: VecDeque<(Instant, String)>,
+    seen: TtlCache<String, [u8; 32]>,
 }
 
 impl ReplayWindow {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         ReplayWindow {
-            ttl,
-            capacity: capacity.max(1),
-            seen: HashMap::new(),
-            order: VecDeque::new(),
+            seen: TtlCache::new(ttl, capacity),
         }
     }
 
     /// Records `id` with its body's `digest` at `now`, unless it was seen
     /// within the window.
     pub fn record(&mut self, id: &str, digest: [u8; 32], now: Instant) -> Seen {
-        while let Some((at, _)) = self.order.front() {
-            if now.saturating_duration_since(*at) < self.ttl && self.order.len() < self.capacity {
-                break;
-            }
-            if let Some((at, old)) = self.order.pop_front()
-                && self.seen.get(&old).map(|(t, _)| t) == Some(&at)
-            {
-                self.seen.remove(&old);
+        let id = id.to_string();
+        match self.seen.get(&id, now) {
+            Some(known) if known == digest => Seen::Replayed,
+            Some(_) => Seen::Conflict,
+            None => {
+                self.seen.insert(id, digest, now);
+                Seen::Fresh
             }
         }
-        match self.seen.get(id) {
-            Some((_, known)) if *known == digest => return Seen::Replayed,
-            Some(_) => return Seen::Conflict,
-            None => {}
-        }
-        self.seen.insert(id.to_string(), (now, digest));
-        self.order.push_back((now, id.to_string()));
-        Seen::Fresh
     }
 
     /// Forgets `id`, so a delivery that could not be acted on may be
     /// redelivered under the same id.
     pub fn forget(&mut self, id: &str) {
-        self.seen.remove(id);
+        self.seen.remove(&id.to_string());
     }
 }
 
