@@ -290,9 +290,13 @@ pub struct RunArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// Address of the HTTP server (metrics, probes, live progress).
+    /// Address of the API listener: live progress streams (for callers
+    /// allowed to `get` the ProjectSync) and webhooks.
     #[arg(long, env = "PROJECTSYNC_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
 
     /// Namespaces to watch (repeat, or comma-separated); all when empty.
     #[arg(
@@ -359,4 +363,42 @@ pub struct RunArgs {
     /// marked FAILED.
     #[arg(long, env = "PROJECTSYNC_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace: u64,
+}
+
+/// The HTTP listeners' settings of `projectsync run`.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Address of the probe listener: /healthz, /readyz and /metrics only,
+    /// so the kubelet and Prometheus are never starved by API clients.
+    #[arg(long, env = "PROJECTSYNC_PROBE_ADDR", default_value = "0.0.0.0:8081")]
+    pub probe_addr: SocketAddr,
+
+    /// Check callers of the API listener: a TokenReview of their bearer
+    /// token and a SubjectAccessReview for the verb on the ProjectSync.
+    /// `false` lets anyone read any progress stream: for a local quickstart
+    /// only, never on a shared cluster.
+    #[arg(long, env = "PROJECTSYNC_HTTP_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub http_auth: bool,
+
+    /// Seconds a client may take to send a request's headers (and to start
+    /// the next request on a kept-alive connection) on both listeners.
+    #[arg(
+        long,
+        env = "PROJECTSYNC_HTTP_HEADER_READ_TIMEOUT",
+        default_value_t = 10
+    )]
+    pub http_header_read_timeout: u64,
+
+    /// Seconds without a byte read or written after which a connection is
+    /// closed (progress streams write a keep-alive well within it).
+    #[arg(long, env = "PROJECTSYNC_HTTP_IDLE_TIMEOUT", default_value_t = 60)]
+    pub http_idle_timeout: u64,
+
+    /// Connections the API listener holds at once; more are closed at accept.
+    #[arg(long, env = "PROJECTSYNC_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
+
+    /// Connections the probe listener holds at once.
+    #[arg(long, env = "PROJECTSYNC_PROBE_MAX_CONNECTIONS", default_value_t = 64)]
+    pub probe_max_connections: usize,
 }

@@ -11,7 +11,7 @@ use projectsync::{
     cli::{Cli, Command, CrdArgs, ManifestFormat, RunArgs},
     commands,
     controller::{self, Context, LeaseSettings, Options, SourceSettings},
-    http::{self, HttpState, Readiness},
+    http::{self, ApiState, Authorizer, ProbeState, Readiness, ResourceIndex, ServeLimits},
     metrics::Metrics,
     progress::ProgressHub,
     source::git::cache::GitCache,
@@ -91,7 +91,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener = http::bind(args.http_addr)
         .await
         .with_context(|| format!("binding {}", args.http_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "HTTP server listening");
+    let probe_listener = http::bind(args.http.probe_addr)
+        .await
+        .with_context(|| format!("binding {}", args.http.probe_addr))?;
+    tracing::info!(
+        api = %listener.local_addr()?,
+        probes = %probe_listener.local_addr()?,
+        auth = args.http.http_auth,
+        "HTTP servers listening"
+    );
+    if !args.http.http_auth {
+        tracing::warn!(
+            "--http-auth=false: progress streams are open to anyone who reaches the API port"
+        );
+    }
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let shutdown = move || {
@@ -100,17 +113,48 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-    let http_state = HttpState {
-        metrics: metrics.clone(),
+    let index = ResourceIndex::spawn(client.clone(), &args.namespaces);
+    let limits = |max_connections| ServeLimits {
+        header_read_timeout: Duration::from_secs(args.http.http_header_read_timeout.max(1)),
+        idle_timeout: Duration::from_secs(args.http.http_idle_timeout.max(1)),
+        max_connections,
+    };
+    let api_limits = limits(args.http.http_max_connections);
+    let api_state = ApiState {
         hub: hub.clone(),
-        readiness: readiness.clone(),
+        auth: if args.http.http_auth {
+            Authorizer::new(client.clone(), metrics.clone())
+        } else {
+            Authorizer::disabled(metrics.clone())
+        },
+        index: index.clone(),
         webhooks: projectsync::webhook::Receiver::new(
             client.clone(),
-            args.namespaces.clone(),
+            index.clone(),
             metrics.clone(),
         ),
+        keep_alive: ApiState::keep_alive_for(api_limits.idle_timeout),
     };
-    let server = tokio::spawn(http::serve(listener, http_state, shutdown()));
+    let probe_state = ProbeState {
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    };
+    let api_server = tokio::spawn(http::serve(
+        listener,
+        http::api_router(api_state),
+        api_limits,
+        "api",
+        metrics.clone(),
+        shutdown(),
+    ));
+    let probe_server = tokio::spawn(http::serve(
+        probe_listener,
+        http::probe_router(probe_state),
+        limits(args.http.probe_max_connections),
+        "probe",
+        metrics.clone(),
+        shutdown(),
+    ));
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: letting running syncs finish");
@@ -154,10 +198,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
+    // Ready once the HTTP layer knows the resources too (a stream or a
+    // delivery before that could only be refused).
+    if !index.wait_until_ready(Duration::from_secs(30)).await {
+        tracing::warn!(
+            "the resources are not listed after 30s: streams and webhooks answer 503 until they are"
+        );
+    }
     readiness.set(true);
     let result = controller::run(ctx, options, shutdown()).await;
     readiness.set(false);
-    server.abort();
+    api_server.abort();
+    probe_server.abort();
     result.context("the controller stopped")?;
     Ok(())
 }

@@ -55,6 +55,14 @@ pub struct Metrics {
     /// Webhook deliveries by result: accepted, ping, ignored, unauthorized,
     /// replayed, too_large, not_found, bad_request, error.
     pub webhook_requests: IntCounterVec,
+    /// Reads of webhook Secrets from the API server (cache misses only).
+    pub webhook_secret_lookups: IntCounter,
+    /// TokenReviews and SubjectAccessReviews sent for HTTP callers, by
+    /// `review` (`token`, `access`); cached decisions are not counted.
+    pub http_auth_reviews: IntCounterVec,
+    /// HTTP connections closed at accept because the listener was full, by
+    /// `listener` (`api`, `probe`).
+    pub http_connections_rejected: IntCounterVec,
     /// Total size of the git caches at the last measurement.
     pub git_cache_bytes: IntGauge,
     /// Git caches removed to stay under `--git-cache-max-size`.
@@ -177,6 +185,20 @@ impl Metrics {
             "Webhook deliveries by result.",
             &["result"],
         );
+        let webhook_secret_lookups = counter(
+            "webhook_secret_lookups_total",
+            "Webhook Secrets read from the API server (cache misses).",
+        );
+        let http_auth_reviews = counter_vec(
+            "http_auth_reviews_total",
+            "TokenReviews and SubjectAccessReviews sent for HTTP callers.",
+            &["review"],
+        );
+        let http_connections_rejected = counter_vec(
+            "http_connections_rejected_total",
+            "HTTP connections closed at accept because the listener was full.",
+            &["listener"],
+        );
         let git_cache_bytes = IntGauge::new(
             "git_cache_bytes",
             "Total size of the git caches at the last measurement.",
@@ -208,6 +230,9 @@ impl Metrics {
             reconcile_errors,
             running_syncs,
             webhook_requests,
+            webhook_secret_lookups,
+            http_auth_reviews,
+            http_connections_rejected,
             git_cache_bytes,
             git_cache_evictions,
         }

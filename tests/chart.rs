@@ -98,8 +98,10 @@ async fn default_values_render_a_cluster_wide_install_the_api_server_accepts() {
     let expected = [
         format!("ClusterRole/{fullname}"),
         format!("ClusterRole/{fullname}-edit"),
+        format!("ClusterRole/{fullname}-http-auth"),
         format!("ClusterRole/{fullname}-view"),
         format!("ClusterRoleBinding/{fullname}"),
+        format!("ClusterRoleBinding/{fullname}-http-auth"),
         "CustomResourceDefinition/projectsyncs.projectsync.dev".to_string(),
         format!("Deployment/{}/{fullname}", ns.name),
         format!("Role/{}/{fullname}-leader-election", ns.name),
@@ -186,8 +188,9 @@ async fn watch_namespaces_render_a_role_per_namespace_and_no_cluster_wide_access
         &[&set, "logFormat=text", "concurrency=2"],
     ));
 
-    // Only the user-facing aggregated roles are cluster-wide; the operator
-    // itself gets a Role in each watched namespace.
+    // Only the user-facing aggregated roles and the (cluster-scoped)
+    // reviews of HTTP callers are cluster-wide; the operator itself gets a
+    // Role in each watched namespace.
     let cluster_roles: Vec<String> = of_kind(&docs, "ClusterRole")
         .into_iter()
         .map(describe)
@@ -195,10 +198,26 @@ async fn watch_namespaces_render_a_role_per_namespace_and_no_cluster_wide_access
     assert!(
         cluster_roles
             .iter()
-            .all(|r| r.ends_with("-view") || r.ends_with("-edit")),
+            .all(|r| r.ends_with("-view") || r.ends_with("-edit") || r.ends_with("-http-auth")),
         "{cluster_roles:?}"
     );
-    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    let auth = of_kind(&docs, "ClusterRole")
+        .into_iter()
+        .find(|r| describe(r).ends_with("-http-auth"))
+        .expect("the http-auth ClusterRole in namespaced mode too");
+    let rules = serde_yaml::to_string(&auth["rules"]).expect("YAML");
+    assert!(
+        rules.contains("tokenreviews") && rules.contains("subjectaccessreviews"),
+        "{rules}"
+    );
+    let bindings: Vec<String> = of_kind(&docs, "ClusterRoleBinding")
+        .into_iter()
+        .map(describe)
+        .collect();
+    assert!(
+        bindings.iter().all(|b| b.ends_with("-http-auth")),
+        "{bindings:?}"
+    );
     for watched in [&team_a.name, &team_b.name] {
         let role = of_kind(&docs, "Role")
             .into_iter()
@@ -269,7 +288,8 @@ async fn optional_resources_render_and_the_api_server_accepts_them() {
     );
     assert_eq!(
         monitor[0]["spec"]["endpoints"][0]["port"].as_str(),
-        Some("http")
+        Some("probe"),
+        "metrics are scraped from the probe listener"
     );
     // The testenv has no Prometheus Operator CRDs: everything else is applied.
     let applicable: Vec<&Value> = docs

@@ -83,12 +83,12 @@ async fn an_apiserver_restart_mid_import_leaves_the_operator_up_and_the_store_co
             "the run did not complete within 180s:\n{}",
             operator.log_tail()
         );
-        let (health, _) = http_get(operator.addr, "/healthz")
+        let (health, _) = http_get(operator.probe_addr, "/healthz")
             .await
             .expect("/healthz answers while the API server is down");
         assert_eq!(health, 200, "/healthz while the API server is down");
         readyz.push(
-            http_get(operator.addr, "/readyz")
+            http_get(operator.probe_addr, "/readyz")
                 .await
                 .map(|(code, _)| code)
                 .unwrap_or(0),

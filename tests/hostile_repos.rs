@@ -111,7 +111,7 @@ impl Hostile {
             "the operator exited:\n{}",
             self.operator.log_tail()
         );
-        let (code, body) = http_get(self.operator.addr, "/healthz")
+        let (code, body) = http_get(self.operator.probe_addr, "/healthz")
             .await
             .expect("/healthz answers");
         assert_eq!(code, 200, "/healthz: {body}");

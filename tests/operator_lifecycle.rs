@@ -12,7 +12,9 @@ use kube::{
 use projectsync::api::ProjectSync;
 use serde_json::json;
 use support::{
-    TestDb, fresh_database, fresh_namespace,
+    TestDb,
+    access::{grant_get, service_account_token},
+    fresh_database, fresh_namespace,
     github::{Fault, GithubStandIn},
     operator::{Operator, OperatorConfig},
     psync::{WAIT, create, request_sync, synced_at, wait_until},
@@ -275,11 +277,33 @@ async fn the_sse_stream_delivers_progress_and_the_summary_and_metrics_count_the_
     let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
     let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
 
+    // Streams exist only for resources that exist: create it suspended,
+    // open the stream (as a ServiceAccount allowed to `get` it), then let
+    // it run.
+    let mut spec = github_spec(&github, "live");
+    spec["suspend"] = json!(true);
+    create(&api, "live", spec).await;
+    let token = service_account_token(&ns, "viewer").await;
+    grant_get(&ns, &ns.name, "viewer", &["live"]).await;
     let url = format!(
         "http://{}/api/v1/events/project-sync/{}/live",
         operator.addr, ns.name
     );
-    let response = reqwest::get(&url).await.expect("connect to the SSE stream");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let response = loop {
+        let response = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("connect to the SSE stream");
+        // 404 until the operator's reflector has seen the new resource.
+        if response.status() != 404 || tokio::time::Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let reader = tokio::spawn(async move {
         let mut response = response;
@@ -292,7 +316,13 @@ async fn the_sse_stream_delivers_progress_and_the_summary_and_metrics_count_the_
         }
         text
     });
-    create(&api, "live", github_spec(&github, "live")).await;
+    api.patch(
+        "live",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "suspend": false } })),
+    )
+    .await
+    .expect("resume");
     let text = tokio::time::timeout(WAIT, reader)
         .await
         .expect("stream ends with the summary")

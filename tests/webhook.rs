@@ -1,7 +1,8 @@
 //! The webhook receiver end to end: the real binary against the real API
 //! server and a `git daemon`. A signed push to the branch syncs at once
 //! (the interval is an hour); every refusal answers its status and is
-//! counted in `/metrics`. Signatures are computed here with the `hmac`
+//! counted in `/metrics`; an unknown resource and a bad signature answer
+//! alike, and a bad signature costs no API call. Signatures are computed here with the `hmac`
 //! crate, not with the operator's own code.
 
 use std::time::{Duration, Instant};
@@ -30,6 +31,16 @@ fn sign(secret: &str, body: &[u8]) -> String {
 
 /// POSTs `body` to `path` with `headers`; returns the status.
 async fn post(operator: &Operator, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> u16 {
+    post_full(operator, path, headers, body).await.0
+}
+
+/// POSTs `body` to `path` with `headers`; returns the status and the body.
+async fn post_full(
+    operator: &Operator,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (u16, String) {
     let mut request = reqwest::Client::new()
         .post(format!("http://{}{path}", operator.addr))
         .header("content-type", "application/json")
@@ -37,12 +48,9 @@ async fn post(operator: &Operator, path: &str, headers: &[(&str, String)], body:
     for (name, value) in headers {
         request = request.header(*name, value);
     }
-    request
-        .send()
-        .await
-        .expect("the operator answers")
-        .status()
-        .as_u16()
+    let response = request.send().await.expect("the operator answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("answer body"))
 }
 
 /// A GitHub delivery: event, delivery id and a signature under `secret`.
@@ -266,7 +274,7 @@ async fn unsigned_misdirected_oversize_and_unknown_deliveries_are_refused_and_co
     let body = push("main");
 
     github_s_ping_is_answered(&operator, &path).await;
-    wrong_missing_and_misplaced_signatures_are_unauthorized(&operator, &path, &body).await;
+    wrong_missing_and_misplaced_signatures_answer_as_unknown(&operator, &path, &body).await;
     a_push_to_another_branch_is_accepted_but_requests_nothing(&operator, &path).await;
     a_body_over_one_mib_is_refused_unparsed(&operator, &path).await;
     absent_unhooked_and_unserved_resources_are_all_not_found(&operator, &ns.name, &body).await;
@@ -289,8 +297,10 @@ async fn github_s_ping_is_answered(operator: &Operator, path: &str) {
     );
 }
 
-/// A wrong secret, no signature at all, and a signature over another body.
-async fn wrong_missing_and_misplaced_signatures_are_unauthorized(
+/// A wrong secret, no signature at all, and a signature over another body:
+/// the answer of an unknown resource (404), so a caller learns nothing
+/// about what exists.
+async fn wrong_missing_and_misplaced_signatures_answer_as_unknown(
     operator: &Operator,
     path: &str,
     body: &[u8],
@@ -303,16 +313,16 @@ async fn wrong_missing_and_misplaced_signatures_are_unauthorized(
             body.to_vec()
         )
         .await,
-        401
+        404
     );
     let unsigned = vec![
         ("x-github-event", "push".to_string()),
         ("x-github-delivery", "bad-2".to_string()),
     ];
-    assert_eq!(post(operator, path, &unsigned, body.to_vec()).await, 401);
+    assert_eq!(post(operator, path, &unsigned, body.to_vec()).await, 404);
     let mut tampered = github_headers("push", "bad-3", SECRET, body);
     tampered[2].1 = sign(SECRET, &push("evil"));
-    assert_eq!(post(operator, path, &tampered, body.to_vec()).await, 401);
+    assert_eq!(post(operator, path, &tampered, body.to_vec()).await, 404);
 }
 
 /// A push to another branch: accepted as a delivery, but nothing is requested.
@@ -399,4 +409,155 @@ async fn no_delivery_requested_a_sync_and_each_refusal_was_counted(
             "{result}: {metrics}"
         );
     }
+}
+
+/// `projectsync_webhook_secret_lookups_total`: reads of webhook Secrets.
+fn secret_lookups(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("projectsync_webhook_secret_lookups_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn bad_signatures_cost_no_api_call_ids_are_bound_to_bodies_and_gitlab_tokens_verify() {
+    let ns = fresh_namespace("hook-verify").await;
+    let db = fresh_database("hook_verify").await;
+    let mut repo = TestRepo::new("app");
+    repo.write("README.md", "# app\n");
+    let first = repo.commit("initial");
+    let daemon = GitDaemon::start(repo.root());
+    let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
+    let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
+    create_secret(&ns, "hook", "token", SECRET).await;
+    create(
+        &api,
+        "app",
+        json!({ "source": { "git": { "url": daemon.url("app") } }, "branch": "main", "interval": "1h",
+                "webhook": { "secretRef": { "name": "hook" } } }),
+    )
+    .await;
+    wait_until(
+        &api,
+        "app",
+        || operator.log_tail(),
+        "synced",
+        synced_at(first),
+    )
+    .await;
+    let path = format!("/hooks/github/{}/app", ns.name);
+    let body = push("dev"); // another branch: verified, then ignored
+
+    // An unknown resource and a bad signature: the same status and body.
+    let unknown = post_full(
+        &operator,
+        &format!("/hooks/github/{}/absent", ns.name),
+        &github_headers("push", "u-1", SECRET, &body),
+        body.clone(),
+    )
+    .await;
+    let bad = post_full(
+        &operator,
+        &path,
+        &github_headers("push", "b-1", "guess", &body),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(unknown, bad, "unknown resource vs bad signature");
+    assert_eq!(unknown.0, 404);
+
+    // The first delivery read the Secret once; a flood of bad signatures
+    // reads nothing more (nor does an unknown resource).
+    let lookups = secret_lookups(&operator.metrics().await);
+    assert_eq!(lookups, 1, "one read fills the cache");
+    for i in 0..50 {
+        let (status, _) = post_full(
+            &operator,
+            &path,
+            &github_headers("push", &format!("b-flood-{i}"), "guess", &body),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, 404);
+        post(
+            &operator,
+            &format!("/hooks/github/{}/absent-{i}", ns.name),
+            &github_headers("push", "u", SECRET, &body),
+            body.clone(),
+        )
+        .await;
+    }
+    assert_eq!(
+        secret_lookups(&operator.metrics().await),
+        lookups,
+        "bad signatures and unknown resources read no Secret"
+    );
+
+    // A delivery id is bound to its body: the same id with another (validly
+    // signed) body is refused.
+    assert_eq!(
+        post(
+            &operator,
+            &path,
+            &github_headers("push", "d-1", SECRET, &body),
+            body.clone()
+        )
+        .await,
+        202
+    );
+    let other = push("feature");
+    let (status, answer) = post_full(
+        &operator,
+        &path,
+        &github_headers("push", "d-1", SECRET, &other),
+        other,
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.contains("another body"), "{answer}");
+
+    // GitLab: the secret itself in X-Gitlab-Token.
+    let gitlab_path = format!("/hooks/gitlab/{}/app", ns.name);
+    let gitlab_body =
+        serde_json::to_vec(&json!({ "object_kind": "push", "ref": "refs/heads/main" }))
+            .expect("json");
+    let gitlab = |token: &str, uuid: &str| {
+        vec![
+            ("x-gitlab-event", "Push Hook".to_string()),
+            ("x-gitlab-token", token.to_string()),
+            ("x-gitlab-event-uuid", uuid.to_string()),
+        ]
+    };
+    let wrong = post_full(
+        &operator,
+        &gitlab_path,
+        &gitlab("guess", "g-0"),
+        gitlab_body.clone(),
+    )
+    .await;
+    assert_eq!(
+        wrong, bad,
+        "a wrong GitLab token answers as a bad signature"
+    );
+    assert_eq!(
+        post(
+            &operator,
+            &gitlab_path,
+            &gitlab(SECRET, "g-1"),
+            gitlab_body.clone()
+        )
+        .await,
+        202
+    );
+    let obj = api.get("app").await.expect("get app");
+    assert_eq!(
+        obj.metadata
+            .annotations
+            .unwrap_or_default()
+            .get(REQUESTED_AT_ANNOTATION)
+            .map(String::as_str),
+        Some("webhook:g-1"),
+        "the GitLab push requested a sync"
+    );
 }

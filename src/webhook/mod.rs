@@ -1,9 +1,17 @@
 //! The webhook receiver: git hosts announce pushes at
-//! `POST /hooks/github/{namespace}/{name}` (GitHub `push` and `ping` events)
-//! and `POST /hooks/generic/{namespace}/{name}` (`{"ref": ...}` or
-//! `{"branch": ...}`, for other hosts), signed with the shared secret of
-//! `spec.webhook.secretRef` in `X-Hub-Signature-256`. Reads the ProjectSync
-//! and its Secret, and patches the resource: network I/O.
+//! `POST /hooks/github/{namespace}/{name}` (GitHub `push` and `ping` events,
+//! signed with the shared secret in `X-Hub-Signature-256`),
+//! `POST /hooks/gitlab/{namespace}/{name}` (GitLab's `Push Hook`, with the
+//! secret itself in `X-Gitlab-Token`) and
+//! `POST /hooks/generic/{namespace}/{name}` (`{"ref": ...}` or
+//! `{"branch": ...}`, signed as GitHub signs, for other hosts). The secret is
+//! the Secret key of `spec.webhook.secretRef`. Patches the resource: network
+//! I/O.
+//!
+//! No API call before a delivery is verified: the resource comes from the
+//! HTTP layer's reflector ([`ResourceIndex`]) and the secret from a
+//! per-resource cache ([`secrets`]). An unknown resource and a bad signature
+//! get the same answer, so a caller learns nothing about what exists.
 //!
 //! A push to the resource's branch sets the `projectsync.dev/requested-at`
 //! annotation to `webhook:<delivery id>`, exactly as a user asking for a sync
@@ -12,6 +20,7 @@
 //! the request is visible on the object and handled once per value; and it
 //! needs no verb the operator lacks (patch on projectsyncs).
 
+pub mod secrets;
 pub mod verify;
 
 use std::{
@@ -27,19 +36,25 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client,
-    api::{ListParams, Patch, PatchParams},
+    api::{Patch, PatchParams},
 };
 use serde_json::json;
 
 use crate::{
     api::{ProjectSync, REQUESTED_AT_ANNOTATION},
+    http::ResourceIndex,
     metrics::Metrics,
 };
 
-use self::verify::{ReplayWindow, build_pushed_branch, signature_matches};
+use self::{
+    secrets::SecretCache,
+    verify::{
+        ReplayWindow, Seen, build_body_digest, build_pushed_branch, signature_matches,
+        token_matches,
+    },
+};
 
 /// Bodies above this are refused with 413 before they are parsed (GitHub caps
 /// payloads at 25 MB, but a push payload is far smaller than this).
@@ -50,31 +65,36 @@ const REPLAY_TTL: Duration = Duration::from_secs(3600);
 const REPLAY_CAPACITY: usize = 10_000;
 
 /// Headers that carry a delivery id, GitHub's first, then those of hosts
-/// that sign the same way (Gitea, Gogs), then a generic one.
+/// that sign the same way (Gitea, Gogs), GitLab's, then a generic one.
 const DELIVERY_HEADERS: &[&str] = &[
     "x-github-delivery",
     "x-gitea-delivery",
     "x-gogs-delivery",
+    "x-gitlab-event-uuid",
     "x-delivery-id",
 ];
 
-/// What the receiver needs: a client to read resources and Secrets and to
-/// patch the request annotation, the namespaces the operator serves, the
-/// metrics and the replay window.
+/// The one answer for "no such webhook" and "not signed by its secret".
+const NOT_FOUND_MESSAGE: &str = "no such webhook, or the delivery is not signed with its secret";
+
+/// What the receiver needs: the resource index, the secret cache, a client
+/// to patch the request annotation, the metrics and the replay window.
 #[derive(Clone)]
 pub struct Receiver {
     client: Client,
-    namespaces: Arc<Vec<String>>,
+    index: ResourceIndex,
+    secrets: SecretCache,
     metrics: Metrics,
     replays: Arc<Mutex<ReplayWindow>>,
 }
 
 impl Receiver {
-    /// A receiver for resources in `namespaces` (all when empty).
-    pub fn new(client: Client, namespaces: Vec<String>, metrics: Metrics) -> Self {
+    /// A receiver for the resources in `index` (the namespaces served).
+    pub fn new(client: Client, index: ResourceIndex, metrics: Metrics) -> Self {
         Receiver {
+            secrets: SecretCache::new(client.clone(), metrics.clone()),
             client,
-            namespaces: Arc::new(namespaces),
+            index,
             metrics,
             replays: Arc::new(Mutex::new(ReplayWindow::new(REPLAY_TTL, REPLAY_CAPACITY))),
         }
@@ -94,6 +114,7 @@ impl Receiver {
 pub fn router(receiver: Receiver) -> Router {
     Router::new()
         .route("/hooks/github/{namespace}/{name}", post(github))
+        .route("/hooks/gitlab/{namespace}/{name}", post(gitlab))
         .route("/hooks/generic/{namespace}/{name}", post(generic))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(receiver)
@@ -106,19 +127,22 @@ enum Outcome {
     Accepted,
     /// GitHub's `ping` on hook creation.
     Ping,
-    /// Signed and valid, but not for this resource's branch (or not a push).
+    /// Verified, but not for this resource's branch (or not a push).
     Ignored(String),
-    /// No or a wrong signature.
+    /// No or a wrong signature (or token).
     Unauthorized,
-    /// A delivery id seen within the window.
+    /// A delivery id seen within the window, with the same body.
     Replayed,
+    /// A delivery id seen within the window, with another body.
+    Conflict,
     /// Body over [`MAX_BODY_BYTES`].
     TooLarge,
-    /// No such resource, not served here, or no webhook secret: one answer
-    /// for all, so a caller learns nothing about which resources exist.
+    /// No such resource, not served here, or no webhook secret.
     NotFound,
-    /// Signed, but without a delivery id or with a payload that is not JSON.
+    /// Verified, but without a delivery id or with a payload that is not JSON.
     BadRequest(&'static str),
+    /// The resources are not listed yet (the operator is starting).
+    Starting,
     /// The request annotation could not be written.
     Failed,
 }
@@ -131,37 +155,65 @@ impl Outcome {
             Outcome::Ignored(_) => "ignored",
             Outcome::Unauthorized => "unauthorized",
             Outcome::Replayed => "replayed",
+            Outcome::Conflict => "conflict",
             Outcome::TooLarge => "too_large",
             Outcome::NotFound => "not_found",
             Outcome::BadRequest(_) => "bad_request",
+            Outcome::Starting => "starting",
             Outcome::Failed => "error",
         }
     }
 
     fn into_response(self) -> Response {
-        let (status, message) = match &self {
-            Outcome::Accepted => (StatusCode::ACCEPTED, "sync requested".to_string()),
-            Outcome::Ping => (StatusCode::OK, "pong".to_string()),
-            Outcome::Ignored(why) => (StatusCode::ACCEPTED, format!("ignored: {why}")),
-            Outcome::Unauthorized => (StatusCode::UNAUTHORIZED, "invalid signature".to_string()),
+        let (status, label, message) = match &self {
+            Outcome::Accepted => (
+                StatusCode::ACCEPTED,
+                self.label(),
+                "sync requested".to_string(),
+            ),
+            Outcome::Ping => (StatusCode::OK, self.label(), "pong".to_string()),
+            Outcome::Ignored(why) => (
+                StatusCode::ACCEPTED,
+                self.label(),
+                format!("ignored: {why}"),
+            ),
+            // One answer for both, byte for byte: the metric and the debug
+            // log (for the platform team) still tell them apart.
+            Outcome::Unauthorized | Outcome::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                NOT_FOUND_MESSAGE.to_string(),
+            ),
             Outcome::Replayed => (
                 StatusCode::CONFLICT,
+                self.label(),
                 "delivery already received".to_string(),
+            ),
+            Outcome::Conflict => (
+                StatusCode::CONFLICT,
+                self.label(),
+                "delivery id already received with another body".to_string(),
             ),
             Outcome::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
+                self.label(),
                 "payload too large".to_string(),
             ),
-            Outcome::NotFound => (StatusCode::NOT_FOUND, "not found".to_string()),
-            Outcome::BadRequest(why) => (StatusCode::BAD_REQUEST, (*why).to_string()),
+            Outcome::BadRequest(why) => (StatusCode::BAD_REQUEST, self.label(), (*why).to_string()),
+            Outcome::Starting => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                self.label(),
+                "starting: try again".to_string(),
+            ),
             Outcome::Failed => (
                 StatusCode::SERVICE_UNAVAILABLE,
+                self.label(),
                 "could not request a sync".to_string(),
             ),
         };
         (
             status,
-            json!({ "result": self.label(), "message": message }).to_string(),
+            json!({ "result": label, "message": message }).to_string(),
         )
             .into_response()
     }
@@ -170,6 +222,7 @@ impl Outcome {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Form {
     GitHub,
+    GitLab,
     Generic,
 }
 
@@ -180,6 +233,15 @@ async fn github(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     handle(receiver, Form::GitHub, namespace, name, headers, body).await
+}
+
+async fn gitlab(
+    State(receiver): State<Receiver>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(receiver, Form::GitLab, namespace, name, headers, body).await
 }
 
 async fn generic(
@@ -216,8 +278,9 @@ async fn handle(
     outcome.into_response()
 }
 
-/// The checks in order: size, resource and secret, signature, replay, event,
-/// branch; then the request.
+/// The checks in order: size, resource and secret (from memory, or one
+/// cached read of the Secret), signature, replay, event, branch; then the
+/// request, the first API write.
 async fn receive(
     receiver: &Receiver,
     form: Form,
@@ -233,11 +296,29 @@ async fn receive(
         }
         Err(_) => return Outcome::BadRequest("unreadable body"),
     };
-    let Some((obj, secret)) = fetch_target(receiver, namespace, name).await else {
+    if !receiver.index.is_ready() {
+        return Outcome::Starting;
+    }
+    let Some(obj) = receiver.index.get(namespace, name) else {
         return Outcome::NotFound;
     };
-    let signature = header(headers, "x-hub-signature-256").unwrap_or_default();
-    if !signature_matches(&secret, &body, signature) {
+    let Some(secret) = receiver.secrets.fetch_secret(&obj).await else {
+        return Outcome::NotFound;
+    };
+    let verified = match form {
+        Form::GitHub | Form::Generic => signature_matches(
+            &secret,
+            &body,
+            header(headers, "x-hub-signature-256").unwrap_or_default(),
+        ),
+        Form::GitLab => token_matches(
+            &secret,
+            header(headers, "x-gitlab-token")
+                .unwrap_or_default()
+                .as_bytes(),
+        ),
+    };
+    if !verified {
         return Outcome::Unauthorized;
     }
     let Some(delivery) = DELIVERY_HEADERS
@@ -248,16 +329,23 @@ async fn receive(
         return Outcome::BadRequest("no delivery id header");
     };
     let delivery_key = format!("{namespace}/{name}/{delivery}");
-    let fresh = receiver.with_replays(|r| r.record(&delivery_key, Instant::now()));
-    if !fresh {
-        return Outcome::Replayed;
+    let digest = build_body_digest(&body);
+    match receiver.with_replays(|r| r.record(&delivery_key, digest, Instant::now())) {
+        Seen::Fresh => {}
+        Seen::Replayed => return Outcome::Replayed,
+        Seen::Conflict => return Outcome::Conflict,
     }
-    if form == Form::GitHub {
-        match header(headers, "x-github-event") {
+    match form {
+        Form::GitHub => match header(headers, "x-github-event") {
             Some("ping") => return Outcome::Ping,
             Some("push") => {}
             other => return Outcome::Ignored(format!("event {}", other.unwrap_or("(none)"))),
-        }
+        },
+        Form::GitLab => match header(headers, "x-gitlab-event") {
+            Some("Push Hook") => {}
+            other => return Outcome::Ignored(format!("event {}", other.unwrap_or("(none)"))),
+        },
+        Form::Generic => {}
     }
     let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return Outcome::BadRequest("the payload is not JSON");
@@ -280,52 +368,6 @@ async fn receive(
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The resource and its webhook secret, or `None` for every reason the
-/// caller must not tell apart (not served here, absent, no webhook, Secret or
-/// key missing, API error).
-async fn fetch_target(
-    receiver: &Receiver,
-    namespace: &str,
-    name: &str,
-) -> Option<(ProjectSync, Vec<u8>)> {
-    if !receiver.namespaces.is_empty() && !receiver.namespaces.iter().any(|n| n == namespace) {
-        return None;
-    }
-    // A list by name rather than a get: the operator's RBAC grants
-    // list/watch on projectsyncs (for its reflector) but no get.
-    let resources: Api<ProjectSync> = Api::namespaced(receiver.client.clone(), namespace);
-    let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
-    let obj = match resources.list(&by_name).await {
-        Ok(list) => list
-            .items
-            .into_iter()
-            .find(|o| o.metadata.name.as_deref() == Some(name))?,
-        Err(error) => {
-            tracing::warn!(resource = %format!("{namespace}/{name}"), %error, "cannot read a webhook's ProjectSync");
-            return None;
-        }
-    };
-    let secret_ref = obj.spec.webhook.as_ref()?.secret_ref.clone();
-    let secrets: Api<Secret> = Api::namespaced(receiver.client.clone(), namespace);
-    let secret = match secrets.get_opt(&secret_ref.name).await {
-        Ok(secret) => secret,
-        Err(error) => {
-            tracing::warn!(resource = %format!("{namespace}/{name}"), secret = %secret_ref.name, %error, "cannot read the webhook secret");
-            return None;
-        }
-    };
-    let value = secret
-        .and_then(|s| s.data)
-        .and_then(|mut data| data.remove(&secret_ref.key));
-    match value {
-        Some(value) if !value.0.is_empty() => Some((obj, value.0)),
-        _ => {
-            tracing::warn!(resource = %format!("{namespace}/{name}"), secret = %secret_ref.name, key = %secret_ref.key, "the webhook secret or its key is missing");
-            None
-        }
-    }
 }
 
 /// Sets the request annotation to `webhook:<delivery>`: the controller

@@ -1,13 +1,13 @@
 //! The pure checks of a delivery, no I/O: the `X-Hub-Signature-256` HMAC,
-//! the branch a payload names, and the bounded window of delivery ids seen.
+//! GitLab's `X-Gitlab-Token`, the branch a payload names, and the bounded
+//! window of delivery ids seen (each bound to the digest of its body).
 
-use std::{
-    collections::{HashMap, VecDeque},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+
+use crate::http::cache::TtlCache;
 
 /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under
 /// `secret`. The comparison is constant-time (`Mac::verify_slice`).
@@ -23,6 +23,25 @@ pub fn signature_matches(secret: &[u8], body: &[u8], header: &str) -> bool {
     };
     mac.update(body);
     mac.verify_slice(&expected).is_ok()
+}
+
+/// Whether `token` (GitLab's `X-Gitlab-Token`) is `secret`. Both sides are
+/// hashed first, so the comparison takes the same time whatever the
+/// lengths, and the digests are compared without an early exit.
+pub fn token_matches(secret: &[u8], token: &[u8]) -> bool {
+    let expected = Sha256::digest(secret);
+    let given = Sha256::digest(token);
+    let difference = expected
+        .iter()
+        .zip(given.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    difference == 0 && !secret.is_empty()
+}
+
+/// The SHA-256 of a delivery's body: what binds a delivery id to the
+/// payload it came with (the signature covers only the body).
+pub fn build_body_digest(body: &[u8]) -> [u8; 32] {
+    Sha256::digest(body).into()
 }
 
 /// `sha256=<hex>` of `body` under `secret`, as a sender computes it.
@@ -46,52 +65,52 @@ pub fn build_pushed_branch(payload: &serde_json::Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Delivery ids seen recently, bounded both in time and in count, so a
-/// captured delivery cannot be played again while it is remembered and a
+/// What the window says about a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// A delivery id not seen within the window: recorded now.
+    Fresh,
+    /// The same delivery id with the same body: a redelivery or a replay.
+    Replayed,
+    /// A known delivery id with another body: a signed body under a
+    /// captured id, refused.
+    Conflict,
+}
+
+/// Delivery ids seen recently, each with the digest of its body, bounded
+/// both in time and in count, so a captured delivery cannot be played again
+/// while it is remembered, an id cannot be reused for another body, and a
 /// flood of fresh ids cannot grow memory without bound.
 #[derive(Debug)]
 pub struct ReplayWindow {
-    ttl: Duration,
-    capacity: usize,
-    seen: HashMap<String, Instant>,
-    order: VecDeque<(Instant, String)>,
+    seen: TtlCache<String, [u8; 32]>,
 }
 
 impl ReplayWindow {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         ReplayWindow {
-            ttl,
-            capacity: capacity.max(1),
-            seen: HashMap::new(),
-            order: VecDeque::new(),
+            seen: TtlCache::new(ttl, capacity),
         }
     }
 
-    /// Records `id` at `now`; returns false when it was already seen within
-    /// the window (a replay).
-    pub fn record(&mut self, id: &str, now: Instant) -> bool {
-        while let Some((at, _)) = self.order.front() {
-            if now.duration_since(*at) < self.ttl && self.order.len() < self.capacity {
-                break;
-            }
-            if let Some((at, old)) = self.order.pop_front()
-                && self.seen.get(&old) == Some(&at)
-            {
-                self.seen.remove(&old);
+    /// Records `id` with its body's `digest` at `now`, unless it was seen
+    /// within the window.
+    pub fn record(&mut self, id: &str, digest: [u8; 32], now: Instant) -> Seen {
+        let id = id.to_string();
+        match self.seen.get(&id, now) {
+            Some(known) if known == digest => Seen::Replayed,
+            Some(_) => Seen::Conflict,
+            None => {
+                self.seen.insert(id, digest, now);
+                Seen::Fresh
             }
         }
-        if self.seen.contains_key(id) {
-            return false;
-        }
-        self.seen.insert(id.to_string(), now);
-        self.order.push_back((now, id.to_string()));
-        true
     }
 
     /// Forgets `id`, so a delivery that could not be acted on may be
     /// redelivered under the same id.
     pub fn forget(&mut self, id: &str) {
-        self.seen.remove(id);
+        self.seen.remove(&id.to_string());
     }
 }
 
@@ -141,20 +160,41 @@ mod tests {
         assert_eq!(build_pushed_branch(&json!({"zen": "hi"})), None);
     }
 
+    const BODY: [u8; 32] = [1; 32];
+    const OTHER: [u8; 32] = [2; 32];
+
     #[test]
     fn a_delivery_id_is_refused_within_the_window_and_forgotten_after() {
         let start = Instant::now();
         let mut window = ReplayWindow::new(Duration::from_secs(60), 2);
-        assert!(window.record("a", start));
-        assert!(!window.record("a", start + Duration::from_secs(1)));
-        assert!(
-            window.record("a", start + Duration::from_secs(61)),
+        assert_eq!(window.record("a", BODY, start), Seen::Fresh);
+        assert_eq!(
+            window.record("a", BODY, start + Duration::from_secs(1)),
+            Seen::Replayed
+        );
+        assert_eq!(
+            window.record("a", BODY, start + Duration::from_secs(61)),
+            Seen::Fresh,
             "expired ids are forgotten"
         );
         window.forget("a");
-        assert!(
-            window.record("a", start + Duration::from_secs(62)),
+        assert_eq!(
+            window.record("a", BODY, start + Duration::from_secs(62)),
+            Seen::Fresh,
             "a forgotten id is fresh"
+        );
+    }
+
+    #[test]
+    fn a_known_delivery_id_with_another_body_is_a_conflict() {
+        let now = Instant::now();
+        let mut window = ReplayWindow::new(Duration::from_secs(60), 8);
+        assert_eq!(window.record("a", BODY, now), Seen::Fresh);
+        assert_eq!(window.record("a", OTHER, now), Seen::Conflict);
+        assert_eq!(
+            window.record("a", BODY, now),
+            Seen::Replayed,
+            "the conflict did not replace the first body"
         );
     }
 
@@ -162,10 +202,19 @@ mod tests {
     fn the_window_never_holds_more_than_its_capacity() {
         let now = Instant::now();
         let mut window = ReplayWindow::new(Duration::from_secs(60), 2);
-        assert!(window.record("a", now));
-        assert!(window.record("b", now));
-        assert!(window.record("c", now));
+        assert_eq!(window.record("a", BODY, now), Seen::Fresh);
+        assert_eq!(window.record("b", BODY, now), Seen::Fresh);
+        assert_eq!(window.record("c", BODY, now), Seen::Fresh);
         assert!(window.seen.len() <= 2);
-        assert!(!window.record("c", now));
+        assert_eq!(window.record("c", BODY, now), Seen::Replayed);
+    }
+
+    #[test]
+    fn a_gitlab_token_matches_only_the_secret() {
+        assert!(token_matches(b"s3cret", b"s3cret"));
+        assert!(!token_matches(b"s3cret", b"s3cre"));
+        assert!(!token_matches(b"s3cret", b"s3cret "));
+        assert!(!token_matches(b"s3cret", b""));
+        assert!(!token_matches(b"", b""));
     }
 }

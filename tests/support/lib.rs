@@ -10,6 +10,7 @@
 //! Nothing here skips: when the environment is missing or unreachable the
 //! test panics with the command that fixes it.
 
+pub mod access;
 pub mod chart_install;
 pub mod cli;
 pub mod controlplane;

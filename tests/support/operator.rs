@@ -15,8 +15,10 @@ use super::{projectsync_binary, testenv};
 /// A running operator process.
 pub struct Operator {
     child: Option<Child>,
-    /// The HTTP server (metrics, probes, SSE).
+    /// The API listener (progress streams, webhooks).
     pub addr: SocketAddr,
+    /// The probe listener (`/healthz`, `/readyz`, `/metrics`).
+    pub probe_addr: SocketAddr,
     /// stdout and stderr of the process.
     pub log: PathBuf,
     _cache: tempfile::TempDir,
@@ -74,6 +76,9 @@ impl Operator {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("address");
+        let probe_addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
         let log = std::env::temp_dir().join(format!(
             "projectsync-operator-{}-{}.log",
             config.namespace, config.identity
@@ -83,6 +88,7 @@ impl Operator {
             .arg("run")
             .args(["--namespace", config.namespace])
             .args(["--http-addr", &addr.to_string()])
+            .args(["--probe-addr", &probe_addr.to_string()])
             .args([
                 "--lease-namespace",
                 config.lease_namespace.unwrap_or(config.namespace),
@@ -107,6 +113,7 @@ impl Operator {
         Operator {
             child: Some(child),
             addr,
+            probe_addr,
             log,
             _cache: cache,
         }
@@ -120,7 +127,7 @@ impl Operator {
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(body) = http_get(self.addr, "/readyz").await
+            if let Ok(body) = http_get(self.probe_addr, "/readyz").await
                 && body.0 == 200
             {
                 return;
@@ -151,7 +158,7 @@ impl Operator {
 
     /// `GET /metrics`.
     pub async fn metrics(&self) -> String {
-        http_get(self.addr, "/metrics")
+        http_get(self.probe_addr, "/metrics")
             .await
             .expect("metrics answer")
             .1
@@ -171,7 +178,7 @@ impl Operator {
             "the operator exited:\n{}",
             self.log_tail()
         );
-        let (code, _) = http_get(self.addr, "/healthz")
+        let (code, _) = http_get(self.probe_addr, "/healthz")
             .await
             .expect("/healthz answers");
         assert_eq!(code, 200, "/healthz");

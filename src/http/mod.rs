@@ -1,0 +1,213 @@
+//! The operator's two HTTP listeners. The probe listener (`--probe-addr`)
+//! serves `/healthz`, `/readyz` and `/metrics` and nothing a tenant may
+//! reach; the API listener (`--http-addr`) serves
+//! `/api/v1/events/project-sync/{namespace}/{name}`, which streams the live
+//! progress of a resource's run as Server-Sent Events to callers allowed to
+//! `get` that ProjectSync ([`auth`]), plus the webhook receiver's
+//! `/hooks/...` routes ([`crate::webhook`]). Both run under the connection
+//! limits of [`limits`]. Does network I/O.
+
+pub mod auth;
+pub mod cache;
+pub mod index;
+pub mod limits;
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+    routing::get,
+};
+use futures::{StreamExt, future, stream};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::{metrics::Metrics, pipeline::SyncEvent, progress::ProgressHub, webhook};
+
+pub use self::{
+    auth::{AuthError, Authorizer, Caller, ResourceAccess},
+    index::ResourceIndex,
+    limits::{ServeLimits, serve},
+};
+
+/// Longest pause between two writes on a progress stream (SSE comments keep
+/// proxies and the idle timeout from closing a quiet stream).
+const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Whether the operator can do its job; `/readyz` answers from it.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the operator ready (store migrated, controller watching) or not.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether the operator is ready.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What the probe listener's handlers share.
+#[derive(Clone)]
+pub struct ProbeState {
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+}
+
+/// What the API listener's handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub hub: ProgressHub,
+    pub auth: Authorizer,
+    pub index: ResourceIndex,
+    pub webhooks: webhook::Receiver,
+    /// Interval of SSE keep-alive comments (below the idle timeout).
+    pub keep_alive: Duration,
+}
+
+impl ApiState {
+    /// The keep-alive interval that fits under `idle_timeout`.
+    pub fn keep_alive_for(idle_timeout: Duration) -> Duration {
+        STREAM_KEEP_ALIVE
+            .min(idle_timeout / 3)
+            .max(Duration::from_millis(100))
+    }
+}
+
+/// The probe and metrics routes.
+pub fn probe_router(state: ProbeState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// The API routes: progress streams and webhooks.
+pub fn api_router(state: ApiState) -> Router {
+    let hooks = webhook::router(state.webhooks.clone());
+    Router::new()
+        .route(
+            "/api/v1/events/project-sync/{namespace}/{name}",
+            get(events),
+        )
+        .with_state(state)
+        .merge(hooks)
+}
+
+/// Binds a listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+async fn metrics(State(state): State<ProbeState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(state): State<ProbeState>) -> Response {
+    if state.readiness.get() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+/// The SSE stream of one resource: first a `snapshot` of the last event (if
+/// any), then every live event, ending after the run's final summary
+/// (`completed` or `failed`) or the result of a check (`unchanged`).
+///
+/// In order: the caller must be allowed to `get` the ProjectSync (401/403,
+/// as the API server would answer, so a caller without access learns
+/// nothing about which resources exist), the resource must exist (404), and
+/// the hub must have room (503).
+async fn events(
+    Path((namespace, name)): Path<(String, String)>,
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Response {
+    let access = ResourceAccess::project_sync("get", &namespace, Some(&name));
+    let caller = match state.auth.authorize(&headers, &access).await {
+        Ok(caller) => caller,
+        Err(error) => {
+            tracing::debug!(resource = %format!("{namespace}/{name}"), %error, "progress stream refused");
+            return error.into_response();
+        }
+    };
+    if !state.index.is_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: resources not listed yet",
+        )
+            .into_response();
+    }
+    if state.index.get(&namespace, &name).is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("projectsyncs.projectsync.dev \"{name}\" not found in {namespace}"),
+        )
+            .into_response();
+    }
+    let subscription = match state.hub.subscribe(&format!("{namespace}/{name}")) {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            tracing::warn!(resource = %format!("{namespace}/{name}"), %error, "progress stream refused");
+            return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response();
+        }
+    };
+    if let Caller::User(user) = &caller {
+        tracing::debug!(resource = %format!("{namespace}/{name}"), %user, "progress stream opened");
+    }
+    let snapshot = stream::iter(
+        subscription
+            .last
+            .map(|event| Ok::<_, Infallible>(sse_event("snapshot", &event))),
+    );
+    let live = subscription.live.scan(false, |done, item| {
+        if *done {
+            return future::ready(None);
+        }
+        let event = match item {
+            Ok(event) => {
+                *done = event.is_terminal();
+                sse_event(event.name(), &event)
+            }
+            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                Event::default().comment(format!("lagged: {missed} events dropped"))
+            }
+        };
+        future::ready(Some(Ok(event)))
+    });
+    Sse::new(snapshot.chain(live))
+        .keep_alive(KeepAlive::new().interval(state.keep_alive))
+        .into_response()
+}
+
+fn sse_event(name: &str, event: &SyncEvent) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(event)
+        .unwrap_or_else(|e| Event::default().comment(format!("unserializable event: {e}")))
+}
