@@ -14,7 +14,7 @@ use projectsync::api::{ProjectSync, REQUESTED_AT_ANNOTATION};
 use serde_json::json;
 use sha2::Sha256;
 use support::{
-    fresh_database, fresh_namespace,
+    TestDb, TestNamespace, fresh_database, fresh_namespace,
     git_server::GitDaemon,
     operator::{Operator, OperatorConfig},
     psync::{create, synced_at, wait_until},
@@ -82,7 +82,7 @@ fn webhook_count(metrics: &str, result: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn create_secret(ns: &support::TestNamespace, name: &str, key: &str, value: &str) {
+async fn create_secret(ns: &TestNamespace, name: &str, key: &str, value: &str) {
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": { "name": name },
@@ -95,17 +95,29 @@ async fn create_secret(ns: &support::TestNamespace, name: &str, key: &str, value
         .expect("create secret");
 }
 
-#[tokio::test]
-async fn a_signed_push_to_the_branch_syncs_at_once_and_its_replay_is_refused() {
-    let ns = fresh_namespace("hook-push").await;
-    let db = fresh_database("hook_push").await;
+/// A namespace, a database, a one-commit repository behind `git daemon`, the
+/// operator, and ProjectSync `app` hooked with Secret `hook` (the HMAC
+/// under `key`), synced. The database and daemon live as long as the tuple.
+async fn start_hooked_app(
+    label: &str,
+    key: &str,
+) -> (
+    TestNamespace,
+    TestDb,
+    TestRepo,
+    GitDaemon,
+    Operator,
+    Api<ProjectSync>,
+) {
+    let ns = fresh_namespace(label).await;
+    let db = fresh_database(&label.replace('-', "_")).await;
     let mut repo = TestRepo::new("app");
     repo.write("README.md", "# app\n");
     let first = repo.commit("initial");
     let daemon = GitDaemon::start(repo.root());
     let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
     let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
-    create_secret(&ns, "hook", "hmac", SECRET).await;
+    create_secret(&ns, "hook", key, SECRET).await;
     create(
         &api,
         "app",
@@ -113,7 +125,7 @@ async fn a_signed_push_to_the_branch_syncs_at_once_and_its_replay_is_refused() {
             "source": { "git": { "url": daemon.url("app") } },
             "branch": "main",
             "interval": "1h",
-            "webhook": { "secretRef": { "name": "hook", "key": "hmac" } },
+            "webhook": { "secretRef": { "name": "hook", "key": key } },
         }),
     )
     .await;
@@ -125,6 +137,12 @@ async fn a_signed_push_to_the_branch_syncs_at_once_and_its_replay_is_refused() {
         synced_at(first),
     )
     .await;
+    (ns, db, repo, daemon, operator, api)
+}
+
+#[tokio::test]
+async fn a_signed_push_to_the_branch_syncs_at_once_and_its_replay_is_refused() {
+    let (ns, _db, mut repo, _daemon, operator, api) = start_hooked_app("hook-push", "hmac").await;
 
     let body = push("main");
     let path = format!("/hooks/github/{}/app", ns.name);
@@ -422,30 +440,7 @@ fn secret_lookups(metrics: &str) -> u64 {
 
 #[tokio::test]
 async fn bad_signatures_cost_no_api_call_ids_are_bound_to_bodies_and_gitlab_tokens_verify() {
-    let ns = fresh_namespace("hook-verify").await;
-    let db = fresh_database("hook_verify").await;
-    let mut repo = TestRepo::new("app");
-    repo.write("README.md", "# app\n");
-    let first = repo.commit("initial");
-    let daemon = GitDaemon::start(repo.root());
-    let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
-    let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
-    create_secret(&ns, "hook", "token", SECRET).await;
-    create(
-        &api,
-        "app",
-        json!({ "source": { "git": { "url": daemon.url("app") } }, "branch": "main", "interval": "1h",
-                "webhook": { "secretRef": { "name": "hook" } } }),
-    )
-    .await;
-    wait_until(
-        &api,
-        "app",
-        || operator.log_tail(),
-        "synced",
-        synced_at(first),
-    )
-    .await;
+    let (ns, _db, _repo, _daemon, operator, api) = start_hooked_app("hook-verify", "token").await;
     let path = format!("/hooks/github/{}/app", ns.name);
     let body = push("dev"); // another branch: verified, then ignored
 
