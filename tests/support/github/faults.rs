@@ -240,17 +240,20 @@ pub(super) async fn handle_with_faults(
         });
         return response;
     }
-    if scheduled
-        .as_ref()
-        .is_some_and(|(f, _, _)| *f == Injected::Timeout)
-    {
-        // Journaled now: the client gives up and the held answer is dropped.
+    // Journaled now, not when answered: a held answer is dropped when the
+    // client gives up, and a force-pushed request may be cancelled by its
+    // client (a run that failed meanwhile aborts the fetches it started)
+    // while the branch moves all the same.
+    let early = scheduled.as_ref().and_then(|(f, _, _)| {
+        matches!(f, Injected::Timeout | Injected::ForcePush { .. }).then(|| f.clone())
+    });
+    if let Some(fault) = early.clone() {
         inner.faults.lock().unwrap().journal.push(Seen {
             at,
             endpoint,
             path: path.clone(),
             status: 0,
-            fault: Some(Injected::Timeout),
+            fault: Some(fault),
             not_before: None,
             limited: false,
         });
@@ -295,7 +298,8 @@ pub(super) async fn handle_with_faults(
         endpoint,
         path,
         status: response.status().as_u16(),
-        fault: scheduled.map(|(f, _, _)| f),
+        // A fault journaled early is not journaled twice.
+        fault: scheduled.map(|(f, _, _)| f).filter(|_| early.is_none()),
         not_before,
         limited: false,
     });
