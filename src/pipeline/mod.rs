@@ -389,6 +389,8 @@ fn build_run_summary(
         bytes_fetched: totals.bytes_fetched,
         source_requests,
         timings,
+        scan: record.scan.clone(),
+        git_transfer: record.git_transfer,
     }
 }
 
