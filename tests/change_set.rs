@@ -392,3 +392,53 @@ async fn unrelated_history_a_lost_cache_and_a_restart_each_take_the_right_route(
     assert_eq!(lane.picture().await, reference.picture().await);
     assert_eq!((lost.files.modified, lost.files.total), (1, 20));
 }
+
+/// A by-hand measurement, not a timed test: `cargo test --test change_set
+/// -- --ignored --nocapture` prints, for a k-file change of a generated
+/// repository of 20,000 files, each route's stage durations and the objects
+/// its fetch brought.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_a_small_change_of_a_large_repository_on_both_routes() {
+    let (files, k) = (20_000, 20);
+    let mut repo = TestRepo::new("demo");
+    for i in 0..files {
+        repo.write(&format!("d{}/e{}/f{i}.rs", i % 50, i % 7), body(i % 9 + 1));
+    }
+    let first = repo.commit("first");
+    for i in 0..k {
+        repo.write(
+            &format!("d{}/e{}/f{}.rs", i % 50, i % 7, i * 997 % files),
+            "changed\n",
+        );
+    }
+    let second = repo.commit("k changes");
+    let daemon = GitDaemon::start(repo.root());
+    let url = daemon.url("demo");
+    let db = support::fresh_database("change_set_measure").await;
+    projectsync::store::MIGRATOR.run(&db.pool).await.unwrap();
+    let caches = tempfile::tempdir().unwrap();
+    for (key, change_sets) in [("ns/full", false), ("ns/change-set", true)] {
+        let lane = Lane::new(&db.pool, key, &url, PathFilter::all()).await;
+        let git = git_source(&url, &caches.path().join(key.replace('/', "-")));
+        let source: Arc<dyn Source> = if change_sets {
+            Arc::new(git)
+        } else {
+            Arc::new(FullDiffOnly(git))
+        };
+        let started = std::time::Instant::now();
+        let a = lane.sync(source.clone(), &first).await;
+        let first_ms = started.elapsed().as_millis();
+        let started = std::time::Instant::now();
+        let b = lane.sync(source.clone(), &second).await;
+        let second_ms = started.elapsed().as_millis();
+        println!(
+            "{key}: first sync {first_ms} ms ({:?}, fetched {:?}); {k} changed: {second_ms} ms ({:?}, {:?}, fetched {:?})",
+            a.durations,
+            a.git_transfer,
+            b.durations,
+            route(&b),
+            b.git_transfer
+        );
+    }
+}
