@@ -36,6 +36,12 @@ pub struct Metrics {
     pub bytes_fetched: IntCounter,
     /// Requests to sources by endpoint and HTTP status (or `error`).
     pub source_requests: IntCounterVec,
+    /// Git objects that fetches added to the operator's caches.
+    pub git_objects_fetched: IntCounter,
+    /// Bytes that fetches added to the operator's git caches.
+    pub git_fetch_bytes: IntCounter,
+    /// Completed runs by scan route and, for full diffs, the reason.
+    pub scans: IntCounterVec,
     /// The rate-limit budget a source last reported, by source kind.
     pub rate_limit_remaining: IntGaugeVec,
     /// The GitHub budget each resource last saw (`namespace`, `name`): a
@@ -207,6 +213,19 @@ impl Metrics {
         registry
             .register(Box::new(git_cache_bytes.clone()))
             .expect("metric registered once");
+        let git_objects_fetched = counter(
+            "git_objects_fetched_total",
+            "Git objects that fetches added to the git caches.",
+        );
+        let git_fetch_bytes = counter(
+            "git_fetch_bytes_total",
+            "Bytes that fetches added to the git caches (packed).",
+        );
+        let scans = counter_vec(
+            "scans_total",
+            "Completed runs by scan route (ChangeSet or FullDiff) and full-diff reason.",
+            &["route", "reason"],
+        );
         let git_cache_evictions = counter(
             "git_cache_evictions_total",
             "Git caches evicted (least recently used) to stay under the size limit.",
@@ -222,6 +241,9 @@ impl Metrics {
             embeddings,
             bytes_fetched,
             source_requests,
+            git_objects_fetched,
+            git_fetch_bytes,
+            scans,
             rate_limit_remaining,
             github_rate_limit_remaining,
             github_rate_limit,
@@ -271,6 +293,16 @@ impl Metrics {
                     .with_label_values(&["reused"])
                     .inc_by(summary.embeddings_reused);
                 self.bytes_fetched.inc_by(summary.bytes_fetched);
+                if let Some(transfer) = summary.git_transfer {
+                    self.git_objects_fetched.inc_by(transfer.objects);
+                    self.git_fetch_bytes.inc_by(transfer.bytes);
+                }
+                if let Some(scan) = &summary.scan {
+                    let reason = scan.reason.as_deref().unwrap_or("");
+                    self.scans
+                        .with_label_values(&[scan.route.as_str(), reason])
+                        .inc();
+                }
             }
             // A check that failed before opening a run is not a run.
             SyncEvent::Failed {

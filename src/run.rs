@@ -1,6 +1,7 @@
 //! What a sync run is made of, in the one vocabulary the pipeline that runs
 //! it, the store that records it and the status that shows it share: its
-//! four stages, its files by change, and the time each stage took. Pure
+//! four stages, the route its scan took, its files by change, and the time
+//! each stage took. Pure
 //! types, no I/O. They live apart from all three so that none of those
 //! layers has to depend on another for them.
 
@@ -50,6 +51,71 @@ impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// How a run's scan found what changed.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, Hash)]
+pub enum ScanRoute {
+    /// The source's change set between the base commit and the new one:
+    /// cost follows the changed paths.
+    ChangeSet,
+    /// The whole tree of the new commit against the base picture.
+    FullDiff,
+}
+
+impl ScanRoute {
+    /// The route's name, as stored in `project_syncs.scan_route` and shown
+    /// in status and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanRoute::ChangeSet => "ChangeSet",
+            ScanRoute::FullDiff => "FullDiff",
+        }
+    }
+
+    /// The route named `s` (the inverse of [`ScanRoute::as_str`]).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ChangeSet" => Some(ScanRoute::ChangeSet),
+            "FullDiff" => Some(ScanRoute::FullDiff),
+            _ => None,
+        }
+    }
+}
+
+/// The route a run's scan took and, for a full diff, why (one of the
+/// scan reasons of [`crate::api::conditions::reason`]).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ScanChoice {
+    pub route: ScanRoute,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ScanChoice {
+    /// The change-set route.
+    pub fn change_set() -> Self {
+        ScanChoice {
+            route: ScanRoute::ChangeSet,
+            reason: None,
+        }
+    }
+
+    /// The full-diff route, for `reason`.
+    pub fn full_diff(reason: &str) -> Self {
+        ScanChoice {
+            route: ScanRoute::FullDiff,
+            reason: Some(reason.to_string()),
+        }
+    }
+}
+
+/// What a git source's fetches added to its cache during a run.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitTransfer {
+    pub objects: u64,
+    pub bytes: u64,
 }
 
 /// Files of a run by change against its base sync.
@@ -125,6 +191,14 @@ impl StageDurations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scan_route_names_round_trip_with_the_schema_check() {
+        for route in [ScanRoute::ChangeSet, ScanRoute::FullDiff] {
+            assert_eq!(ScanRoute::parse(route.as_str()), Some(route));
+        }
+        assert_eq!(ScanRoute::parse("changeset"), None);
+    }
 
     #[test]
     fn stage_names_round_trip_with_the_schema_checks() {

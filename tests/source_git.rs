@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
+use projectsync::api::conditions::reason;
 use projectsync::source::git::{GitConfig, GitRemote};
 use projectsync::source::{
-    ChangeStatus, Credentials, HeadCache, HeadLookup, Retry, RetryPolicy, Source,
+    ChangeKind, Changes, Credentials, HeadCache, HeadLookup, Retry, RetryPolicy, Source,
 };
 use support::git_server::{GitDaemon, GitHttp};
 use support::repo::{TestRepo, assert_source_matches_git};
@@ -110,22 +111,26 @@ async fn changes_between_cached_commits_come_from_a_local_diff() {
     let source = source_for(&daemon.url("demo"), &cache);
     assert_eq!(
         source.fetch_changes(&base, &head).await.unwrap(),
-        None,
+        Changes::Unavailable {
+            reason: reason::BASE_NOT_IN_CACHE
+        },
         "base not cached yet"
     );
     source.fetch_tree(&base, None).await.unwrap();
-    let changes = source.fetch_changes(&base, &head).await.unwrap().unwrap();
-    let summary: Vec<(&str, ChangeStatus)> = changes
+    let Changes::Complete(set) = source.fetch_changes(&base, &head).await.unwrap() else {
+        panic!("both commits are cached")
+    };
+    let summary: Vec<(&str, Option<u64>)> = set
+        .changes
         .iter()
-        .map(|c| (c.path.as_str(), c.status))
+        .map(|c| match &c.kind {
+            ChangeKind::Upsert(entry) => (c.path.as_str(), entry.size),
+            ChangeKind::Removed => (c.path.as_str(), None),
+        })
         .collect();
     assert_eq!(
         summary,
-        [
-            ("edit", ChangeStatus::Modified),
-            ("gone", ChangeStatus::Removed),
-            ("new", ChangeStatus::Added)
-        ]
+        [("edit", Some(1)), ("gone", None), ("new", Some(1))]
     );
 }
 

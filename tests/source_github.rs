@@ -5,10 +5,8 @@
 
 use std::time::Duration;
 
-use projectsync::source::github::{GitHubConfig, GitHubRepo};
-use projectsync::source::{
-    ChangeStatus, Credentials, HeadCache, HeadLookup, Retry, RetryPolicy, Source,
-};
+use projectsync::source::github::{ChangeStatus, GitHubConfig, GitHubRepo};
+use projectsync::source::{Credentials, HeadCache, HeadLookup, Retry, RetryPolicy, Source};
 use support::github::{Fault, GithubStandIn};
 use support::repo::{TestRepo, assert_source_matches_git};
 
@@ -243,7 +241,7 @@ async fn compare_lists_added_modified_removed_and_renamed_paths_for_a_fast_forwa
     let head = repo.commit("head");
     let standin = serve(&repo).await;
     let changes = source(&standin)
-        .fetch_changes(&base, &head)
+        .fetch_compare(&base, &head)
         .await
         .unwrap()
         .expect("complete comparison");
@@ -279,7 +277,7 @@ async fn compare_with_300_or_more_files_is_incomplete_so_the_caller_diffs_trees(
     let head = repo.commit("301 files");
     let standin = serve(&repo).await;
     assert_eq!(
-        source(&standin).fetch_changes(&base, &head).await.unwrap(),
+        source(&standin).fetch_compare(&base, &head).await.unwrap(),
         None
     );
 }
@@ -297,7 +295,7 @@ async fn compare_after_a_force_push_is_not_used_because_it_lists_changes_since_t
     let standin = serve(&repo).await;
     assert_eq!(
         source(&standin)
-            .fetch_changes(&abandoned, &rewritten)
+            .fetch_compare(&abandoned, &rewritten)
             .await
             .unwrap(),
         None

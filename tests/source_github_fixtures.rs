@@ -190,7 +190,7 @@ async fn the_connector_reads_recorded_branches_refs_trees_blobs_and_comparisons(
     );
 
     let changes = connector(&api, "hub4j-test-org", "github-api")
-        .fetch_changes(
+        .fetch_compare(
             "e46a9f3f2ac55db96de3c5c4706f2813b3a96465",
             "8051615eff597f4e49f4f47625e6fc2b49f26bfc",
         )

@@ -177,6 +177,19 @@ pub mod reason {
         /// Not an embeddings response, or the wrong vectors.
         EMBEDDING_RESPONSE_INVALID = "EmbeddingResponseInvalid";
 
+        // Why a run's scan compared whole trees instead of applying the
+        // source's change set (`status.lastSync.scan.reason`).
+        /// No completed sync with a commit to start from.
+        FIRST_SYNC = "FirstSync";
+        /// The run reprocesses (new globs, size limit, chunker, model, reindex).
+        INPUTS_CHANGED = "InputsChanged";
+        /// The base sync's commit is not in the git cache (evicted or lost).
+        BASE_NOT_IN_CACHE = "BaseNotInCache";
+        /// The new commit shares no history or content with the base.
+        UNRELATED_HISTORY = "UnrelatedHistory";
+        /// The provider could not list every change between the two commits.
+        CHANGES_INCOMPLETE = "ChangesIncomplete";
+
         // The database and the cluster.
         /// The database could not be reached or refused a write.
         STORE_FAILED = "StoreFailed";

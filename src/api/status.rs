@@ -133,9 +133,59 @@ pub struct SyncSummary {
     /// Time spent in each pipeline stage, in milliseconds.
     #[serde(default)]
     pub durations: StageDurations,
+    /// How the scan found what changed: from the source's change set, or by
+    /// comparing the whole tree with the previous sync (and why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanSummary>,
+    /// What the run's git fetches brought into the operator's cache (git
+    /// sources only): a fetch after a sync sends only new objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<FetchedObjects>,
     /// Why the run failed, with the stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// The route a run's scan took.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanSummary {
+    /// `ChangeSet` (only the changed paths were read) or `FullDiff` (the
+    /// whole tree was compared with the previous sync).
+    pub route: String,
+    /// Why a `FullDiff` ran: FirstSync, InputsChanged, BaseNotInCache,
+    /// UnrelatedHistory or ChangesIncomplete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Objects and bytes a git fetch added to the cache.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FetchedObjects {
+    /// Git objects received (commits, trees, blobs).
+    pub objects: i64,
+    /// Bytes they take in the cache (packed, as `git count-objects` says).
+    pub bytes: i64,
+}
+
+impl From<&run::ScanChoice> for ScanSummary {
+    fn from(choice: &run::ScanChoice) -> Self {
+        ScanSummary {
+            route: choice.route.as_str().to_string(),
+            reason: choice.reason.clone(),
+        }
+    }
+}
+
+impl From<&run::GitTransfer> for FetchedObjects {
+    fn from(transfer: &run::GitTransfer) -> Self {
+        let n = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        FetchedObjects {
+            objects: n(transfer.objects),
+            bytes: n(transfer.bytes),
+        }
+    }
 }
 
 /// Files of one run by change type.

@@ -117,6 +117,8 @@ pub fn build_summary(record: &SyncRecord) -> SyncSummary {
         finished_at: record.finished_at.map(to_time),
         files: (&record.files).into(),
         durations: (&record.durations).into(),
+        scan: record.scan.as_ref().map(Into::into),
+        fetched: record.git_transfer.as_ref().map(Into::into),
         message: record.failure.as_ref().map(|f| {
             truncate(&match f.stage {
                 Some(stage) => format!("{stage}: {}", f.message),

@@ -131,6 +131,8 @@ mod tests {
                 finished_at: None,
                 files: Default::default(),
                 durations: Default::default(),
+                scan: None,
+                fetched: None,
                 message: None,
             }),
             ..Default::default()

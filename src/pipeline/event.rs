@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::run::{FileCounts, Stage, StageDurations};
+use crate::run::{FileCounts, GitTransfer, ScanChoice, Stage, StageDurations};
 
 /// What a completed run did.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -22,9 +22,15 @@ pub struct RunSummary {
     pub source_requests: u64,
     /// Every stage is measured by the time a run completes.
     pub timings: StageDurations,
+    /// The route the scan took.
+    pub scan: Option<ScanChoice>,
+    /// What the run's git fetches added to the cache (git sources only).
+    pub git_transfer: Option<GitTransfer>,
 }
 
 /// One step of a run.
+// A handful per run, moved once: boxing the summary buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(
     tag = "event",

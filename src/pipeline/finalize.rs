@@ -3,14 +3,15 @@
 //! [`build_completion`] is pure; [`finalize`] does I/O against the store.
 
 use crate::{
-    run::{Stage, StageDurations},
+    run::{GitTransfer, Stage, StageDurations},
     store::{Completion, ProjectId, RunMetrics, Store, SyncId, SyncRecord},
 };
 
 use super::{error::PipelineError, import::ImportTotals, scan::Plan};
 
-/// What the store records of a run besides its rows: the paths it deleted
-/// and what the stages before finalize measured. `durations` holds prepare,
+/// What the store records of a run besides its rows: the paths it deleted,
+/// the route its scan took and what the stages before finalize measured
+/// (with what the source's fetches brought into its cache). `durations` holds prepare,
 /// scan and import; finalize is still running when the store completes the
 /// run, so its duration is not recorded.
 pub fn build_completion(
@@ -18,8 +19,10 @@ pub fn build_completion(
     totals: &ImportTotals,
     durations: StageDurations,
     api_calls: u64,
+    git_transfer: Option<GitTransfer>,
 ) -> Completion {
     Completion {
+        scan: plan.scan,
         deleted_paths: plan.deleted_paths,
         metrics: RunMetrics {
             files_skipped: u32::try_from(plan.counts.skipped + totals.skipped_content)
@@ -30,6 +33,7 @@ pub fn build_completion(
                 finalize_ms: None,
                 ..durations
             },
+            git_transfer,
         },
     }
 }

@@ -30,7 +30,7 @@ pub use event::{RunSummary, SyncEvent};
 use crate::{
     chunk::ChunkerConfig,
     embed::Embedder,
-    run::{FileCounts, Stage, StageDurations},
+    run::{FileCounts, GitTransfer, Stage, StageDurations},
     source::{HeadCache, Source},
     store::{ProjectId, Store, SyncRecord},
 };
@@ -100,6 +100,8 @@ pub struct Pipeline {
 
 /// How a run ended.
 #[derive(Debug, Clone)]
+// One value per run, moved once: boxing the record buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// The commit was already synced: no run.
     Unchanged {
@@ -115,6 +117,8 @@ pub enum Outcome {
 }
 
 /// One item of the pipeline's stream.
+// A handful per run, moved once: boxing the summary buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step {
     /// Progress to publish.
@@ -211,7 +215,8 @@ impl Pipeline {
         let stats_before = self.source.stats();
 
         let source = self.source.as_ref();
-        let scanned = scan(source, &self.store, request.project, &run, &request.inputs);
+        let (store, inputs) = (&self.store, &request.inputs);
+        let scanned = scan(source, store, request.project, &run, inputs, request.force);
         let plan = stages.run(Stage::Scan, Some(&run), scanned).await?;
 
         let ctx = ImportContext {
@@ -238,8 +243,13 @@ impl Pipeline {
         let totals = stages.run(Stage::Import, Some(&run), imported).await?;
 
         let counts = plan.counts;
-        let api_calls = self.source.stats().total();
-        let completion = build_completion(plan, &totals, stages.durations, api_calls);
+        let stats = self.source.stats();
+        let api_calls = stats.total();
+        let transfer = stats.since(&stats_before).transfer.map(|t| GitTransfer {
+            objects: t.objects,
+            bytes: t.bytes,
+        });
+        let completion = build_completion(plan, &totals, stages.durations, api_calls, transfer);
         let (project, keep) = (request.project, request.history_limit);
         let finalized = finalize(&self.store, project, run.sync, completion, keep);
         let record = stages.run(Stage::Finalize, Some(&run), finalized).await?;
@@ -312,7 +322,7 @@ impl Stages<'_> {
         let span = match run {
             None => tracing::info_span!("stage", stage = stage.as_str(), branch = %self.branch),
             Some(run) => {
-                tracing::info_span!("stage", stage = stage.as_str(), sync = %run.sync, commit = %run.commit)
+                tracing::info_span!("stage", stage = stage.as_str(), sync = %run.sync, commit = %run.commit, route = tracing::field::Empty, reason = tracing::field::Empty)
             }
         };
         let output = async {
@@ -381,6 +391,8 @@ fn build_run_summary(
         bytes_fetched: totals.bytes_fetched,
         source_requests,
         timings,
+        scan: record.scan.clone(),
+        git_transfer: record.git_transfer,
     }
 }
 

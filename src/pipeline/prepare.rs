@@ -24,6 +24,8 @@ pub struct Prepared {
 
 /// What prepare decided.
 #[derive(Debug, Clone)]
+// One value per run, moved once: boxing the record buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Prepare {
     /// The commit is the one already synced: no run.
     Unchanged { commit: String },

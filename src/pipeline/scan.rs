@@ -1,14 +1,19 @@
-//! Stage scan: the tree of the new commit against the base sync's files →
-//! added, modified, deleted, unchanged, renamed; plus what is recorded but
-//! not processed (too large, binary-by-kind, symlinks, submodules). The diff
-//! itself ([`build_plan`]) is pure; [`scan`] reads the base picture from the
-//! store and fetches the tree.
+//! Stage scan: what changed since the base sync → added, modified, deleted,
+//! unchanged, renamed; plus what is recorded but not processed (too large,
+//! binary-by-kind, symlinks, submodules). Two routes, chosen explicitly by
+//! [`scan`] and recorded on the run: the source's change set between the
+//! base commit and the new one, with the base rows of only the changed paths
+//! ([`build_change_plan`]); or the whole tree of the new commit against the
+//! whole base picture ([`build_plan`]), for first syncs, reprocessing and
+//! sources that cannot say. Both plans are pure and apply the same per-entry
+//! rules; [`scan`] does the store and source I/O.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::{
-    run::{FileCounts, Stage},
-    source::{EntryKind, Source, Tree, TreeEntry},
+    api::conditions::reason,
+    run::{FileCounts, ScanChoice, Stage},
+    source::{ChangeKind, ChangeSet, Changes, EntryKind, RejectedEntry, Source, Tree, TreeEntry},
     store::{ActiveFile, FileId, FileKind, ProjectId, Store},
 };
 
@@ -68,6 +73,8 @@ pub struct Plan {
     pub counts: FileCounts,
     /// Tree entries the source refused (unsafe paths, unknown modes), for display.
     pub rejected: Vec<String>,
+    /// The route the scan took.
+    pub scan: Option<ScanChoice>,
 }
 
 /// Diffs `tree` against the base picture `previous`. Paths the filter drops
@@ -79,25 +86,99 @@ pub struct Plan {
 pub fn build_plan(previous: &[ActiveFile], tree: &Tree, inputs: &ProcessingInputs) -> Plan {
     let previous_by_path: HashMap<&str, &ActiveFile> =
         previous.iter().map(|f| (f.path.as_str(), f)).collect();
-    let mut reusable: HashMap<(&str, FileKind), FileId> = HashMap::new();
-    for file in previous {
-        reusable
-            .entry((file.blob_sha.as_str(), file.kind))
-            .or_insert(file.id);
-    }
-    let mut plan = Plan {
-        rejected: tree.rejected.iter().map(|r| r.path.clone()).collect(),
-        ..Plan::default()
-    };
-    plan.counts.skipped = tree.rejected.len() as u64;
-    let mut kept_paths = std::collections::HashSet::new();
-
+    let mut planner = Planner::new(inputs, previous, &tree.rejected);
+    let mut kept_paths = HashSet::new();
     for entry in &tree.entries {
         if !inputs.filter.keeps(&entry.path) {
             continue;
         }
         kept_paths.insert(entry.path.as_str());
-        let old = previous_by_path.get(entry.path.as_str());
+        planner.plan_entry(entry, previous_by_path.get(entry.path.as_str()).copied());
+    }
+    let mut plan = planner.plan;
+    plan.deleted_paths = previous
+        .iter()
+        .filter(|f| !kept_paths.contains(f.path.as_str()))
+        .map(|f| f.path.clone())
+        .collect();
+    plan.counts.deleted = plan.deleted_paths.len() as u64;
+    plan.counts.total = kept_paths.len() as u64;
+    plan
+}
+
+/// The same plan as [`build_plan`] from a complete change set, for a run
+/// that reprocesses nothing: `base_rows` are the base picture's rows at the
+/// changed paths, `reusable` the base rows holding the new blobs, and
+/// `base_total` the number of files in the base picture. Unchanged and total
+/// are derived from it; nothing else of the base is read.
+pub fn build_change_plan(
+    base_rows: &[ActiveFile],
+    reusable: &[ActiveFile],
+    changes: &ChangeSet,
+    base_total: u64,
+    inputs: &ProcessingInputs,
+) -> Plan {
+    let base_by_path: HashMap<&str, &ActiveFile> =
+        base_rows.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut planner = Planner::new(inputs, reusable, &changes.rejected);
+    let mut deleted = Vec::new();
+    for change in &changes.changes {
+        let old = base_by_path.get(change.path.as_str()).copied();
+        match &change.kind {
+            ChangeKind::Upsert(entry) if inputs.filter.keeps(&entry.path) => {
+                planner.plan_entry(entry, old);
+            }
+            // Removed, or outside the mirror: gone if the base had it.
+            _ => deleted.extend(old.map(|f| f.path.clone())),
+        }
+    }
+    let mut plan = planner.plan;
+    plan.counts.deleted = deleted.len() as u64;
+    plan.deleted_paths = deleted;
+    let counts = &mut plan.counts;
+    counts.unchanged = base_total.saturating_sub(counts.modified + counts.deleted);
+    counts.total = (base_total + counts.added).saturating_sub(counts.deleted);
+    plan
+}
+
+/// What both scans share: the rules for one kept entry of the new commit
+/// against its base version, and the plan they fill.
+struct Planner<'a> {
+    inputs: &'a ProcessingInputs,
+    /// The first version (in path order) holding each blob, by kind.
+    reusable: HashMap<(&'a str, FileKind), FileId>,
+    plan: Plan,
+}
+
+impl<'a> Planner<'a> {
+    fn new(
+        inputs: &'a ProcessingInputs,
+        candidates: &'a [ActiveFile],
+        rejected: &[RejectedEntry],
+    ) -> Self {
+        let mut reusable = HashMap::new();
+        for file in candidates {
+            reusable
+                .entry((file.blob_sha.as_str(), file.kind))
+                .or_insert(file.id);
+        }
+        let mut plan = Plan {
+            rejected: rejected.iter().map(|r| r.path.clone()).collect(),
+            ..Plan::default()
+        };
+        plan.counts.skipped = rejected.len() as u64;
+        Planner {
+            inputs,
+            reusable,
+            plan,
+        }
+    }
+
+    /// Plans `entry` (kept by the filter) against `old`, its path's base
+    /// version: counted unchanged, or planned as added or modified with
+    /// the action its kind, size and blob call for.
+    fn plan_entry(&mut self, entry: &TreeEntry, old: Option<&ActiveFile>) {
+        let (inputs, plan) = (self.inputs, &mut self.plan);
         let unchanged = old.is_some_and(|f| f.blob_sha == entry.blob_sha && f.mode == entry.mode);
         // A version processed under other settings cannot be reused as it is.
         let settings_changed =
@@ -108,7 +189,7 @@ pub fn build_plan(previous: &[ActiveFile], tree: &Tree, inputs: &ProcessingInput
             && !(reembed && old.is_some_and(|f| has_chunks(f, inputs)))
         {
             plan.counts.unchanged += 1;
-            continue;
+            return;
         }
         match old {
             Some(_) => plan.counts.modified += 1,
@@ -124,7 +205,10 @@ pub fn build_plan(previous: &[ActiveFile], tree: &Tree, inputs: &ProcessingInput
             _ if entry.size.unwrap_or(0) > inputs.max_file_size => {
                 Action::RecordOnly(SkipReason::TooLarge)
             }
-            _ => match reusable.get(&(entry.blob_sha.as_str(), planned.file_kind())) {
+            _ => match self
+                .reusable
+                .get(&(entry.blob_sha.as_str(), planned.file_kind()))
+            {
                 Some(&id) if !settings_changed => {
                     plan.counts.renamed += u64::from(old.is_none());
                     if reembed {
@@ -141,14 +225,6 @@ pub fn build_plan(previous: &[ActiveFile], tree: &Tree, inputs: &ProcessingInput
         }
         plan.files.push(planned);
     }
-    plan.deleted_paths = previous
-        .iter()
-        .filter(|f| !kept_paths.contains(f.path.as_str()))
-        .map(|f| f.path.clone())
-        .collect();
-    plan.counts.deleted = plan.deleted_paths.len() as u64;
-    plan.counts.total = kept_paths.len() as u64;
-    plan
 }
 
 /// Whether the base version of a path may have memory entries (and so
@@ -188,10 +264,96 @@ pub fn build_previous_tree(previous: &[ActiveFile]) -> Tree {
     }
 }
 
+/// Why a run with a base compares whole trees whatever the source can say:
+/// its outcome for unchanged files cannot be reused as it is.
+fn build_forced_reason(inputs: &ProcessingInputs, forced: bool) -> Option<&'static str> {
+    let size_changed = inputs
+        .previous_max_file_size
+        .is_some_and(|previous| previous != inputs.max_file_size);
+    (forced || inputs.reprocess != Reprocess::Nothing || size_changed)
+        .then_some(reason::INPUTS_CHANGED)
+}
+
+/// Plans the run, choosing the route explicitly: the source's change set
+/// when there is a base sync with a commit, nothing is reprocessed
+/// (`forced` is false, the inputs are the base's) and the source answers
+/// completely; otherwise the whole tree of the run's commit against the
+/// base picture, with the reason. The route is recorded on the plan and
+/// in the stage's span.
+pub async fn scan(
+    source: &dyn Source,
+    store: &Store,
+    project: ProjectId,
+    run: &Prepared,
+    inputs: &ProcessingInputs,
+    forced: bool,
+) -> Result<Plan, PipelineError> {
+    let fail = |e: FailureKind| PipelineError::new(Stage::Scan, Some(run.sync), e);
+    let base = run
+        .base
+        .as_ref()
+        .and_then(|b| Some((b, b.commit.as_deref()?)));
+    let fallback = match base {
+        None => Some(reason::FIRST_SYNC),
+        Some(_) => build_forced_reason(inputs, forced),
+    };
+    let changes = match (base, fallback) {
+        (Some((_, base_commit)), None) => source
+            .fetch_changes(base_commit, &run.commit)
+            .await
+            .map_err(|e| fail(e.into()))?,
+        (_, reason) => Changes::Unavailable {
+            reason: reason.unwrap_or(reason::FIRST_SYNC),
+        },
+    };
+    let plan = match (changes, base) {
+        (Changes::Complete(set), Some((base, _))) => {
+            let paths: Vec<String> = set.changes.iter().map(|c| c.path.clone()).collect();
+            let base_rows = store
+                .active_files_at(project, &paths)
+                .await
+                .map_err(|e| fail(e.into()))?;
+            let blobs: Vec<String> = set
+                .changes
+                .iter()
+                .filter_map(|c| match &c.kind {
+                    ChangeKind::Upsert(entry) => Some(entry.blob_sha.clone()),
+                    ChangeKind::Removed => None,
+                })
+                .collect();
+            let reusable = store
+                .active_files_with_blobs(project, &blobs)
+                .await
+                .map_err(|e| fail(e.into()))?;
+            let mut plan = build_change_plan(&base_rows, &reusable, &set, base.files.total, inputs);
+            plan.scan = Some(ScanChoice::change_set());
+            plan
+        }
+        (changes, _) => {
+            let reason = match changes {
+                Changes::Unavailable { reason } => reason,
+                Changes::Complete(_) => reason::FIRST_SYNC,
+            };
+            let mut plan = scan_full_tree(source, store, project, run, inputs).await?;
+            plan.scan = Some(ScanChoice::full_diff(reason));
+            plan
+        }
+    };
+    let span = tracing::Span::current();
+    if let Some(choice) = &plan.scan {
+        span.record("route", choice.route.as_str());
+        span.record("reason", choice.reason.as_deref().unwrap_or(""));
+    }
+    if let Some(first) = plan.rejected.first() {
+        tracing::warn!(sync = %run.sync, count = plan.rejected.len(), %first, "tree entries refused (unsafe paths or unknown modes)");
+    }
+    Ok(plan)
+}
+
 /// Reads the base picture of `project` (none for a first sync), fetches the
 /// tree of the run's commit (walking only changed subtrees when the source
 /// must) and diffs the two.
-pub async fn scan(
+async fn scan_full_tree(
     source: &dyn Source,
     store: &Store,
     project: ProjectId,
@@ -211,11 +373,7 @@ pub async fn scan(
         .fetch_tree(&run.commit, previous_tree.as_ref())
         .await
         .map_err(|e| fail(e.into()))?;
-    let plan = build_plan(&previous, &tree, inputs);
-    if let Some(first) = plan.rejected.first() {
-        tracing::warn!(sync = %run.sync, count = plan.rejected.len(), %first, "tree entries refused (unsafe paths or unknown modes)");
-    }
-    Ok(plan)
+    Ok(build_plan(&previous, &tree, inputs))
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@
 //! ends there, on GitHub with a free 304); read [`Source::fetch_tree`] with
 //! the previous sync's tree (on GitHub a truncated tree is walked only where
 //! subtree ids changed); compare blob ids with the previous tree; fetch only
-//! added and modified blobs. `fetch_changes` can replace the tree read when
-//! the provider answers completely, but it carries no modes. A run that
+//! added and modified blobs. [`Source::fetch_changes`] replaces the tree
+//! read when the provider answers completely: a [`ChangeSet`] carries every
+//! changed path with the blob id, size and mode the scan needs. A run that
 //! processes most of a repository (a first sync) asks
 //! [`Source::fetch_archive`] instead: one download (GitHub's tarball) for all
 //! files, each checked against its blob id, the rest fetched one by one.
@@ -48,7 +49,7 @@ pub use credentials::{
     Credentials, CredentialsError, GitHubAppCredentials, build_credentials_from_secret,
     build_github_credentials_from_secret,
 };
-pub use stats::{RateLimit, SourceStats};
+pub use stats::{RateLimit, SourceStats, Transfer};
 pub use tree::{EntryKind, RejectedEntry, Tree, TreeEntry};
 
 /// A branch and the commit it points at.
@@ -90,24 +91,44 @@ impl HeadLookup {
     }
 }
 
-/// How a path changed between two commits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ChangeStatus {
-    Added,
-    Modified,
+/// What happened to one path between two commits.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// The path exists at the head commit as this entry (added, or changed
+    /// in content, mode or type).
+    Upsert(TreeEntry),
+    /// The path is gone at the head commit.
     Removed,
 }
 
 /// One changed path between two commits, as a provider reports it.
 ///
-/// A rename is reported as a removal of the old path and an addition of the
-/// new one, so callers apply changes path by path. `blob_sha` is the object
-/// at `head` (`None` for removals).
+/// A rename is a removal of the old path and an upsert of the new one, so
+/// callers apply changes path by path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Change {
     pub path: String,
-    pub status: ChangeStatus,
-    pub blob_sha: Option<String>,
+    pub kind: ChangeKind,
+}
+
+/// Every change between two commits, with what the pipeline needs of each
+/// new entry (blob id, size, mode, kind), sorted by path. Entries at the
+/// head with unsafe paths are in `rejected`, as in a [`Tree`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    pub changes: Vec<Change>,
+    pub rejected: Vec<RejectedEntry>,
+}
+
+/// The answer to "what changed from `base` to `head`?".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Changes {
+    /// Every change, complete: a scan may rely on it alone.
+    Complete(ChangeSet),
+    /// The source cannot say completely and cheaply; `reason` is one of the
+    /// [`crate::api::conditions::reason`] constants (why the full tree diff
+    /// runs instead).
+    Unavailable { reason: &'static str },
 }
 
 /// A source failure: the provider family's own error, wrapped.
@@ -175,13 +196,15 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// before reading them where the provider allows.
     fn fetch_blob<'a>(&'a self, sha: &'a str, max_size: u64) -> BoxFuture<'a, SourceResult<Bytes>>;
 
-    /// The changed paths from `base` to `head` when the provider can say so
-    /// cheaply and completely; `None` means "compute it from the trees".
+    /// Every change from `base` to `head` when the provider can say so
+    /// cheaply and completely (without listing the whole tree of `head`);
+    /// otherwise [`Changes::Unavailable`] with the reason, and the caller
+    /// compares trees.
     fn fetch_changes<'a>(
         &'a self,
         base: &'a str,
         head: &'a str,
-    ) -> BoxFuture<'a, SourceResult<Option<Vec<Change>>>>;
+    ) -> BoxFuture<'a, SourceResult<Changes>>;
 
     /// Every file of `commit` in one download, where the provider has one
     /// (GitHub's tarball); `None` where it does not or where reading files

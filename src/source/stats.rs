@@ -23,6 +23,16 @@ pub struct SourceStats {
     /// failure and 200 on success.
     pub requests: BTreeMap<(&'static str, u16), u64>,
     pub rate_limit: Option<RateLimit>,
+    /// Objects and bytes that fetches added to a git cache (from git's own
+    /// object counts); `None` for sources without one.
+    pub transfer: Option<Transfer>,
+}
+
+/// What fetches brought into a local object store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transfer {
+    pub objects: u64,
+    pub bytes: u64,
 }
 
 impl SourceStats {
@@ -62,6 +72,13 @@ impl SourceStats {
         SourceStats {
             requests,
             rate_limit: self.rate_limit,
+            transfer: self.transfer.map(|now| {
+                let before = earlier.transfer.unwrap_or_default();
+                Transfer {
+                    objects: now.objects.saturating_sub(before.objects),
+                    bytes: now.bytes.saturating_sub(before.bytes),
+                }
+            }),
         }
     }
 }
@@ -76,6 +93,24 @@ impl StatsRecorder {
     pub(crate) fn record(&self, endpoint: &'static str, status: u16) {
         let mut stats = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         *stats.requests.entry((endpoint, status)).or_default() += 1;
+    }
+
+    /// A recorder for a source with a local object store: its stats count
+    /// transfers from the start (zero until a fetch brings something).
+    pub(crate) fn with_transfers() -> Self {
+        StatsRecorder {
+            inner: Mutex::new(SourceStats {
+                transfer: Some(Transfer::default()),
+                ..SourceStats::default()
+            }),
+        }
+    }
+
+    pub(crate) fn record_transfer(&self, transfer: Transfer) {
+        let mut stats = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let total = stats.transfer.get_or_insert_with(Transfer::default);
+        total.objects += transfer.objects;
+        total.bytes += transfer.bytes;
     }
 
     pub(crate) fn observe_rate_limit(&self, rate_limit: RateLimit) {
@@ -110,5 +145,28 @@ mod tests {
         let delta = stats.since(&before);
         assert_eq!(delta.total(), 3);
         assert_eq!(delta.requests.get(&("ref", 304)), None);
+    }
+
+    #[test]
+    fn transfers_add_up_and_subtract_like_requests() {
+        assert_eq!(StatsRecorder::default().snapshot().transfer, None);
+        let recorder = StatsRecorder::with_transfers();
+        recorder.record_transfer(Transfer {
+            objects: 10,
+            bytes: 100,
+        });
+        let before = recorder.snapshot();
+        recorder.record_transfer(Transfer {
+            objects: 3,
+            bytes: 7,
+        });
+        let delta = recorder.snapshot().since(&before);
+        assert_eq!(
+            delta.transfer,
+            Some(Transfer {
+                objects: 3,
+                bytes: 7
+            })
+        );
     }
 }

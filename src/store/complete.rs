@@ -181,7 +181,9 @@ pub(crate) async fn complete_in(
            SET files_added = $2, files_modified = $3, files_deleted = $4, files_unchanged = $5,
                files_total = $6, files_skipped = $7, bytes_fetched = $8, api_calls = $9,
                prepare_ms = COALESCE($10, prepare_ms), scan_ms = COALESCE($11, scan_ms),
-               import_ms = COALESCE($12, import_ms), finalize_ms = COALESCE($13, finalize_ms)
+               import_ms = COALESCE($12, import_ms), finalize_ms = COALESCE($13, finalize_ms),
+               git_objects_fetched = $14, git_bytes_fetched = $15,
+               scan_route = $16, scan_reason = $17
          WHERE id = $1
         RETURNING *
         "#,
@@ -198,6 +200,14 @@ pub(crate) async fn complete_in(
         millis_column(metrics.durations.scan_ms),
         millis_column(metrics.durations.import_ms),
         millis_column(metrics.durations.finalize_ms),
+        metrics
+            .git_transfer
+            .map(|t| i64::try_from(t.objects).unwrap_or(i64::MAX)),
+        metrics
+            .git_transfer
+            .map(|t| i64::try_from(t.bytes).unwrap_or(i64::MAX)),
+        completion.scan.as_ref().map(|s| s.route.as_str()),
+        completion.scan.as_ref().and_then(|s| s.reason.as_deref()),
     )
     .fetch_one(&mut *conn)
     .await

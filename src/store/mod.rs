@@ -15,6 +15,7 @@ mod error;
 mod files;
 mod history;
 mod ids;
+mod lookup;
 mod memory;
 mod migrate;
 mod model;

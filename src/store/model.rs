@@ -6,7 +6,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::run::{FileCounts, Stage, StageDurations};
+use crate::run::{FileCounts, GitTransfer, ScanChoice, Stage, StageDurations};
 
 use super::ids::{ContentHash, FileId, MemoryEntryId, ProjectId, SyncId};
 
@@ -174,6 +174,8 @@ pub struct RunMetrics {
     pub bytes_fetched: u64,
     pub api_calls: u32,
     pub durations: StageDurations,
+    /// What a git source's fetches added to its cache (`None` for others).
+    pub git_transfer: Option<GitTransfer>,
 }
 
 /// What completing a run needs besides the rows already recorded.
@@ -183,6 +185,8 @@ pub struct Completion {
     /// first sync). A path may not be both recorded and deleted.
     pub deleted_paths: Vec<String>,
     pub metrics: RunMetrics,
+    /// The route the scan took (`None` for runs without a scan: restores).
+    pub scan: Option<ScanChoice>,
 }
 
 /// Why a run failed.
@@ -219,6 +223,10 @@ pub struct SyncRecord {
     pub bytes_fetched: u64,
     pub api_calls: u32,
     pub durations: StageDurations,
+    /// The route the scan took, once the run completed.
+    pub scan: Option<ScanChoice>,
+    /// What the run's git fetches added to the cache (git sources only).
+    pub git_transfer: Option<GitTransfer>,
     /// Retention deleted rows this run's picture needs: it can no longer be
     /// restored or diffed.
     pub content_pruned: bool,

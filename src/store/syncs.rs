@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::run::{FileCounts, Stage, StageDurations};
+use crate::run::{FileCounts, GitTransfer, ScanChoice, ScanRoute, Stage, StageDurations};
 
 use super::error::{db, violated_constraint};
 use super::model::{NewSync, SyncFailure, SyncRecord, SyncStatus};
@@ -44,6 +44,10 @@ pub(crate) struct SyncRow {
     pub scan_ms: Option<i64>,
     pub import_ms: Option<i64>,
     pub finalize_ms: Option<i64>,
+    pub git_objects_fetched: Option<i64>,
+    pub git_bytes_fetched: Option<i64>,
+    pub scan_route: Option<String>,
+    pub scan_reason: Option<String>,
 }
 
 fn count(n: i32) -> u32 {
@@ -119,6 +123,26 @@ impl TryFrom<SyncRow> for SyncRecord {
                 scan_ms: millis(row.scan_ms),
                 import_ms: millis(row.import_ms),
                 finalize_ms: millis(row.finalize_ms),
+            },
+            scan: row
+                .scan_route
+                .map(|route| {
+                    let route = ScanRoute::parse(&route).ok_or(StoreError::Corrupt {
+                        column: "project_syncs.scan_route",
+                        value: route,
+                    })?;
+                    Ok(ScanChoice {
+                        route,
+                        reason: row.scan_reason,
+                    })
+                })
+                .transpose()?,
+            git_transfer: match (row.git_objects_fetched, row.git_bytes_fetched) {
+                (Some(objects), Some(bytes)) => Some(GitTransfer {
+                    objects: u64::try_from(objects).unwrap_or(0),
+                    bytes: u64::try_from(bytes).unwrap_or(0),
+                }),
+                _ => None,
             },
             content_pruned: row.content_pruned_at.is_some(),
         })

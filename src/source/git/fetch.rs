@@ -3,11 +3,26 @@
 //! with a full fetch for servers that refuse that, retried while the remote
 //! is unreachable, bounded by the cache's size limit, and `git init --bare`
 //! of the cache itself.
+//!
+//! Every commit a fetch brought is kept under
+//! `refs/projectsync/commits/<sha>` (the [`KEPT_COMMITS`] most recent ones),
+//! so the next fetch offers them to the server as `have`s and receives only
+//! the objects the cache lacks, and the base of the next scan stays in the
+//! cache for `git diff-tree`, across restarts too. What each fetch added is
+//! measured with `git count-objects` and counted in the source's stats.
 
 use super::command::GitRunner;
 use super::error::GitError;
 use super::{GitRemote, cache};
-use crate::source::is_object_id;
+use crate::source::{Transfer, is_object_id};
+
+/// Where fetched commits are kept reachable.
+pub(super) const KEPT_PREFIX: &str = "refs/projectsync/commits/";
+
+/// How many fetched commits stay under [`KEPT_PREFIX`]: the one just synced
+/// (the next run's base), and a few before it for pinned commits and
+/// branches that move back and forth.
+pub(super) const KEPT_COMMITS: usize = 4;
 
 impl GitRemote {
     /// A remote operation, counted in the stats (200 ok, 0 failed), retried
@@ -92,8 +107,9 @@ impl GitRemote {
         }
         let _guard = self.fetch_lock.lock().await;
         if self.has_commit(commit).await {
-            return Ok(());
+            return self.keep_commit(commit).await;
         }
+        let before = self.object_counts().await;
         let url = self.runner.url.clone();
         let depth = self.depth.map(|d| format!("--depth={}", d.max(1)));
         let mut args = vec![
@@ -121,8 +137,15 @@ impl GitRemote {
             }
             Err(e) => return Err(e),
         }
+        let after = self.object_counts().await;
+        if let (Some(before), Some(after)) = (before, after) {
+            self.stats.record_transfer(Transfer {
+                objects: after.objects.saturating_sub(before.objects),
+                bytes: after.bytes.saturating_sub(before.bytes),
+            });
+        }
         if self.has_commit(commit).await {
-            Ok(())
+            self.keep_commit(commit).await
         } else {
             Err(GitError::CommitNotFound {
                 url: self.url(),
@@ -130,6 +153,90 @@ impl GitRemote {
             })
         }
     }
+}
+
+impl GitRemote {
+    /// Objects and bytes in the cache, loose and packed; `None` when git
+    /// cannot say (the transfer then goes uncounted, the fetch is fine).
+    async fn object_counts(&self) -> Option<Transfer> {
+        let out = self
+            .runner
+            .run("count-objects", &["count-objects", "-v"], None)
+            .await
+            .ok()?;
+        parse_count_objects(&out.stdout)
+    }
+
+    /// Puts `commit` under [`KEPT_PREFIX`] and drops the oldest kept
+    /// commits beyond [`KEPT_COMMITS`], never `commit` itself.
+    async fn keep_commit(&self, commit: &str) -> Result<(), GitError> {
+        let name = format!("{KEPT_PREFIX}{commit}");
+        self.runner
+            .run("update-ref", &["update-ref", &name, commit], None)
+            .await?;
+        let listed = self
+            .runner
+            .run(
+                "for-each-ref",
+                &[
+                    "for-each-ref",
+                    "--sort=-committerdate",
+                    "--format=%(refname)",
+                    KEPT_PREFIX,
+                ],
+                None,
+            )
+            .await?
+            .stdout;
+        let listed = String::from_utf8_lossy(&listed);
+        let stale = build_stale_refs(listed.lines(), &name, KEPT_COMMITS);
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let script: String = stale.iter().map(|r| format!("delete {r}\n")).collect();
+        self.runner
+            .run(
+                "update-ref",
+                &["update-ref", "--stdin"],
+                Some(script.as_bytes()),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// The kept refs to delete: all but the `keep` first of `newest_first`,
+/// where `current` always counts as one of those kept.
+fn build_stale_refs<'a>(
+    newest_first: impl Iterator<Item = &'a str>,
+    current: &str,
+    keep: usize,
+) -> Vec<&'a str> {
+    newest_first
+        .filter(|r| *r != current && !r.is_empty())
+        .skip(keep.saturating_sub(1))
+        .collect()
+}
+
+/// Objects (`count` + `in-pack`) and bytes (`size` + `size-pack`, reported
+/// in KiB) from `git count-objects -v`.
+fn parse_count_objects(out: &[u8]) -> Option<Transfer> {
+    let text = std::str::from_utf8(out).ok()?;
+    let mut transfer = Transfer::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(": ") else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<u64>() else {
+            continue;
+        };
+        match key {
+            "count" | "in-pack" => transfer.objects += value,
+            "size" | "size-pack" => transfer.bytes += value * 1024,
+            _ => {}
+        }
+    }
+    Some(transfer)
 }
 
 /// `git init --bare` of the cache repository (synchronous, local).
@@ -148,4 +255,28 @@ pub(super) fn init_bare(runner: &GitRunner) -> Result<(), GitError> {
         path: runner.git_dir.display().to_string(),
         source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_objects_adds_loose_and_packed() {
+        let out = b"count: 3\nsize: 2\nin-pack: 100\npacks: 1\nsize-pack: 40\nprune-packable: 0\ngarbage: 0\nsize-garbage: 0\n";
+        assert_eq!(
+            parse_count_objects(out),
+            Some(Transfer {
+                objects: 103,
+                bytes: 42 * 1024
+            })
+        );
+    }
+
+    #[test]
+    fn the_current_commit_and_the_newest_others_are_kept() {
+        let refs = ["r/e", "r/d", "r/c", "r/b", "r/a"];
+        assert_eq!(build_stale_refs(refs.into_iter(), "r/a", 3), ["r/c", "r/b"]);
+        assert!(build_stale_refs(["r/a"].into_iter(), "r/a", 3).is_empty());
+    }
 }

@@ -9,10 +9,13 @@
 //! reading it. `--filter=blob:none` is deliberately not used: `ls-tree -l`
 //! needs every blob's size, which a partial clone would fetch lazily one
 //! object at a time. Changes between two cached commits come from
-//! `git diff-tree`, locally.
+//! `git diff-tree`, locally; every fetched commit stays under a ref, so
+//! later fetches negotiate (send only what the cache lacks) and the last
+//! synced commit is there to diff against, across restarts.
 
 mod batch;
 pub mod cache;
+mod changes;
 mod command;
 mod environment;
 mod error;
@@ -36,7 +39,7 @@ use self::fetch::init_bare;
 use self::remote::split_userinfo;
 use super::stats::StatsRecorder;
 use super::{
-    Branch, Change, Credentials, HeadCache, HeadLookup, Source, SourceResult, SourceStats, Tree,
+    Branch, Changes, Credentials, HeadCache, HeadLookup, Source, SourceResult, SourceStats, Tree,
 };
 use crate::retry::RetryPolicy;
 
@@ -127,7 +130,7 @@ impl GitRemote {
             max_cache_bytes: config.max_cache_bytes,
             fetch_lock: Mutex::new(()),
             cat_file: Mutex::new(None),
-            stats: StatsRecorder::default(),
+            stats: StatsRecorder::with_transfers(),
         })
     }
 
@@ -277,7 +280,7 @@ impl Source for GitRemote {
         &'a self,
         base: &'a str,
         head: &'a str,
-    ) -> BoxFuture<'a, SourceResult<Option<Vec<Change>>>> {
+    ) -> BoxFuture<'a, SourceResult<Changes>> {
         Box::pin(async move { Ok(self.fetch_changes_impl(base, head).await?) })
     }
 

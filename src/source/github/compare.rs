@@ -2,7 +2,8 @@
 //! only where its answer is complete: `base` must be an ancestor of `head`
 //! (after a force push the file list is relative to the merge base), and
 //! the list must be under GitHub's cap of 300 files. Otherwise the answer is
-//! `None` and the caller diffs the two trees.
+//! `None` and the caller diffs the two trees. The answer carries no modes
+//! or sizes, so it is not yet a [`crate::source::ChangeSet`].
 
 use http::StatusCode;
 use serde::Deserialize;
@@ -10,7 +11,24 @@ use serde::Deserialize;
 use super::error::Missing;
 use super::{GitHubError, GitHubRepo};
 use crate::source::content::classify_path;
-use crate::source::{Change, ChangeStatus};
+
+/// How a path changed between two commits, as the compare API says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeStatus {
+    Added,
+    Modified,
+    Removed,
+}
+
+/// One changed path of a comparison. A rename is a removal of the old path
+/// and an addition of the new one. `blob_sha` is the object at `head`
+/// (`None` for removals).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Change {
+    pub path: String,
+    pub status: ChangeStatus,
+    pub blob_sha: Option<String>,
+}
 
 /// GitHub lists at most this many files in a comparison.
 const COMPARE_FILE_LIMIT: usize = 300;
