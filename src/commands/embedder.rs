@@ -57,6 +57,7 @@ pub fn build_from_flags(
         model: Some(model.to_string()),
         secret_ref: None,
         batch_size: i32::try_from(batch_size).unwrap_or(i32::MAX),
+        reuse_scope: Default::default(),
     };
     Ok(build_provider(Some(&spec), api_key)?)
 }

@@ -101,6 +101,7 @@ mod tests {
             model: Some("text-embedding-3-small".into()),
             secret_ref: None,
             batch_size: 64,
+            reuse_scope: Default::default(),
         }
     }
 

@@ -67,6 +67,7 @@ fn the_api_key_is_trimmed_and_never_shown_in_debug_output() {
         model: Some(" nomic-embed-text ".into()),
         secret_ref: None,
         batch_size: 8,
+        reuse_scope: Default::default(),
     };
     let config = OpenAiConfig::from_spec(&spec, Some("  sk-abc\n".into())).unwrap();
     assert_eq!(config.api_key.as_deref(), Some("sk-abc"));
