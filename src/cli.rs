@@ -15,6 +15,15 @@ fn parse_cache_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a positive size such as 536870912, 512Mi or 4Gi"))
 }
 
+/// A duration such as `60s`, `10m` or `1h30m`; `0` or `0s` for none.
+fn parse_flag_duration(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    crate::units::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 60s, 10m or 1h30m"))
+}
+
 /// Project Sync: mirrors code repositories into Postgres, diff-aware.
 #[derive(Debug, Parser)]
 #[command(name = "projectsync", version, about)]
@@ -276,12 +285,39 @@ pub struct RestoreArgs {
     pub output: OutputArgs,
 }
 
-/// Where the store is.
+/// Where the store is, and the limits of its connections.
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
     /// Postgres connection URL.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+
+    /// Postgres `statement_timeout` of every connection: a statement
+    /// running longer is cancelled (and the run retried). `0` for none.
+    #[arg(long, env = "PROJECTSYNC_DB_STATEMENT_TIMEOUT", default_value = "60s", value_parser = parse_flag_duration)]
+    pub db_statement_timeout: std::time::Duration,
+
+    /// Postgres `lock_timeout` of every connection: a statement waiting
+    /// longer for a lock is cancelled. `0` for none.
+    #[arg(long, env = "PROJECTSYNC_DB_LOCK_TIMEOUT", default_value = "10s", value_parser = parse_flag_duration)]
+    pub db_lock_timeout: std::time::Duration,
+
+    /// `statement_timeout` of the connection that applies migrations (which
+    /// never has a lock timeout: it waits for another replica's migration).
+    /// `0` for none.
+    #[arg(long, env = "PROJECTSYNC_DB_MIGRATION_STATEMENT_TIMEOUT", default_value = "0", value_parser = parse_flag_duration)]
+    pub db_migration_statement_timeout: std::time::Duration,
+}
+
+impl DatabaseArgs {
+    /// The connection limits these flags ask for.
+    pub fn limits(&self) -> crate::store::ConnectionLimits {
+        crate::store::ConnectionLimits {
+            statement_timeout: self.db_statement_timeout,
+            lock_timeout: self.db_lock_timeout,
+            migration_statement_timeout: self.db_migration_statement_timeout,
+        }
+    }
 }
 
 /// Settings of `projectsync run`.
@@ -306,9 +342,40 @@ pub struct RunArgs {
     )]
     pub namespaces: Vec<String>,
 
-    /// Syncs running at once.
+    /// Syncs running at once, in all namespaces together.
     #[arg(long, env = "PROJECTSYNC_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
+
+    /// Syncs of one namespace running at once: a namespace at its limit
+    /// waits (checked again a few seconds later) without holding one of
+    /// the `--concurrency` slots, so no tenant can hold them all.
+    #[arg(long, env = "PROJECTSYNC_NAMESPACE_CONCURRENCY", default_value_t = 2)]
+    pub namespace_concurrency: u16,
+
+    /// Ceiling of every run's deadline (`spec.runTimeout` is capped by it):
+    /// a run past its deadline is cancelled and FAILED with reason
+    /// RunDeadlineExceeded.
+    #[arg(long, env = "PROJECTSYNC_MAX_RUN_DURATION", default_value = "2h", value_parser = parse_flag_duration)]
+    pub max_run_duration: std::time::Duration,
+
+    /// Allow `spec.embedding.reuseScope: Cluster`, reuse of embeddings
+    /// stored by resources of any namespace (still only from the same
+    /// endpoint and model). Off by default: tenants reuse only their own.
+    #[arg(
+        long,
+        env = "PROJECTSYNC_ALLOW_CLUSTER_EMBEDDING_REUSE",
+        default_value_t = false
+    )]
+    pub allow_cluster_embedding_reuse: bool,
+
+    /// The id of this install, recorded on every run it starts: recovery
+    /// of abandoned runs (at start-up, shutdown, and per project) fails
+    /// only runs with this owner, never those of another install sharing
+    /// the database or of `projectsync sync --once`. Defaults to
+    /// `LEASE_NAMESPACE/LEASE_NAME` (the chart: the release's namespace and
+    /// name). Replicas of one install must share it.
+    #[arg(long, env = "PROJECTSYNC_INSTALL_ID")]
+    pub install_id: Option<String>,
 
     /// Elect a leader through a Lease, so that only one replica syncs.
     #[arg(long, env = "PROJECTSYNC_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]

@@ -10,7 +10,7 @@ use projectsync::{
     chunk::ChunkerConfig,
     cli::{Cli, Command, CrdArgs, ManifestFormat, RunArgs},
     commands,
-    controller::{self, Context, LeaseSettings, Options, SourceSettings},
+    controller::{self, Context, LeaseSettings, Options, RunLimits, SourceSettings},
     http::{self, ApiState, Authorizer, ProbeState, Readiness, ResourceIndex, ServeLimits},
     metrics::Metrics,
     progress::ProgressHub,
@@ -76,9 +76,16 @@ fn print_crd(args: &CrdArgs) -> Result<(), commands::CommandError> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let store = Store::connect(&args.database.database_url)
+    let install_id = args
+        .install_id
+        .clone()
+        .filter(|id| !id.trim().is_empty())
+        .unwrap_or_else(|| format!("{}/{}", args.lease_namespace, args.lease_name));
+    let store = Store::connect_with(&args.database.database_url, args.database.limits())
         .await
-        .context("connecting to Postgres")?;
+        .context("connecting to Postgres")?
+        .with_owner(&install_id);
+    tracing::info!(install = %install_id, "runs are recorded as owned by this install");
     store.migrate().await.context("migrating the database")?;
     let client = kube::Client::try_default()
         .await
@@ -173,22 +180,32 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
     );
-    let ctx = Arc::new(Context::new(
-        client,
-        store,
-        metrics,
-        hub,
-        recorder,
-        SourceSettings {
-            cache_dir: args.cache_dir.clone(),
-            allow_file_urls: args.allow_file_urls,
-            git_cache: Some(git_cache),
-        },
-        ChunkerConfig::default(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            store,
+            metrics,
+            hub,
+            recorder,
+            SourceSettings {
+                cache_dir: args.cache_dir.clone(),
+                allow_file_urls: args.allow_file_urls,
+                git_cache: Some(git_cache),
+            },
+            ChunkerConfig::default(),
+        )
+        .with_limits(RunLimits::new(
+            usize::from(args.concurrency.max(1)),
+            usize::from(args.namespace_concurrency.max(1)),
+            args.max_run_duration.max(Duration::from_secs(1)),
+            args.allow_cluster_embedding_reuse,
+        )),
+    );
     let options = Options {
         namespaces: args.namespaces.clone(),
-        concurrency: args.concurrency.max(1),
+        // Room for resources waiting for a run slot and for polls; the runs
+        // themselves are bounded by the RunLimits above.
+        concurrency: args.concurrency.max(1).saturating_mul(4),
         lease: args.leader_election.then(|| LeaseSettings {
             namespace: args.lease_namespace.clone(),
             name: args.lease_name.clone(),

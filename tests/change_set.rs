@@ -5,8 +5,6 @@
 //! history, a lost cache) compare trees and stay correct, while a restart
 //! (a new source on the same cache directory) keeps the change-set route.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +15,9 @@ use projectsync::api::conditions::reason;
 use projectsync::chunk::ChunkerConfig;
 use projectsync::embed::{Embedder, NoEmbeddings};
 use projectsync::pipeline::filter::PathFilter;
-use projectsync::pipeline::{Outcome, Pipeline, ProcessingInputs, Reprocess, Step, SyncRequest};
+use projectsync::pipeline::{
+    EmbeddingReusePolicy, Outcome, Pipeline, ProcessingInputs, Reprocess, Step, SyncRequest,
+};
 use projectsync::run::{ScanChoice, ScanRoute};
 use projectsync::source::git::{GitConfig, GitRemote};
 use projectsync::source::{
@@ -114,6 +114,7 @@ impl Lane {
             store: self.store.clone(),
             chunker: ChunkerConfig::default(),
             embedder: Arc::new(NoEmbeddings) as Arc<dyn Embedder>,
+            reuse: EmbeddingReusePolicy::default(),
         };
         let request = SyncRequest {
             project: self.project,

@@ -426,6 +426,7 @@ async fn a_provider_built_from_the_spec_is_shared_by_concurrent_tasks() {
         model: Some("test-embed-small".into()),
         secret_ref: None,
         batch_size: 5,
+        reuse_scope: Default::default(),
     };
     let config = build_embedder_config(Some(&spec), Some("sk-spec\n".into())).unwrap();
     let provider: Arc<dyn Embedder> = build_embedder(config).unwrap();

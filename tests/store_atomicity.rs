@@ -118,7 +118,10 @@ async fn killing_the_connection_while_recording_memory_leaves_the_active_views_u
     // The run rewrites 5,000 files: the file rows commit, then its memory
     // entries are written in several statements of one transaction.
     let victim_name = format!("victim-{}", t.db.name);
-    let victim = victim_store(&t.db.url, &victim_name).await;
+    // The same install as `store`, in a process that dies.
+    let victim = victim_store(&t.db.url, &victim_name)
+        .await
+        .with_owner(store.owner());
     let run = victim
         .begin_sync(project, new_sync(Some(s1), "c2"))
         .await
@@ -204,7 +207,10 @@ async fn killing_the_connection_while_completing_leaves_the_active_views_unchang
         .id;
 
     let victim_name = format!("victim-{}", t.db.name);
-    let victim = victim_store(&t.db.url, &victim_name).await;
+    // The same install as `store`, in a process that dies.
+    let victim = victim_store(&t.db.url, &victim_name)
+        .await
+        .with_owner(store.owner());
     let changed: Vec<(String, String)> = (0..49)
         .map(|i| (format!("f{i:04}.rs"), format!("v2-{i}")))
         .collect();

@@ -4,8 +4,8 @@
 
 use projectsync::run::Stage;
 use projectsync::store::{
-    Completion, ContentHash, Embedding, NewMemoryEntry, ProjectSource, Rename, StoreError,
-    SyncStatus,
+    Completion, ContentHash, Embedding, EmbeddingReuse, EndpointFingerprint, NewMemoryEntry,
+    ProjectId, ProjectSource, Rename, ReuseScope, Store, StoreError, SyncStatus,
 };
 use support::store::*;
 
@@ -19,9 +19,25 @@ fn embedded(
     NewMemoryEntry {
         embedding: Some(Embedding {
             model: model.to_string(),
+            endpoint: Some(endpoint()),
             vector,
         }),
         ..chunk(file, index, content)
+    }
+}
+
+/// The endpoint the embeddings of these tests come from.
+fn endpoint() -> EndpointFingerprint {
+    EndpointFingerprint::of_url("http://embed.example/v1")
+}
+
+/// Reuse of `project`'s own embeddings of `model` from [`endpoint`].
+fn own(project: ProjectId, model: &str) -> EmbeddingReuse {
+    EmbeddingReuse {
+        project,
+        scope: ReuseScope::Project,
+        model: model.to_string(),
+        endpoint: endpoint(),
     }
 }
 
@@ -324,6 +340,45 @@ async fn deleting_a_project_removes_all_of_its_rows_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn recovery_fails_only_the_runs_of_its_own_install() {
+    let t = migrated_store("owners").await;
+    let ours = t.store.clone().with_owner("ns/projectsync");
+    let theirs = Store::new(t.db.pool.clone()).with_owner("other-ns/projectsync");
+    let once = Store::new(t.db.pool.clone()).with_owner("sync-once/1");
+    let mut runs = Vec::new();
+    for (store, key) in [(&ours, "a/ours"), (&theirs, "a/theirs"), (&once, "a/once")] {
+        let project = store.ensure_project(&github_project(key)).await.unwrap();
+        let run = store
+            .begin_sync(project, new_sync(None, "c1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_sync(run).await.unwrap().owner.as_deref(),
+            Some(store.owner())
+        );
+        runs.push((project, run));
+    }
+    let cutoff = chrono::Utc::now();
+    let failed = ours.fail_abandoned(None, cutoff, "restart").await.unwrap();
+    assert_eq!(
+        failed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![runs[0].1]
+    );
+    // Per project too: another install's run of a project is not ours to fail.
+    let per_project = ours
+        .fail_abandoned(Some(runs[1].0), cutoff, "stale")
+        .await
+        .unwrap();
+    assert!(per_project.is_empty());
+    for (_, run) in &runs[1..] {
+        assert_eq!(
+            ours.get_sync(*run).await.unwrap().status,
+            SyncStatus::InProgress
+        );
+    }
+}
+
+#[tokio::test]
 async fn abandoned_runs_are_failed_with_a_clear_message_per_project_or_all() {
     let t = migrated_store("abandoned").await;
     let store = &t.store;
@@ -421,14 +476,14 @@ async fn embeddings_are_reused_by_content_hash_and_backfilled() {
     let shared = ContentHash::of("shared text");
     let bare = ContentHash::of("bare text");
     let found = store
-        .embeddings_by_hash("m1", &[shared.clone(), bare.clone()])
+        .embeddings_by_hash(&own(project, "m1"), &[shared.clone(), bare.clone()])
         .await
         .unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[&shared], vec![0.5, 0.25]);
     assert!(
         store
-            .embeddings_by_hash("m2", std::slice::from_ref(&shared))
+            .embeddings_by_hash(&own(project, "m2"), std::slice::from_ref(&shared))
             .await
             .unwrap()
             .is_empty(),
@@ -449,6 +504,7 @@ async fn embeddings_are_reused_by_content_hash_and_backfilled() {
             missing[0].id,
             Embedding {
                 model: "m1".into(),
+                endpoint: Some(endpoint()),
                 vector: vec![1.0, 2.0, 3.0],
             },
         )])
@@ -457,7 +513,7 @@ async fn embeddings_are_reused_by_content_hash_and_backfilled() {
     assert_eq!(updated, 1);
     assert_eq!(
         store
-            .embeddings_by_hash("m1", std::slice::from_ref(&bare))
+            .embeddings_by_hash(&own(project, "m1"), std::slice::from_ref(&bare))
             .await
             .unwrap()[&bare],
         vec![1.0, 2.0, 3.0]
@@ -475,6 +531,7 @@ async fn embeddings_are_reused_by_content_hash_and_backfilled() {
             missing[0].id,
             Embedding {
                 model: "m1".into(),
+                endpoint: Some(endpoint()),
                 vector: vec![f32::NAN],
             },
         )])
@@ -483,6 +540,106 @@ async fn embeddings_are_reused_by_content_hash_and_backfilled() {
     assert!(
         matches!(bad, StoreError::InvalidEmbedding { .. }),
         "{bad:?}"
+    );
+}
+
+#[tokio::test]
+async fn embeddings_are_reused_only_within_the_scope_from_the_same_endpoint_of_completed_runs() {
+    let t = migrated_store("reuse-scope").await;
+    let store = &t.store;
+    let text = "fn shared() {}";
+    let hash = ContentHash::of(text);
+    // Tenant a/one completes a run with an embedding of `text`.
+    let one = store
+        .ensure_project(&github_project("a/one"))
+        .await
+        .unwrap();
+    let run = store.begin_sync(one, new_sync(None, "c1")).await.unwrap();
+    let ids = store.record_files(run, &[file("x.rs", "x")]).await.unwrap();
+    store
+        .record_memory(run, &[embedded(ids[0], 0, text, "m", vec![1.0, 0.0])])
+        .await
+        .unwrap();
+    store
+        .complete_sync(run, Completion::default())
+        .await
+        .unwrap();
+    // Tenant a/running writes one too, in a run that never completes.
+    let running = store
+        .ensure_project(&github_project("a/running"))
+        .await
+        .unwrap();
+    let live = store
+        .begin_sync(running, new_sync(None, "c1"))
+        .await
+        .unwrap();
+    let ids = store
+        .record_files(live, &[file("y.rs", "y")])
+        .await
+        .unwrap();
+    store
+        .record_memory(
+            live,
+            &[embedded(ids[0], 0, "fn live() {}", "m", vec![9.0, 9.0])],
+        )
+        .await
+        .unwrap();
+
+    let same_ns = store
+        .ensure_project(&github_project("a/two"))
+        .await
+        .unwrap();
+    let other_ns = store
+        .ensure_project(&github_project("b/three"))
+        .await
+        .unwrap();
+    let lookup = |project, scope, endpoint: EndpointFingerprint, hash: &ContentHash| {
+        let reuse = EmbeddingReuse {
+            project,
+            scope,
+            model: "m".into(),
+            endpoint,
+        };
+        let hash = hash.clone();
+        async move {
+            store
+                .embeddings_by_hash(&reuse, std::slice::from_ref(&hash))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(lookup(one, ReuseScope::Project, endpoint(), &hash).await, 1);
+    assert_eq!(
+        lookup(same_ns, ReuseScope::Project, endpoint(), &hash).await,
+        0
+    );
+    assert_eq!(
+        lookup(same_ns, ReuseScope::Namespace, endpoint(), &hash).await,
+        1
+    );
+    assert_eq!(
+        lookup(other_ns, ReuseScope::Namespace, endpoint(), &hash).await,
+        0
+    );
+    assert_eq!(
+        lookup(other_ns, ReuseScope::Cluster, endpoint(), &hash).await,
+        1
+    );
+    let elsewhere = EndpointFingerprint::of_url("http://attacker.example/v1");
+    assert_eq!(
+        lookup(one, ReuseScope::Project, elsewhere.clone(), &hash).await,
+        0
+    );
+    assert_eq!(
+        lookup(other_ns, ReuseScope::Cluster, elsewhere, &hash).await,
+        0
+    );
+    let live_hash = ContentHash::of("fn live() {}");
+    assert_eq!(
+        lookup(running, ReuseScope::Project, endpoint(), &live_hash).await,
+        0,
+        "rows of a run that did not complete are never reused"
     );
 }
 

@@ -176,6 +176,14 @@ pub mod reason {
         EMBEDDING_ENDPOINT_UNREACHABLE = "EmbeddingEndpointUnreachable";
         /// Not an embeddings response, or the wrong vectors.
         EMBEDDING_RESPONSE_INVALID = "EmbeddingResponseInvalid";
+        /// `reuseScope: Cluster` without the operator's
+        /// `--allow-cluster-embedding-reuse`.
+        EMBEDDING_REUSE_SCOPE_NOT_ALLOWED = "EmbeddingReuseScopeNotAllowed";
+
+        // Limits of a run.
+        /// The run took longer than `spec.runTimeout` (capped by
+        /// `--max-run-duration`) and was cancelled.
+        RUN_DEADLINE_EXCEEDED = "RunDeadlineExceeded";
 
         // Why a run's scan compared whole trees instead of applying the
         // source's change set (`status.lastSync.scan.reason`).

@@ -12,8 +12,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use spec::{
-    DeletionPolicy, EmbeddingProvider, EmbeddingSpec, GitHubSource, GitSource, LocalSecretRef,
-    ProjectSync, ProjectSyncSpec, SecretKeyRef, SourceSpec, WebhookSpec,
+    DeletionPolicy, EmbeddingProvider, EmbeddingReuseScope, EmbeddingSpec, GitHubSource, GitSource,
+    LocalSecretRef, ProjectSync, ProjectSyncSpec, SecretKeyRef, SourceSpec, WebhookSpec,
 };
 pub use status::{
     FileCounts, ObservedInputs, Phase, Progress, ProjectSyncStatus, StageDurations, SyncSummary,

@@ -135,6 +135,18 @@ pub struct ProjectSyncSpec {
     ).message("timeout must be a duration from 1s to 1h, such as 30s, 2m or 1h"))]
     pub timeout: String,
 
+    /// Time limit of a whole run, from the first request to the source to
+    /// the completing transaction, as a duration such as `10m` or `1h`.
+    /// From 1s to 24h; defaults to 30m. The operator's `--max-run-duration`
+    /// caps it. A run past it is cancelled and FAILED with reason
+    /// `RunDeadlineExceeded`, naming the limit.
+    #[serde(default = "default_run_timeout")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) >= duration('1s') && duration(self) <= duration('24h')"
+    ).message("runTimeout must be a duration from 1s to 24h, such as 10m or 1h"))]
+    pub run_timeout: String,
+
     /// A Secret in the same namespace naming an HTTP proxy for the source:
     /// `address` (`http://host:port`), optional `username` and `password`,
     /// optional `noProxy` (comma-separated hosts, domains, IPs and CIDRs
@@ -210,6 +222,10 @@ fn default_interval() -> String {
 
 fn default_timeout() -> String {
     "60s".to_string()
+}
+
+fn default_run_timeout() -> String {
+    "30m".to_string()
 }
 
 fn default_max_file_size() -> IntOrString {
@@ -344,6 +360,27 @@ pub struct EmbeddingSpec {
     #[serde(default = "default_batch_size")]
     #[schemars(range(min = 1, max = 2048))]
     pub batch_size: i32,
+    /// Whose stored embeddings this resource may reuse for chunks of the
+    /// same content instead of asking the endpoint: `Project` (default,
+    /// only its own), `Namespace` (resources of the same namespace) or
+    /// `Cluster` (every resource; only when the operator runs with
+    /// `--allow-cluster-embedding-reuse`). In every scope a vector is reused
+    /// only if the same endpoint URL computed it under the same model, in a
+    /// completed run, with the dimension the endpoint answers with now.
+    #[serde(default)]
+    pub reuse_scope: EmbeddingReuseScope,
+}
+
+/// Whose stored embeddings a resource may reuse.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EmbeddingReuseScope {
+    /// Only this resource's own.
+    #[default]
+    Project,
+    /// Those of resources in the same namespace.
+    Namespace,
+    /// Those of every resource (the operator must allow it).
+    Cluster,
 }
 
 fn default_batch_size() -> i32 {

@@ -1,9 +1,10 @@
 //! `projectsync backfill-embeddings NAMESPACE/NAME`: computes the embeddings
 //! that active memory entries lack for a model (after embeddings were turned
 //! on, a model changed, or an endpoint failed during a sync). Page by page:
-//! entries whose content hash already has an embedding of the model anywhere
-//! reuse it; the other distinct contents are sent to the endpoint in batches;
-//! the results are written in one statement per page. Safe to interrupt and run again. I/O against the
+//! entries whose content hash already has an embedding in the project, of
+//! the model and from the same endpoint (of a completed run), reuse it; the
+//! other distinct contents are sent to the endpoint in batches; the results
+//! are written in one statement per page. Safe to interrupt and run again. I/O against the
 //! store and the embedding endpoint.
 
 use std::{
@@ -16,11 +17,14 @@ use serde::Serialize;
 use crate::{
     cli::BackfillArgs,
     embed::Embedder,
-    store::{ContentHash, Embedding, MemoryEntryId, ProjectId, Store, StoreError},
+    store::{
+        ContentHash, Embedding, EmbeddingReuse, EndpointFingerprint, MemoryEntryId, ProjectId,
+        ReuseScope, Store, StoreError,
+    },
 };
 
 use super::{
-    CommandError,
+    CommandError, cluster,
     embedder::build_embedder,
     find_project,
     output::{emit, human_duration, render_fields},
@@ -45,15 +49,28 @@ pub struct BackfillReport {
 }
 
 pub async fn run(args: &BackfillArgs) -> Result<(), CommandError> {
-    let store = Store::connect(&args.database.database_url).await?;
+    let store = Store::connect_with(&args.database.database_url, args.database.limits()).await?;
     let project = find_project(&store, &args.project).await?;
     let embedder = build_embedder(&args.embedding, &args.project).await?;
+    let endpoint = match &args.embedding.endpoint {
+        Some(endpoint) => Some(endpoint.clone()),
+        // The endpoint build_embedder read from the ProjectSync's spec.
+        None => {
+            let client = cluster::connect().await?;
+            cluster::fetch_project_sync(&client, &args.project)
+                .await?
+                .spec
+                .embedding
+                .and_then(|e| e.endpoint)
+        }
+    };
     let page = args.embedding.batch_size.clamp(1, 2048) * 4;
     let report = backfill(
         &store,
         project.id,
         &project.identity.key,
         embedder.as_ref(),
+        endpoint.as_deref().map(EndpointFingerprint::of_url),
         page,
     )
     .await?;
@@ -66,6 +83,7 @@ pub async fn backfill(
     project: ProjectId,
     key: &str,
     embedder: &dyn Embedder,
+    endpoint: Option<EndpointFingerprint>,
     page: u32,
 ) -> Result<BackfillReport, CommandError> {
     let started = Instant::now();
@@ -91,8 +109,20 @@ pub async fn backfill(
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let mut vectors: HashMap<ContentHash, Vec<f32>> =
-            store.embeddings_by_hash(&model, &hashes).await?;
+        // Only the project's own vectors from the same endpoint count (of
+        // completed runs): never another tenant's.
+        let mut vectors: HashMap<ContentHash, Vec<f32>> = match &endpoint {
+            Some(endpoint) => {
+                let reuse = EmbeddingReuse {
+                    project,
+                    scope: ReuseScope::Project,
+                    model: model.clone(),
+                    endpoint: endpoint.clone(),
+                };
+                store.embeddings_by_hash(&reuse, &hashes).await?
+            }
+            None => HashMap::new(),
+        };
 
         // Distinct contents that nothing stored covers, in entry order.
         let mut to_compute: Vec<(ContentHash, String)> = Vec::new();
@@ -133,6 +163,7 @@ pub async fn backfill(
                         e.id,
                         Embedding {
                             model: model.clone(),
+                            endpoint: endpoint.clone(),
                             vector: v.clone(),
                         },
                     )

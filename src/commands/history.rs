@@ -131,7 +131,7 @@ pub async fn fetch_history(
 }
 
 pub async fn run(args: &HistoryArgs) -> Result<(), CommandError> {
-    let store = Store::connect(&args.database.database_url).await?;
+    let store = Store::connect_with(&args.database.database_url, args.database.limits()).await?;
     let report = fetch_history(&store, &args.project, args.limit).await?;
     emit(args.output.format, &report, |r| build_runs_table(&r.runs))
 }

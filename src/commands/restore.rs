@@ -31,7 +31,7 @@ pub async fn restore(store: &Store, key: &str, sync: &str) -> Result<SyncRecord,
 }
 
 pub async fn run(args: &RestoreArgs) -> Result<(), CommandError> {
-    let store = Store::connect(&args.database.database_url).await?;
+    let store = Store::connect_with(&args.database.database_url, args.database.limits()).await?;
     let record = restore(&store, &args.project, &args.sync).await?;
     let row = RunRow::from(&record);
     emit(args.output.format, &row, |row| {

@@ -62,7 +62,7 @@ pub async fn run(args: &SearchArgs) -> Result<(), CommandError> {
     if args.query.trim().is_empty() {
         return Err(CommandError::Usage("the query is empty".into()));
     }
-    let store = Store::connect(&args.database.database_url).await?;
+    let store = Store::connect_with(&args.database.database_url, args.database.limits()).await?;
     let project = find_project(&store, &args.project).await?;
     let report = if args.vector {
         let embedder = build_embedder(&args.embedding, &args.project).await?;

@@ -17,10 +17,10 @@ use crate::{
     controller::validate::SpecError,
     embed::{Embedder, NoEmbeddings},
     pipeline::{
-        Outcome, Pipeline, ProcessingInputs, Reprocess, RunSummary, Step, SyncEvent, SyncRequest,
-        filter::PathFilter,
+        EmbeddingReusePolicy, Outcome, Pipeline, ProcessingInputs, Reprocess, RunSummary, Step,
+        SyncEvent, SyncRequest, filter::PathFilter,
     },
-    store::{ProjectIdentity, Store},
+    store::{EndpointFingerprint, ProjectIdentity, ReuseScope, Store},
     units::parse_size,
 };
 
@@ -75,7 +75,11 @@ pub async fn run(args: &SyncArgs) -> Result<(), CommandError> {
     let (source, project_source) = build_source(&args.repository, &cache)?;
     let repository = source.describe();
 
-    let store = Store::connect(&args.database.database_url).await?;
+    // Its own owner: no operator's recovery fails this run, and this
+    // process recovers none of theirs.
+    let store = Store::connect_with(&args.database.database_url, args.database.limits())
+        .await?
+        .with_owner(&format!("sync-once/{}", uuid::Uuid::new_v4()));
     // Idempotent, under the same advisory lock the operator takes.
     store.migrate().await?;
     let project = store
@@ -110,6 +114,14 @@ pub async fn run(args: &SyncArgs) -> Result<(), CommandError> {
         store,
         chunker: ChunkerConfig::default(),
         embedder,
+        // Only the project's own embeddings, from the same endpoint.
+        reuse: EmbeddingReusePolicy {
+            endpoint: args
+                .embedding_endpoint
+                .as_deref()
+                .map(EndpointFingerprint::of_url),
+            scope: ReuseScope::Project,
+        },
     };
     let outcome = follow(pipeline, request, args.output.format).await?;
     let report = match outcome {

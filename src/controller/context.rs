@@ -21,7 +21,7 @@ use crate::{
     store::Store,
 };
 
-use super::dereference::SourceSettings;
+use super::{dereference::SourceSettings, limits::RunLimits};
 
 /// Shared by all reconciles.
 pub struct Context {
@@ -32,6 +32,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub settings: SourceSettings,
     pub chunker: ChunkerConfig,
+    /// Run slots (global and per namespace) and the other limits of a run.
+    pub limits: Arc<RunLimits>,
     resources: Mutex<HashMap<String, ResourceMemory>>,
 }
 
@@ -78,8 +80,15 @@ impl Context {
             recorder,
             settings,
             chunker,
+            limits: Arc::new(RunLimits::default()),
             resources: Mutex::default(),
         }
+    }
+
+    /// The same context with these limits instead of the defaults.
+    pub fn with_limits(mut self, limits: RunLimits) -> Self {
+        self.limits = Arc::new(limits);
+        self
     }
 
     fn with<T>(&self, key: &str, f: impl FnOnce(&mut ResourceMemory) -> T) -> T {

@@ -76,6 +76,7 @@ mod tests {
             model: Some("text-embedding-3-small".into()),
             secret_ref: None,
             batch_size: 64,
+            reuse_scope: Default::default(),
         }
     }
 
@@ -131,6 +132,7 @@ mod tests {
             (
                 EmbeddingSpec {
                     batch_size: 0,
+                    reuse_scope: Default::default(),
                     ..openai_spec()
                 },
                 None,
@@ -187,6 +189,7 @@ mod tests {
             model: Some(" nomic-embed-text ".into()),
             secret_ref: None,
             batch_size: 8,
+            reuse_scope: Default::default(),
         };
         let EmbedderConfig::OpenAi(config) =
             build_embedder_config(Some(&spec), Some("  sk-abc\n".into())).unwrap()

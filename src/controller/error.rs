@@ -68,6 +68,20 @@ pub enum Error {
     #[error("the sync run was cancelled before it finished (operator shutting down)")]
     Cancelled,
 
+    #[error(
+        "the run exceeded its deadline of {}s ({set_by}) and was cancelled",
+        limit.as_secs_f64()
+    )]
+    RunDeadlineExceeded {
+        limit: Duration,
+        set_by: &'static str,
+    },
+
+    #[error(
+        "spec.embedding.reuseScope is Cluster, but this operator does not allow reusing embeddings across namespaces (--allow-cluster-embedding-reuse): use Project or Namespace"
+    )]
+    EmbeddingReuseNotAllowed,
+
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -95,6 +109,8 @@ impl Error {
             Error::Store(e) => e.reason(),
             Error::Kube { .. } => reason::KUBERNETES_API_FAILED,
             Error::Cancelled => reason::PROGRESSING_WITH_RETRY,
+            Error::RunDeadlineExceeded { .. } => reason::RUN_DEADLINE_EXCEEDED,
+            Error::EmbeddingReuseNotAllowed => reason::EMBEDDING_REUSE_SCOPE_NOT_ALLOWED,
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
@@ -110,11 +126,15 @@ impl Error {
             Error::Spec(_)
             | Error::SecretNotFound { .. }
             | Error::InvalidSecret { .. }
-            | Error::InvalidProxySecret { .. } => Retry::Stalled,
+            | Error::InvalidProxySecret { .. }
+            | Error::EmbeddingReuseNotAllowed => Retry::Stalled,
             Error::Source(e) => e.retry(),
             Error::Pipeline(e) => e.retry(),
             Error::Embedding(e) => e.retry(),
-            Error::Store(_) | Error::Kube { .. } | Error::Cancelled => Retry::Transient,
+            Error::Store(_)
+            | Error::Kube { .. }
+            | Error::Cancelled
+            | Error::RunDeadlineExceeded { .. } => Retry::Transient,
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.retry(),
@@ -127,6 +147,21 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_past_its_deadline_names_the_limit_and_backs_off() {
+        let error = Error::RunDeadlineExceeded {
+            limit: Duration::from_secs(2),
+            set_by: "spec.runTimeout",
+        };
+        assert_eq!(error.reason(), "RunDeadlineExceeded");
+        assert_eq!(error.retry(), Retry::Transient);
+        assert_eq!(
+            error.to_string(),
+            "the run exceeded its deadline of 2s (spec.runTimeout) and was cancelled"
+        );
+        assert_eq!(Error::EmbeddingReuseNotAllowed.retry(), Retry::Stalled);
+    }
 
     #[test]
     fn backoff_grows_exponentially_and_is_capped() {

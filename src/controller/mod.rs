@@ -8,6 +8,7 @@ pub mod embedding;
 pub mod error;
 pub mod git_cache;
 pub mod leader;
+pub mod limits;
 pub mod reconcile;
 pub mod status;
 pub mod sync;
@@ -36,13 +37,17 @@ pub use context::Context;
 pub use dereference::SourceSettings;
 pub use git_cache::prune_git_cache;
 pub use leader::{Election, LeaderError, LeaseSettings};
+pub use limits::RunLimits;
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Namespaces to watch; empty means all.
     pub namespaces: Vec<String>,
-    /// Reconciles running at once (per watched namespace).
+    /// Reconciles in flight at once per watched namespace scope. Runs are
+    /// bounded by [`RunLimits`] (globally and per namespace); this only has
+    /// to leave room for resources that wait for a run slot, and for those
+    /// that only poll.
     pub concurrency: u16,
     /// Leader election; `None` runs without it (a single replica).
     pub lease: Option<LeaseSettings>,
@@ -85,9 +90,11 @@ pub async fn run(
         None => None,
     };
 
-    // Runs a previous leader (or this process, before a crash) left behind
-    // can never finish: fail them so the next runs chain on the last
-    // completed sync.
+    // Runs a previous leader of this install (or this process, before a
+    // crash) left behind can never finish: fail them so the next runs chain
+    // on the last completed sync. The store touches only runs this install
+    // owns: another install on the same database, or a `sync --once`, keeps
+    // its runs.
     let abandoned = ctx
         .store
         .fail_abandoned(
@@ -99,6 +106,7 @@ pub async fn run(
     if !abandoned.is_empty() {
         tracing::warn!(
             count = abandoned.len(),
+            owner = ctx.store.owner(),
             "marked runs of a previous operator FAILED"
         );
     }

@@ -32,6 +32,7 @@ use super::{
     },
     error::{Error, REQUEUE_BACKOFF},
     git_cache,
+    limits::NAMESPACE_WAIT,
     status::{self, StatusWriter},
     sync::{self, history_limit},
     triggers::{self, Decision, Trigger},
@@ -104,6 +105,14 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
             Ok(Action::await_change())
         }
         Decision::Check(trigger) => {
+            // A namespace at its limit waits without holding a global slot:
+            // one tenant's many resources cannot starve the others.
+            let namespace = obj.namespace().unwrap_or_default();
+            let Some(share) = ctx.limits.try_namespace(&namespace) else {
+                tracing::debug!(resource = %key, "namespace at its run limit: waiting");
+                return Ok(Action::requeue(NAMESPACE_WAIT));
+            };
+            let _slot = ctx.limits.acquire(share).await;
             check(&obj, &ctx, &key, trigger, &mut status, &mut writer).await
         }
     };
@@ -214,9 +223,11 @@ async fn prepare(ctx: &Context, obj: &ProjectSync, key: &str) -> Result<Prepared
     let cached = resolve_source(ctx, obj, key, &valid).await?;
     let project = ctx.store.ensure_project(&build_identity(obj)).await?;
     // Reconciles of one resource never overlap and only the leader runs
-    // them, so a live run of this project now is one whose failure could not
-    // be recorded (the database was down when it failed): fail it here
-    // rather than leave it IN_PROGRESS until the next operator start.
+    // them, so a live run of this project that this install owns is one
+    // whose failure could not be recorded (the database was down when it
+    // failed): fail it here rather than leave it IN_PROGRESS until the next
+    // operator start. Runs of other owners (a `sync --once`, another
+    // install) are theirs to finish.
     let stale = ctx
         .store
         .fail_abandoned(

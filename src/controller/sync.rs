@@ -1,7 +1,8 @@
 //! One check of a prepared ProjectSync: build the request from the spec and
-//! what earlier runs recorded, run the pipeline, and fold each of its events
-//! into the progress hub, the metrics, the status (throttled) and Kubernetes
-//! events. I/O: the pipeline, the store's history, the status writer.
+//! what earlier runs recorded, run the pipeline within the run's deadline,
+//! and fold each of its events into the progress hub, the metrics, the
+//! status (throttled) and Kubernetes events. I/O: the pipeline, the store's
+//! history, the status writer.
 
 use futures::StreamExt;
 use kube::runtime::{controller::Action, events::EventType};
@@ -12,12 +13,13 @@ use crate::{
         Outcome, Pipeline, PipelineError, ProcessingInputs, Reprocess, Step, SyncEvent, SyncRequest,
     },
     source::{HeadCache, Source, short_sha},
-    store::ProjectId,
+    store::{ProjectId, SyncId},
 };
 
 use super::{
     context::Context,
     error::Error,
+    limits::RunDeadline,
     reconcile::{Prepared, publish},
     status::{self, StatusWriter},
     triggers::{self, Trigger},
@@ -73,11 +75,23 @@ pub(super) async fn run(
         store: ctx.store.clone(),
         chunker: ctx.chunker,
         embedder: cached.embedder.clone(),
+        reuse: ctx.limits.build_reuse_policy(obj)?,
     };
+    let deadline = ctx.limits.build_deadline(valid.run_timeout);
 
     ctx.metrics.running_syncs.inc();
-    let outcome = follow(pipeline, request, obj, ctx, key, status, writer).await;
+    let outcome = tokio::time::timeout(
+        deadline.limit,
+        follow(pipeline, request, obj, ctx, key, status, writer),
+    )
+    .await;
     ctx.metrics.running_syncs.dec();
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        // The pipeline's task is aborted with its stream; the run it began
+        // is failed here, naming the limit.
+        Err(_elapsed) => Err(fail_past_deadline(ctx, status, deadline).await),
+    };
     ctx.export_source_stats(key, cached.source.as_ref(), source_kind(obj));
 
     match outcome? {
@@ -208,6 +222,31 @@ async fn follow(
     }
     // The pipeline always ends with `Done`; a stream that ends early was cancelled.
     Err(Error::Cancelled)
+}
+
+/// Fails the run in progress (if it had begun) of a check cut at its
+/// deadline; returns the error that reports it.
+async fn fail_past_deadline(
+    ctx: &Context,
+    status: &ProjectSyncStatus,
+    deadline: RunDeadline,
+) -> Error {
+    let error = Error::RunDeadlineExceeded {
+        limit: deadline.limit,
+        set_by: deadline.set_by,
+    };
+    let sync = status
+        .progress
+        .as_ref()
+        .and_then(|p| p.sync_id.parse::<SyncId>().ok());
+    if let Some(sync) = sync
+        && let Err(store_error) = ctx.store.fail_sync(sync, None, &error.to_string()).await
+    {
+        // A run that completed in the last instant, or a database that is
+        // down: the per-project recovery fails it on the next check.
+        tracing::warn!(%sync, %store_error, "could not fail the run past its deadline");
+    }
+    error
 }
 
 fn build_request(

@@ -23,6 +23,8 @@ pub enum SpecError {
     Interval { value: String },
     #[error("spec.timeout {value:?} is not a duration from 1s to 1h such as 30s or 2m")]
     Timeout { value: String },
+    #[error("spec.runTimeout {value:?} is not a duration from 1s to 24h such as 10m or 1h")]
+    RunTimeout { value: String },
     #[error(
         "spec.maxFileSize {value:?} is not a positive number of bytes or quantity such as 512Ki"
     )]
@@ -37,6 +39,8 @@ pub struct ValidSpec {
     pub interval: Duration,
     /// Limit of each source request or git command.
     pub timeout: Duration,
+    /// Limit of a whole run, as the spec asks (the operator caps it).
+    pub run_timeout: Duration,
     pub max_file_size: u64,
     pub filter: PathFilter,
 }
@@ -48,6 +52,11 @@ pub fn validate(spec: &ProjectSyncSpec) -> Result<ValidSpec, SpecError> {
             value: spec.interval.clone(),
         })?,
         timeout: validate_timeout(spec)?,
+        run_timeout: parse_duration(&spec.run_timeout)
+            .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(86_400))
+            .ok_or_else(|| SpecError::RunTimeout {
+                value: spec.run_timeout.clone(),
+            })?,
         max_file_size: parse_size(&spec.max_file_size).ok_or_else(|| SpecError::MaxFileSize {
             value: match &spec.max_file_size {
                 IntOrString::Int(i) => i.to_string(),

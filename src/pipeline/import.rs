@@ -4,7 +4,7 @@
 //! tasks of their own, so the source and the database work at the same time
 //! instead of taking turns. Memory stays bounded by the batches in flight,
 //! not by the repository. Embeddings are reused by content hash before any
-//! are computed. Does I/O (source, store, embeddings endpoint).
+//! are computed (see [`super::embeddings`]). Does I/O (source, store, embeddings endpoint).
 
 use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
@@ -21,12 +21,13 @@ use crate::{
         tree::build_blob_sha1,
     },
     store::{
-        ContentHash, Embedding, FileId, FileKind, NewFile, NewMemoryEntry, Rename, Store, SyncId,
+        ContentHash, FileId, FileKind, NewFile, NewMemoryEntry, ProjectId, Rename, Store, SyncId,
     },
 };
 
 use super::{
     AbortOnDrop,
+    embeddings::{EmbeddingReusePolicy, RunDimension, attach_embeddings},
     error::{FailureKind, PipelineError},
     joined,
     scan::{Action, Plan, PlannedFile},
@@ -51,6 +52,10 @@ pub struct ImportContext<'a> {
     pub chunker: &'a ChunkerConfig,
     pub embedder: &'a Arc<dyn Embedder>,
     pub max_file_size: u64,
+    /// The project the run syncs and whose stored embeddings may be reused.
+    pub project: ProjectId,
+    pub reuse: &'a EmbeddingReusePolicy,
+    pub dimension: RunDimension,
 }
 
 /// What import did.
@@ -439,48 +444,4 @@ async fn copy_chunks(
         }
     }
     Ok(entries)
-}
-
-/// Fills in embeddings: reused for content hashes the store already has for
-/// this model, computed (batched by the provider) for the rest.
-async fn attach_embeddings(
-    ctx: &ImportContext<'_>,
-    embedder: &Arc<dyn Embedder>,
-    entries: &mut [NewMemoryEntry],
-    totals: &mut ImportTotals,
-) -> Result<(), PipelineError> {
-    let fail = |kind: FailureKind| PipelineError::new(Stage::Import, Some(ctx.sync), kind);
-    let model = embedder.model().to_string();
-    let hashes: Vec<ContentHash> = entries.iter().map(|e| e.content_hash.clone()).collect();
-    let mut known = ctx
-        .store
-        .embeddings_by_hash(&model, &hashes)
-        .await
-        .map_err(|e| fail(e.into()))?;
-
-    let mut missing: HashMap<ContentHash, String> = HashMap::new();
-    for entry in entries.iter() {
-        if known.contains_key(&entry.content_hash) {
-            totals.embeddings_reused += 1;
-        } else {
-            missing
-                .entry(entry.content_hash.clone())
-                .or_insert_with(|| entry.content.clone());
-        }
-    }
-    if !missing.is_empty() {
-        let (hashes, texts): (Vec<ContentHash>, Vec<String>) = missing.into_iter().unzip();
-        let vectors = embedder.embed(&texts).await.map_err(|e| fail(e.into()))?;
-        totals.embeddings_computed += vectors.len() as u64;
-        known.extend(hashes.into_iter().zip(vectors));
-    }
-    for entry in entries.iter_mut() {
-        if let Some(vector) = known.get(&entry.content_hash) {
-            entry.embedding = Some(Embedding {
-                model: model.clone(),
-                vector: vector.clone(),
-            });
-        }
-    }
-    Ok(())
 }

@@ -10,6 +10,7 @@
 //! stage and the reason; its partial rows never become active, and the last
 //! completed sync stays current.
 
+pub mod embeddings;
 pub mod error;
 pub mod event;
 pub mod filter;
@@ -24,6 +25,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+pub use embeddings::EmbeddingReusePolicy;
 pub use error::{FailureKind, PipelineError};
 pub use event::{RunSummary, SyncEvent};
 
@@ -96,6 +98,8 @@ pub struct Pipeline {
     pub store: Store,
     pub chunker: ChunkerConfig,
     pub embedder: Arc<dyn Embedder>,
+    /// Which stored embeddings the run may reuse.
+    pub reuse: EmbeddingReusePolicy,
 }
 
 /// How a run ended.
@@ -226,6 +230,9 @@ impl Pipeline {
             chunker: &self.chunker,
             embedder: &self.embedder,
             max_file_size: request.inputs.max_file_size,
+            project: request.project,
+            reuse: &self.reuse,
+            dimension: Default::default(),
         };
         let files_total = plan.files.len() as u64;
         let progress = |files_done| {

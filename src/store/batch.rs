@@ -94,6 +94,7 @@ pub(crate) struct MemoryColumns<'a> {
     pub contents: Vec<&'a str>,
     pub content_hashes: Vec<&'a str>,
     pub models: Vec<Option<&'a str>>,
+    pub endpoints: Vec<Option<&'a str>>,
     pub embedding_offsets: Vec<Option<i32>>,
     pub embedding_lengths: Vec<Option<i32>>,
     pub embeddings_flat: Vec<f32>,
@@ -132,11 +133,14 @@ pub(crate) fn build_memory_columns(
                 let (offset, length) = push_embedding(&mut c.embeddings_flat, embedding)
                     .map_err(|reason| format!("{}: {reason}", what()))?;
                 c.models.push(Some(&embedding.model));
+                c.endpoints
+                    .push(embedding.endpoint.as_ref().map(|e| e.as_str()));
                 c.embedding_offsets.push(Some(offset));
                 c.embedding_lengths.push(Some(length));
             }
             None => {
                 c.models.push(None);
+                c.endpoints.push(None);
                 c.embedding_offsets.push(None);
                 c.embedding_lengths.push(None);
             }
@@ -243,6 +247,7 @@ mod tests {
             content_hash: ContentHash::of("fn main() {}"),
             embedding: embedding.map(|vector| Embedding {
                 model: "m".into(),
+                endpoint: None,
                 vector,
             }),
         }

@@ -88,8 +88,9 @@ impl fmt::Display for MemoryEntryId {
     }
 }
 
-/// SHA-256 of a chunk's content, as 64 lowercase hex digits. Chunks with the
-/// same hash and embedding model share an embedding, whatever their project.
+/// SHA-256 of a chunk's content, as 64 lowercase hex digits. With the model,
+/// the endpoint ([`EndpointFingerprint`]) and the dimension, the key under
+/// which a stored embedding is reused (within the scope a project allows).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContentHash(String);
 
@@ -116,9 +117,92 @@ impl fmt::Display for ContentHash {
     }
 }
 
+/// Who computed an embedding: SHA-256 (64 lowercase hex digits) of the
+/// endpoint's normalised base URL. Stored with each embedding so that a
+/// vector is reused only for the endpoint that answered it, never for a
+/// different server that merely claims the same model name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointFingerprint(String);
+
+impl EndpointFingerprint {
+    /// The fingerprint of the base URL `url` (e.g. `https://api.openai.com/v1`),
+    /// normalised so that spellings of one endpoint agree: surrounding space
+    /// and trailing slashes dropped, scheme and host lowercased, the default
+    /// port of the scheme removed. Query and path keep their case.
+    pub fn of_url(url: &str) -> Self {
+        EndpointFingerprint(hex::encode(Sha256::digest(
+            normalise_endpoint(url).as_bytes(),
+        )))
+    }
+
+    /// Accepts a stored fingerprint: 64 hex digits.
+    pub fn parse(hex: &str) -> Option<Self> {
+        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| EndpointFingerprint(hex.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The canonical spelling of an endpoint base URL (see
+/// [`EndpointFingerprint::of_url`]).
+fn normalise_endpoint(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let mut authority = authority.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => Some(":443"),
+        "http" => Some(":80"),
+        _ => None,
+    };
+    if let Some(port) = default_port
+        && authority.ends_with(port)
+    {
+        authority.truncate(authority.len() - port.len());
+    }
+    format!("{scheme}://{authority}{}", path.trim_end_matches('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spellings_of_one_endpoint_share_a_fingerprint_and_other_hosts_do_not() {
+        let canonical = EndpointFingerprint::of_url("https://api.openai.com/v1");
+        for spelling in [
+            "https://api.openai.com/v1/",
+            " HTTPS://API.OpenAI.com:443/v1 ",
+        ] {
+            assert_eq!(
+                EndpointFingerprint::of_url(spelling),
+                canonical,
+                "{spelling}"
+            );
+        }
+        for other in [
+            "http://api.openai.com/v1",
+            "https://api.openai.com:8443/v1",
+            "https://api.openai.com/v2",
+            "http://127.0.0.1:9000/v1",
+        ] {
+            assert_ne!(EndpointFingerprint::of_url(other), canonical, "{other}");
+        }
+        assert_eq!(canonical.as_str().len(), 64);
+        assert_eq!(
+            EndpointFingerprint::parse(canonical.as_str()),
+            Some(canonical)
+        );
+    }
 
     #[test]
     fn content_hash_is_lowercase_sha256_hex() {

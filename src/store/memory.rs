@@ -1,6 +1,7 @@
 //! Memory entries: recording the chunks of the file versions a run wrote (in
-//! bounded `UNNEST` batches), reusing embeddings by content hash, and the
-//! embedding backfill. Does I/O.
+//! bounded `UNNEST` batches), reusing embeddings by content hash (within a
+//! scope, from the same endpoint, of completed runs), and the embedding
+//! backfill. Does I/O.
 
 use std::collections::HashMap;
 
@@ -11,7 +12,9 @@ use super::batch::{
     split_batches,
 };
 use super::error::{db, violated_constraint};
-use super::model::{Embedding, MissingEmbedding, NewMemoryEntry, SyncStatus};
+use super::model::{
+    Embedding, EmbeddingReuse, MissingEmbedding, NewMemoryEntry, ReuseScope, SyncStatus,
+};
 use super::{ContentHash, FileId, MemoryEntryId, ProjectId, Store, StoreError, SyncId};
 
 /// Adds `n` to the run's count of written memory entries.
@@ -59,16 +62,16 @@ impl Store {
                 r#"
                 INSERT INTO memory_entries (project_id, file_id, path, chunk_index, start_line, end_line,
                                             language, content, content_hash, embedding, embedding_model,
-                                            introduced_sync_id)
+                                            embedding_endpoint, introduced_sync_id)
                 SELECT f.project_id, f.id, f.path, u.chunk_index, u.start_line, u.end_line,
                        u.language, u.content, u.content_hash,
                        CASE WHEN u.emb_len IS NULL THEN NULL
                             ELSE ($10::real[])[u.emb_off + 1 : u.emb_off + u.emb_len] END,
-                       u.model, f.introduced_sync_id
+                       u.model, u.endpoint, f.introduced_sync_id
                   FROM UNNEST($2::int8[], $3::int4[], $4::int4[], $5::int4[], $6::text[], $7::text[],
-                              $8::text[], $9::text[], $11::int4[], $12::int4[])
+                              $8::text[], $9::text[], $11::int4[], $12::int4[], $13::text[])
                          AS u(file_id, chunk_index, start_line, end_line, language, content,
-                              content_hash, model, emb_off, emb_len)
+                              content_hash, model, emb_off, emb_len, endpoint)
                   JOIN repository_files f ON f.id = u.file_id AND f.introduced_sync_id = $1
                  WHERE EXISTS (SELECT 1 FROM project_syncs WHERE id = $1 AND status = 'IN_PROGRESS')
                 "#,
@@ -84,6 +87,7 @@ impl Store {
                 &c.embeddings_flat,
                 &c.embedding_offsets as &[Option<i32>],
                 &c.embedding_lengths as &[Option<i32>],
+                &c.endpoints as &[Option<&str>],
             )
             .execute(&mut *tx)
             .await
@@ -178,33 +182,98 @@ impl Store {
         Ok(chunks)
     }
 
-    /// Existing embeddings of `model` for these content hashes (any project,
-    /// any run): chunks with the same content need no new embedding.
+    /// Stored embeddings that `reuse` allows for these content hashes, the
+    /// newest per hash: of the same model and endpoint, of projects in the
+    /// scope, of runs that COMPLETED (rows of failed or running runs never
+    /// count). The caller checks the dimension against what the endpoint
+    /// answers now.
     pub async fn embeddings_by_hash(
         &self,
-        model: &str,
+        reuse: &EmbeddingReuse,
         hashes: &[ContentHash],
     ) -> Result<HashMap<ContentHash, Vec<f32>>, StoreError> {
         let mut found = HashMap::new();
         for batch in hashes.chunks(LOOKUP_BATCH) {
             let keys: Vec<String> = batch.iter().map(|h| h.as_str().to_string()).collect();
-            let rows = sqlx::query!(
-                r#"SELECT DISTINCT ON (content_hash) content_hash, embedding AS "embedding!"
-                     FROM memory_entries
-                    WHERE embedding_model = $1 AND content_hash = ANY($2) AND embedding IS NOT NULL"#,
-                model,
-                &keys
-            )
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("look up embeddings by content hash"))?;
-            for row in rows {
-                if let Some(hash) = ContentHash::parse(&row.content_hash) {
-                    found.insert(hash, row.embedding);
+            let rows = self.reusable_embeddings(reuse, &keys).await?;
+            for (hash, vector) in rows {
+                if let Some(hash) = ContentHash::parse(&hash) {
+                    found.insert(hash, vector);
                 }
             }
         }
         Ok(found)
+    }
+
+    /// One batch of [`Store::embeddings_by_hash`]: one query per scope, so
+    /// that each is planned on the index made for it.
+    async fn reusable_embeddings(
+        &self,
+        reuse: &EmbeddingReuse,
+        keys: &[String],
+    ) -> Result<Vec<(String, Vec<f32>)>, StoreError> {
+        let op = "look up embeddings by content hash";
+        let model = reuse.model.as_str();
+        let endpoint = reuse.endpoint.as_str();
+        let rows = match reuse.scope {
+            ReuseScope::Project => sqlx::query!(
+                r#"SELECT DISTINCT ON (m.content_hash) m.content_hash, m.embedding AS "embedding!"
+                     FROM memory_entries m
+                     JOIN project_syncs s ON s.id = m.introduced_sync_id AND s.status = 'COMPLETED'
+                    WHERE m.project_id = $1 AND m.embedding_model = $2 AND m.embedding_endpoint = $3
+                      AND m.content_hash = ANY($4) AND m.embedding IS NOT NULL
+                    ORDER BY m.content_hash, m.id DESC"#,
+                reuse.project.0,
+                model,
+                endpoint,
+                keys
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db(op))?
+            .into_iter()
+            .map(|r| (r.content_hash, r.embedding))
+            .collect(),
+            ReuseScope::Namespace => sqlx::query!(
+                r#"SELECT DISTINCT ON (m.content_hash) m.content_hash, m.embedding AS "embedding!"
+                     FROM memory_entries m
+                     JOIN project_syncs s ON s.id = m.introduced_sync_id AND s.status = 'COMPLETED'
+                     JOIN projects p ON p.id = m.project_id
+                    WHERE m.embedding_model = $2 AND m.embedding_endpoint = $3
+                      AND m.content_hash = ANY($4) AND m.embedding IS NOT NULL
+                      AND split_part(p.key, '/', 1)
+                          = (SELECT split_part(key, '/', 1) FROM projects WHERE id = $1)
+                    ORDER BY m.content_hash, m.id DESC"#,
+                reuse.project.0,
+                model,
+                endpoint,
+                keys
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db(op))?
+            .into_iter()
+            .map(|r| (r.content_hash, r.embedding))
+            .collect(),
+            ReuseScope::Cluster => sqlx::query!(
+                r#"SELECT DISTINCT ON (m.content_hash) m.content_hash, m.embedding AS "embedding!"
+                     FROM memory_entries m
+                     JOIN project_syncs s ON s.id = m.introduced_sync_id AND s.status = 'COMPLETED'
+                    WHERE m.embedding_model = $1 AND m.embedding_endpoint = $2
+                      AND m.content_hash = ANY($3) AND m.embedding IS NOT NULL
+                    ORDER BY m.content_hash, m.id DESC"#,
+                model,
+                endpoint,
+                keys
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db(op))?
+            .into_iter()
+            .map(|r| (r.content_hash, r.embedding))
+            .collect(),
+        };
+        Ok(rows)
     }
 
     /// Sets embeddings on existing entries (the backfill, or a provider that
@@ -218,6 +287,7 @@ impl Store {
         for batch in embeddings.chunks(MEMORY_BATCH_ROWS) {
             let mut ids = Vec::with_capacity(batch.len());
             let mut models = Vec::with_capacity(batch.len());
+            let mut endpoints = Vec::with_capacity(batch.len());
             let mut offsets = Vec::with_capacity(batch.len());
             let mut lengths = Vec::with_capacity(batch.len());
             let mut flat = Vec::new();
@@ -226,6 +296,7 @@ impl Store {
                     .map_err(|reason| StoreError::InvalidEmbedding { entry: *id, reason })?;
                 ids.push(id.0);
                 models.push(embedding.model.clone());
+                endpoints.push(embedding.endpoint.as_ref().map(|e| e.as_str().to_string()));
                 offsets.push(offset);
                 lengths.push(length);
             }
@@ -233,15 +304,18 @@ impl Store {
                 r#"
                 UPDATE memory_entries m
                    SET embedding = ($2::real[])[u.off + 1 : u.off + u.len],
-                       embedding_model = u.model
-                  FROM UNNEST($1::int8[], $3::int4[], $4::int4[], $5::text[]) AS u(id, off, len, model)
+                       embedding_model = u.model,
+                       embedding_endpoint = u.endpoint
+                  FROM UNNEST($1::int8[], $3::int4[], $4::int4[], $5::text[], $6::text[])
+                         AS u(id, off, len, model, endpoint)
                  WHERE m.id = u.id
                 "#,
                 &ids,
                 &flat,
                 &offsets,
                 &lengths,
-                &models
+                &models,
+                &endpoints as &[Option<String>]
             )
             .execute(&self.pool)
             .await

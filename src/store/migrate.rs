@@ -1,6 +1,7 @@
 //! Schema migrations: the numbered SQL files in `migrations/`, embedded in
 //! the binary. Applied under sqlx's Postgres advisory lock (one lock per
-//! database), so replicas starting together migrate exactly once. Does I/O.
+//! database), so replicas starting together migrate exactly once, on a
+//! connection without the pool's statement and lock timeouts. Does I/O.
 
 use sqlx::Connection;
 use sqlx::migrate::Migrator;
@@ -25,12 +26,21 @@ impl Store {
     /// a pooled connection and stall the next migrator.
     #[tracing::instrument(skip(self))]
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut conn = self
-            .pool
-            .acquire()
+        // The pool's statement and lock timeouts must not cut a migration
+        // (a large table rewritten) or the wait for the advisory lock while
+        // another replica migrates: this connection is opened apart from the
+        // pool with its own settings (later `-c` options override earlier
+        // ones), and closed afterwards.
+        let options = (*self.pool.connect_options()).clone().options([
+            (
+                "statement_timeout",
+                super::setting_millis(self.migration_statement_timeout),
+            ),
+            ("lock_timeout", "0".to_string()),
+        ]);
+        let mut conn = sqlx::PgConnection::connect_with(&options)
             .await
-            .map_err(StoreError::Connect)?
-            .detach();
+            .map_err(StoreError::Connect)?;
         // `run_direct` is what `run` calls; `run` itself is not `Send` for a
         // `&mut PgConnection` (sqlx's "Acquire is not general enough"), and
         // start-up code spawns this future.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::run::{FileCounts, GitTransfer, ScanChoice, Stage, StageDurations};
 
-use super::ids::{ContentHash, FileId, MemoryEntryId, ProjectId, SyncId};
+use super::ids::{ContentHash, EndpointFingerprint, FileId, MemoryEntryId, ProjectId, SyncId};
 
 /// Where a project's code comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,11 +134,38 @@ pub struct NewFile {
     pub kind: FileKind,
 }
 
-/// An embedding and the model that produced it.
+/// An embedding, the model that produced it and the endpoint that answered
+/// (`None`: unknown, and then never reused).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embedding {
     pub model: String,
+    pub endpoint: Option<EndpointFingerprint>,
     pub vector: Vec<f32>,
+}
+
+/// Which projects' stored embeddings a project may reuse
+/// (`spec.embedding.reuseScope`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReuseScope {
+    /// Only its own (the default): no other tenant's vectors.
+    #[default]
+    Project,
+    /// Those of projects of the same namespace (the part of the key before `/`).
+    Namespace,
+    /// Those of every project (only when the operator allows it).
+    Cluster,
+}
+
+/// What a stored embedding must match to be reused for a chunk with the
+/// same content hash: the model, the endpoint that computed it, a project in
+/// `scope` of `project`, and a run that COMPLETED. (The dimension is checked
+/// by the caller against what the endpoint answers now.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingReuse {
+    pub project: ProjectId,
+    pub scope: ReuseScope,
+    pub model: String,
+    pub endpoint: EndpointFingerprint,
 }
 
 /// A chunk of a file version recorded by the same run.
@@ -230,6 +257,9 @@ pub struct SyncRecord {
     /// Retention deleted rows this run's picture needs: it can no longer be
     /// restored or diffed.
     pub content_pruned: bool,
+    /// The install (or process) that started the run; `None` for runs
+    /// recorded before owners were.
+    pub owner: Option<String>,
 }
 
 /// A file of a picture (the latest completed run's, or an earlier one's).

@@ -52,18 +52,19 @@ impl Store {
         sqlx::query!(
             r#"
             INSERT INTO project_syncs (id, project_id, branch, commit_sha, status, stage, trigger,
-                                       base_sync_id, restored_from_sync_id)
+                                       base_sync_id, restored_from_sync_id, owner)
             SELECT $1, $2, $3, $4, 'IN_PROGRESS', 'finalize', $5,
                    (SELECT id FROM project_syncs WHERE project_id = $2 AND status = 'COMPLETED'
                      ORDER BY chain_seq DESC LIMIT 1),
-                   $6
+                   $6, $7
             "#,
             id.0,
             run.project_id,
             run.branch,
             run.commit_sha,
             format!("restore of {target}"),
-            target.0
+            target.0,
+            self.owner()
         )
         .execute(&mut *tx)
         .await

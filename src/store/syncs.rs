@@ -48,6 +48,7 @@ pub(crate) struct SyncRow {
     pub git_bytes_fetched: Option<i64>,
     pub scan_route: Option<String>,
     pub scan_reason: Option<String>,
+    pub owner: Option<String>,
 }
 
 fn count(n: i32) -> u32 {
@@ -145,6 +146,7 @@ impl TryFrom<SyncRow> for SyncRecord {
                 _ => None,
             },
             content_pruned: row.content_pruned_at.is_some(),
+            owner: row.owner,
         })
     }
 }
@@ -176,8 +178,9 @@ impl Store {
         let stage = (status == SyncStatus::InProgress).then_some(Stage::Prepare.as_str());
         let inserted = sqlx::query_scalar!(
             r#"
-            INSERT INTO project_syncs (id, project_id, branch, commit_sha, status, stage, trigger, base_sync_id)
-            SELECT $1, $2, $3, $4, $5, $6, $7, $8
+            INSERT INTO project_syncs (id, project_id, branch, commit_sha, status, stage, trigger,
+                                       base_sync_id, owner)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
             WHERE $8::uuid IS NOT DISTINCT FROM (
                 SELECT id FROM project_syncs
                  WHERE project_id = $2 AND status = 'COMPLETED'
@@ -192,6 +195,7 @@ impl Store {
             stage,
             new.trigger,
             new.base.map(|b| b.0),
+            self.owner(),
         )
         .fetch_optional(&self.pool)
         .await
@@ -298,10 +302,14 @@ impl Store {
         }
     }
 
-    /// Marks FAILED every live run (of one project, or of all) that started
-    /// before `started_before`: runs of a process that is gone. The message
-    /// is `"abandoned: <reason>"`, e.g. reason "operator restarted before the
-    /// run finished"; the failed stage is the stage it was in.
+    /// Marks FAILED every live run of this store's owner (of one project, or
+    /// of all) that started before `started_before`: runs of a process of
+    /// this install that is gone. Runs of other owners (another install
+    /// sharing the database, a `sync --once`) are left alone; runs recorded
+    /// without an owner (before owners were recorded) count as this
+    /// owner's. The message is `"abandoned: <reason>"`, e.g. reason
+    /// "operator restarted before the run finished"; the failed stage is the
+    /// stage it was in.
     #[tracing::instrument(skip(self))]
     pub async fn fail_abandoned(
         &self,
@@ -319,11 +327,13 @@ impl Store {
              WHERE status IN ('PENDING', 'IN_PROGRESS')
                AND ($1::bigint IS NULL OR project_id = $1)
                AND started_at < $2
+               AND (owner = $4 OR owner IS NULL)
             RETURNING *
             "#,
             project.map(|p| p.0),
             started_before,
-            message
+            message,
+            self.owner()
         )
         .fetch_all(&self.pool)
         .await

@@ -43,6 +43,9 @@ pub enum Mode {
     Garbage,
     /// A correct answer after this delay.
     Slow(Duration),
+    /// Every vector `DIMENSION` times this value, whatever the text: a
+    /// server that answers under any model name with vectors of its own.
+    Constant(f32),
 }
 
 #[derive(Debug)]
@@ -233,6 +236,7 @@ async fn embeddings(
             return (StatusCode::OK, "<html><body>welcome</body></html>").into_response();
         }
         Mode::Slow(delay) => tokio::time::sleep(delay).await,
+        Mode::Constant(value) => vectors.iter_mut().for_each(|v| v.fill(value)),
     }
 
     let data: Vec<Value> = vectors
