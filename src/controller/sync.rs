@@ -73,6 +73,7 @@ pub(super) async fn run(
         store: ctx.store.clone(),
         chunker: ctx.chunker,
         embedder: cached.embedder.clone(),
+        budget: ctx.settings.fetch_budget.clone(),
     };
 
     ctx.metrics.running_syncs.inc();

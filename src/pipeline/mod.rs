@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 pub use error::{FailureKind, PipelineError};
 pub use event::{RunSummary, SyncEvent};
+pub use import::FetchBudget;
 
 use crate::{
     chunk::ChunkerConfig,
@@ -96,6 +97,8 @@ pub struct Pipeline {
     pub store: Store,
     pub chunker: ChunkerConfig,
     pub embedder: Arc<dyn Embedder>,
+    /// Content bytes in flight: the operator's budget, shared by all runs.
+    pub budget: FetchBudget,
 }
 
 /// How a run ended.
@@ -221,6 +224,7 @@ impl Pipeline {
             chunker: &self.chunker,
             embedder: &self.embedder,
             max_file_size: request.inputs.max_file_size,
+            budget: &self.budget,
         };
         let files_total = plan.files.len() as u64;
         let progress = |files_done| {

@@ -47,7 +47,7 @@ use super::stats::StatsRecorder;
 use super::tree::build_blob_sha1;
 use super::{
     Archive, Branch, Change, Credentials, HeadCache, HeadLookup, Source, SourceResult, SourceStats,
-    Tree,
+    Tree, TreeLimit,
 };
 use crate::retry::RetryPolicy;
 
@@ -79,6 +79,8 @@ pub struct GitHubConfig {
     pub app_token_refresh_margin: Duration,
     /// Send requests through this proxy (`spec.proxySecretRef`).
     pub proxy: Option<crate::source::proxy::ProxySettings>,
+    /// Refuse trees with more entries than this (a walk stops there).
+    pub tree_limit: TreeLimit,
 }
 
 impl GitHubConfig {
@@ -95,6 +97,7 @@ impl GitHubConfig {
             max_concurrent_requests: 8,
             app_token_refresh_margin: Duration::from_secs(5 * 60),
             proxy: None,
+            tree_limit: TreeLimit::default(),
         }
     }
 }
@@ -112,6 +115,7 @@ pub struct GitHubRepo {
     /// skips the recursive request, which would be truncated again and can
     /// cost more than the walk itself (a 100,000-entry answer).
     last_tree_walked: std::sync::atomic::AtomicBool,
+    tree_limit: TreeLimit,
 }
 
 impl GitHubRepo {
@@ -174,6 +178,7 @@ impl GitHubRepo {
             base,
             max_branch_pages: config.max_branch_pages.max(1),
             last_tree_walked: Default::default(),
+            tree_limit: config.tree_limit,
         })
     }
 
