@@ -58,6 +58,9 @@ pub(crate) const JSON: &str = "application/vnd.github+json";
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on JSON answers other than blobs (a truncated tree is ~7 MB).
 const JSON_BODY_LIMIT: usize = 64 * 1024 * 1024;
+/// Bound on a ref answer (a few hundred bytes on GitHub): the request every
+/// poll makes reads no more than this from any server.
+const REF_BODY_LIMIT: usize = 64 * 1024;
 
 /// How to reach one GitHub repository.
 #[derive(Clone, Debug)]
@@ -318,7 +321,7 @@ impl GitHubRepo {
             path: &path,
             accept: JSON,
             if_none_match: etag,
-            body_limit: JSON_BODY_LIMIT,
+            body_limit: REF_BODY_LIMIT,
         };
         let answer = self.client.get(req).await?;
         match answer.status {
