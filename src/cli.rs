@@ -421,6 +421,37 @@ pub struct RunArgs {
     )]
     pub git_cache_max_size: u64,
 
+    /// Ceiling on `spec.maxTreeEntries`: no resource may list a tree with
+    /// more entries than this, whatever its spec says (its run ends Stalled
+    /// with TreeTooLarge, naming the limit).
+    #[arg(
+        long,
+        env = "PROJECTSYNC_MAX_TREE_ENTRIES",
+        default_value_t = crate::source::tree::DEFAULT_TREE_ENTRIES_CEILING,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub max_tree_entries: usize,
+
+    /// File content all running syncs together may hold fetched and not yet
+    /// written (bytes, or a quantity such as 64Mi). Batches wait for room.
+    #[arg(
+        long,
+        env = "PROJECTSYNC_MAX_INFLIGHT_BYTES",
+        default_value = "64Mi",
+        value_parser = parse_cache_size
+    )]
+    pub max_inflight_bytes: u64,
+
+    /// File content one sync may hold fetched and not yet written (bytes, or
+    /// a quantity such as 32Mi).
+    #[arg(
+        long,
+        env = "PROJECTSYNC_MAX_INFLIGHT_BYTES_PER_RUN",
+        default_value = "32Mi",
+        value_parser = parse_cache_size
+    )]
+    pub max_inflight_bytes_per_run: u64,
+
     /// Allow `file://` git sources. They read the operator's own filesystem:
     /// for development only.
     #[arg(long, env = "PROJECTSYNC_ALLOW_FILE_URLS", default_value_t = false)]

@@ -191,6 +191,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 cache_dir: args.cache_dir.clone(),
                 allow_file_urls: args.allow_file_urls,
                 git_cache: Some(git_cache),
+                max_tree_entries: args.max_tree_entries,
+                fetch_budget: projectsync::pipeline::FetchBudget::new(
+                    args.max_inflight_bytes,
+                    args.max_inflight_bytes_per_run,
+                ),
             },
             ChunkerConfig::default(),
         )

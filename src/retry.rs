@@ -74,19 +74,42 @@ fn random_unit() -> f64 {
     bits as f64 / (1u64 << 53) as f64
 }
 
+/// The longest wait a server can ask for (`Retry-After`, a rate-limit
+/// reset): GitHub's limits reset within the hour, and a remote host that
+/// asks for more (or for an absurd time) is asked again after an hour
+/// instead of overflowing the time arithmetic or parking a resource for
+/// years.
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
 /// The wait a `Retry-After` header asks for: delay-seconds or an HTTP date
-/// (RFC 9110 §10.2.3), relative to `now`. A date in the past means "now".
+/// (RFC 9110 §10.2.3), relative to `now`. A date in the past means "now";
+/// anything longer than [`MAX_WAIT`] is [`MAX_WAIT`].
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More seconds than a u64 holds is still "a long time".
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(seconds).min(MAX_WAIT));
     }
     let at = DateTime::parse_from_rfc2822(value).ok()?;
     Some(
         (at.with_timezone(&Utc) - now)
             .to_std()
-            .unwrap_or(Duration::ZERO),
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_WAIT),
     )
+}
+
+/// `now + wait`, with `wait` at most [`MAX_WAIT`]: never overflows.
+pub fn wait_from(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    let wait = chrono::TimeDelta::from_std(wait.min(MAX_WAIT)).unwrap_or(chrono::TimeDelta::zero());
+    now.checked_add_signed(wait).unwrap_or(now)
+}
+
+/// An instant a server named (a rate-limit reset) brought within
+/// `[now, now + MAX_WAIT]`: one in the past means now.
+pub fn clamp_instant(now: DateTime<Utc>, at: DateTime<Utc>) -> DateTime<Utc> {
+    at.clamp(now, wait_from(now, MAX_WAIT))
 }
 
 #[cfg(test)]
@@ -145,5 +168,31 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn absurd_waits_are_capped_at_an_hour() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        for absurd in [
+            "9223372036854775807",
+            "18446744073709551615",
+            "99999999999999999999999999",
+            "99999999",
+        ] {
+            assert_eq!(parse_retry_after(absurd, now), Some(MAX_WAIT), "{absurd}");
+        }
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            Some(MAX_WAIT)
+        );
+        assert_eq!(parse_retry_after("1e30", now), None);
+        assert_eq!(
+            wait_from(now, Duration::MAX),
+            now + chrono::TimeDelta::hours(1)
+        );
+        let far = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(clamp_instant(now, far), now + chrono::TimeDelta::hours(1));
+        assert_eq!(clamp_instant(now, DateTime::<Utc>::MIN_UTC), now);
+        assert_eq!(clamp_instant(DateTime::<Utc>::MAX_UTC, far), far);
     }
 }

@@ -33,7 +33,9 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         rest = &rest[unit_len..];
         total += number * seconds;
     }
-    Some(Duration::from_secs_f64(total))
+    // A spec can name more seconds than a `Duration` holds
+    // (`99999999999999999999h`): that is unreadable, not a panic.
+    Duration::try_from_secs_f64(total).ok()
 }
 
 /// Parses a size: a number of bytes, or a Kubernetes quantity such as
@@ -80,6 +82,8 @@ mod tests {
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration(&format!("{}h", "9".repeat(30))), None);
+        assert_eq!(parse_duration(&format!("{}s", "9".repeat(400))), None);
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("soon"), None);
         assert_eq!(parse_duration("5"), None);

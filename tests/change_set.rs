@@ -16,7 +16,8 @@ use projectsync::chunk::ChunkerConfig;
 use projectsync::embed::{Embedder, NoEmbeddings};
 use projectsync::pipeline::filter::PathFilter;
 use projectsync::pipeline::{
-    EmbeddingReusePolicy, Outcome, Pipeline, ProcessingInputs, Reprocess, Step, SyncRequest,
+    EmbeddingReusePolicy, FetchBudget, Outcome, Pipeline, ProcessingInputs, Reprocess, Step,
+    SyncRequest,
 };
 use projectsync::run::{ScanChoice, ScanRoute};
 use projectsync::source::git::{GitConfig, GitRemote};
@@ -115,6 +116,7 @@ impl Lane {
             chunker: ChunkerConfig::default(),
             embedder: Arc::new(NoEmbeddings) as Arc<dyn Embedder>,
             reuse: EmbeddingReusePolicy::default(),
+            budget: FetchBudget::default(),
         };
         let request = SyncRequest {
             project: self.project,

@@ -297,6 +297,21 @@ fn bad_manifests() -> Vec<Bad> {
             "maxFileSize must be a positive number of bytes"
         ),
         bad!(
+            "maxFileSize over 16Mi in bytes",
+            |m| set(m, "/spec/maxFileSize", json!(16 * 1024 * 1024 + 1)),
+            "at most 16Mi"
+        ),
+        bad!(
+            "maxFileSize over 16Mi as a quantity",
+            |m| set(m, "/spec/maxFileSize", json!("1Gi")),
+            "at most 16Mi"
+        ),
+        bad!(
+            "maxTreeEntries zero",
+            |m| set(m, "/spec/maxTreeEntries", json!(0)),
+            "spec.maxTreeEntries in body should be greater than or equal to 1"
+        ),
+        bad!(
             "historyLimit zero",
             |m| set(m, "/spec/historyLimit", json!(0)),
             "spec.historyLimit: Invalid value: 0: spec.historyLimit in body should be greater than or equal to 1"

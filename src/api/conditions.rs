@@ -112,6 +112,8 @@ pub mod reason {
         UNEXPECTED_PROVIDER_RESPONSE = "UnexpectedProviderResponse";
         /// A blob over the size limit (GitHub and git).
         BLOB_TOO_LARGE = "BlobTooLarge";
+        /// A tree with more entries than `spec.maxTreeEntries` (GitHub and git).
+        TREE_TOO_LARGE = "TreeTooLarge";
         /// A blob whose content does not match its id.
         BLOB_CORRUPT = "BlobCorrupt";
         /// More branches than the operator pages through.
@@ -176,6 +178,9 @@ pub mod reason {
         EMBEDDING_ENDPOINT_UNREACHABLE = "EmbeddingEndpointUnreachable";
         /// Not an embeddings response, or the wrong vectors.
         EMBEDDING_RESPONSE_INVALID = "EmbeddingResponseInvalid";
+        /// An embeddings answer larger than the operator reads.
+        EMBEDDING_RESPONSE_TOO_LARGE = "EmbeddingResponseTooLarge";
+
         /// `reuseScope: Cluster` without the operator's
         /// `--allow-cluster-embedding-reuse`.
         EMBEDDING_REUSE_SCOPE_NOT_ALLOWED = "EmbeddingReuseScopeNotAllowed";

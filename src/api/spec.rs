@@ -171,12 +171,21 @@ pub struct ProjectSyncSpec {
     pub exclude: Vec<String>,
 
     /// Files larger than this are recorded but not fetched or chunked: a number
-    /// of bytes or a quantity such as `512Ki` or `2Mi`. Defaults to 1Mi.
+    /// of bytes or a quantity such as `512Ki` or `2Mi`, at most 16Mi. Defaults
+    /// to 1Mi.
     #[serde(default = "default_max_file_size")]
     #[x_kube(validation = Rule::new(
-        "type(self) == int ? self > 0 : (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')))"
-    ).message("maxFileSize must be a positive number of bytes or a positive quantity such as 512Ki or 2Mi"))]
+        "type(self) == int ? (self > 0 && self <= 16777216) : (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')) && !quantity(self).isGreaterThan(quantity('16Mi')))"
+    ).message("maxFileSize must be a positive number of bytes or a positive quantity such as 512Ki or 2Mi, at most 16Mi"))]
     pub max_file_size: IntOrString,
+
+    /// The most entries (files, symlinks, submodules) the commit's tree may
+    /// list, from 1 to 10,000,000; defaults to 200,000. A larger tree ends
+    /// the run Stalled with reason `TreeTooLarge`, before it is read whole.
+    /// The operator's `--max-tree-entries` caps it (default 500,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10_000_000))]
+    pub max_tree_entries: Option<i64>,
 
     /// How chunks of code get embeddings. Without it, no embeddings are computed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,6 +218,12 @@ pub struct WebhookSpec {
     /// defaults to `token`.
     pub secret_ref: SecretKeyRef,
 }
+
+/// The largest `maxFileSize` (16Mi): a file is held whole in memory while
+/// it is fetched and chunked, so the limit bounds an allocation. The CRD
+/// rule says the same; the operator checks it again for objects stored
+/// before the rule existed and for the CLI.
+pub const MAX_FILE_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// The git rules of `git check-ref-format --branch`, as one CEL expression.
 const BRANCH_RULE: &str = "!self.startsWith('-') && !self.startsWith('/') && !self.startsWith('.') \

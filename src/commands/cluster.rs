@@ -52,6 +52,8 @@ pub async fn resolve_project_sync(
         cache_dir: cache_dir.to_path_buf(),
         allow_file_urls: true,
         git_cache: None,
+        max_tree_entries: crate::source::tree::DEFAULT_TREE_ENTRIES_CEILING,
+        fetch_budget: crate::pipeline::FetchBudget::default(),
     };
     Ok(resolve(client, obj, &settings).await?)
 }

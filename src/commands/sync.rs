@@ -14,14 +14,13 @@ use serde::Serialize;
 use crate::{
     chunk::ChunkerConfig,
     cli::{OutputFormat, SyncArgs},
-    controller::validate::SpecError,
+    controller::validate::{SpecError, parse_max_file_size},
     embed::{Embedder, NoEmbeddings},
     pipeline::{
-        EmbeddingReusePolicy, Outcome, Pipeline, ProcessingInputs, Reprocess, RunSummary, Step,
-        SyncEvent, SyncRequest, filter::PathFilter,
+        EmbeddingReusePolicy, FetchBudget, Outcome, Pipeline, ProcessingInputs, Reprocess,
+        RunSummary, Step, SyncEvent, SyncRequest, filter::PathFilter,
     },
     store::{EndpointFingerprint, ProjectIdentity, ReuseScope, Store},
-    units::parse_size,
 };
 
 use super::{
@@ -55,11 +54,9 @@ pub async fn run(args: &SyncArgs) -> Result<(), CommandError> {
         ));
     }
     let key = parse_project_key(&args.project)?.to_string();
-    let max_file_size =
-        parse_size(&IntOrString::String(args.max_file_size.clone())).ok_or_else(|| {
-            SpecError::MaxFileSize {
-                value: args.max_file_size.clone(),
-            }
+    let max_file_size = parse_max_file_size(&IntOrString::String(args.max_file_size.clone()))
+        .ok_or_else(|| SpecError::MaxFileSize {
+            value: args.max_file_size.clone(),
         })?;
     let filter = PathFilter::build(&args.include, &args.exclude).map_err(SpecError::from)?;
     let embedder: Arc<dyn Embedder> = match (&args.embedding_endpoint, &args.embedding_model) {
@@ -122,6 +119,7 @@ pub async fn run(args: &SyncArgs) -> Result<(), CommandError> {
                 .map(EndpointFingerprint::of_url),
             scope: ReuseScope::Project,
         },
+        budget: FetchBudget::default(),
     };
     let outcome = follow(pipeline, request, args.output.format).await?;
     let report = match outcome {

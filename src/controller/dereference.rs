@@ -12,7 +12,7 @@ use crate::{
     api::{ProjectSync, SourceSpec},
     embed::{Embedder, build_embedder},
     source::{
-        Credentials, CredentialsError, Source, build_credentials_from_secret,
+        Credentials, CredentialsError, Source, TreeLimit, build_credentials_from_secret,
         build_github_credentials_from_secret,
         git::{GitConfig, GitRemote, cache::GitCache},
         github::{GitHubConfig, GitHubRepo},
@@ -33,6 +33,10 @@ pub struct SourceSettings {
     /// The size-bounded registry of those caches (the operator); `None`
     /// leaves them unbounded (one-off CLI commands).
     pub git_cache: Option<Arc<GitCache>>,
+    /// The operator's ceiling on `spec.maxTreeEntries`.
+    pub max_tree_entries: usize,
+    /// Content bytes runs may hold in flight (the operator's and each run's).
+    pub fetch_budget: crate::pipeline::FetchBudget,
 }
 
 /// What a run of one resource talks to.
@@ -183,8 +187,9 @@ pub async fn dereference(client: &Client, obj: &ProjectSync) -> Result<Dereferen
         }
         None => None,
     };
-    // The timeout shapes the built clients too.
+    // The timeout and the tree limit shape the built clients too.
     fingerprint.push_str(&obj.spec.timeout);
+    fingerprint.push_str(&format!("/{:?}", obj.spec.max_tree_entries));
     Ok(Dereferenced {
         fingerprint,
         source_credentials,
@@ -202,6 +207,12 @@ pub fn build_clients(
     inputs: Dereferenced,
     settings: &SourceSettings,
 ) -> Result<Resolved, Error> {
+    let tree_limit = TreeLimit::new(
+        obj.spec
+            .max_tree_entries
+            .map(|n| u64::try_from(n).unwrap_or(0).max(1)),
+        settings.max_tree_entries,
+    );
     let source: Arc<dyn Source> = match &obj.spec.source {
         SourceSpec {
             github: Some(github),
@@ -214,6 +225,7 @@ pub fn build_clients(
             config.credentials = inputs.source_credentials;
             config.request_timeout = timeout;
             config.proxy = inputs.proxy;
+            config.tree_limit = tree_limit;
             Arc::new(GitHubRepo::new(config).map_err(|e| Error::Source(e.into()))?)
         }
         SourceSpec { git: Some(git), .. } => {
@@ -223,6 +235,7 @@ pub fn build_clients(
             config.timeout = timeout;
             config.proxy = inputs.proxy;
             config.max_cache_bytes = settings.git_cache.as_ref().map(|c| c.max_bytes());
+            config.tree_limit = tree_limit;
             Arc::new(GitRemote::new(config).map_err(|e| Error::Source(e.into()))?)
         }
         SourceSpec {

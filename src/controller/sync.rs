@@ -76,6 +76,7 @@ pub(super) async fn run(
         chunker: ctx.chunker,
         embedder: cached.embedder.clone(),
         reuse: ctx.limits.build_reuse_policy(obj)?,
+        budget: ctx.settings.fetch_budget.clone(),
     };
     let deadline = ctx.limits.build_deadline(valid.run_timeout);
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::{
-    api::ProjectSyncSpec,
+    api::{ProjectSyncSpec, spec::MAX_FILE_SIZE_LIMIT},
     pipeline::filter::{GlobError, PathFilter},
     units::{parse_duration, parse_size},
 };
@@ -26,7 +26,7 @@ pub enum SpecError {
     #[error("spec.runTimeout {value:?} is not a duration from 1s to 24h such as 10m or 1h")]
     RunTimeout { value: String },
     #[error(
-        "spec.maxFileSize {value:?} is not a positive number of bytes or quantity such as 512Ki"
+        "spec.maxFileSize {value:?} is not a positive number of bytes or quantity such as 512Ki, at most 16Mi"
     )]
     MaxFileSize { value: String },
     #[error("spec.{0}")]
@@ -57,14 +57,22 @@ pub fn validate(spec: &ProjectSyncSpec) -> Result<ValidSpec, SpecError> {
             .ok_or_else(|| SpecError::RunTimeout {
                 value: spec.run_timeout.clone(),
             })?,
-        max_file_size: parse_size(&spec.max_file_size).ok_or_else(|| SpecError::MaxFileSize {
-            value: match &spec.max_file_size {
-                IntOrString::Int(i) => i.to_string(),
-                IntOrString::String(s) => s.clone(),
-            },
+        max_file_size: parse_max_file_size(&spec.max_file_size).ok_or_else(|| {
+            SpecError::MaxFileSize {
+                value: match &spec.max_file_size {
+                    IntOrString::Int(i) => i.to_string(),
+                    IntOrString::String(s) => s.clone(),
+                },
+            }
         })?,
         filter: PathFilter::build(&spec.include, &spec.exclude)?,
     })
+}
+
+/// `maxFileSize` in bytes when it is positive and at most
+/// [`MAX_FILE_SIZE_LIMIT`] (it sizes the buffer a blob is read into).
+pub fn parse_max_file_size(value: &IntOrString) -> Option<u64> {
+    parse_size(value).filter(|n| *n <= MAX_FILE_SIZE_LIMIT)
 }
 
 /// `spec.timeout` as a `Duration` (the CRD bounds it to 1s..=1h; objects

@@ -93,6 +93,14 @@ pub enum EmbedError {
     },
     #[error("embedding endpoint {url} sent a malformed response: {detail}")]
     MalformedResponse { url: String, detail: String },
+    #[error(
+        "embedding endpoint {url} sent an answer larger than {limit} bytes for {inputs} inputs; lower embedding.batchSize"
+    )]
+    ResponseTooLarge {
+        url: String,
+        limit: usize,
+        inputs: usize,
+    },
     #[error("embedding endpoint {url} returned {got} embeddings for {expected} inputs")]
     CountMismatch {
         url: String,
@@ -136,6 +144,7 @@ impl EmbedError {
             MalformedResponse { .. } | CountMismatch { .. } | DimensionMismatch { .. } => {
                 reason::EMBEDDING_RESPONSE_INVALID
             }
+            ResponseTooLarge { .. } => reason::EMBEDDING_RESPONSE_TOO_LARGE,
         }
     }
 
@@ -157,7 +166,8 @@ impl EmbedError {
             | AuthFailed { .. }
             | NotFound { .. }
             | QuotaExceeded { .. }
-            | Rejected { .. } => Retry::Stalled,
+            | Rejected { .. }
+            | ResponseTooLarge { .. } => Retry::Stalled,
             RateLimited {
                 retry_at: Some(at), ..
             }

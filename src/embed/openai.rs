@@ -233,7 +233,24 @@ impl OpenAiEmbedder {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, Utc::now()));
-        let bytes = response.bytes().await.map_err(Attempt::from_transport)?;
+        let limit = if status.is_success() {
+            response_limit(expected)
+        } else {
+            ERROR_BODY_LIMIT
+        };
+        let bytes = match read_capped(response, limit).await {
+            Ok(Capped::Whole(bytes)) => bytes,
+            // An error body is only read for its message: its start will do.
+            Ok(Capped::Cut(bytes)) if !status.is_success() => bytes,
+            Ok(Capped::Cut(_)) => {
+                return Err(Attempt::Final(EmbedError::ResponseTooLarge {
+                    url: self.display_url.clone(),
+                    limit,
+                    inputs: expected,
+                }));
+            }
+            Err(e) => return Err(Attempt::from_transport(e)),
+        };
 
         if status.is_success() {
             return wire::parse_embeddings(&bytes, expected)
@@ -318,6 +335,48 @@ impl OpenAiEmbedder {
         }
         Ok(())
     }
+}
+
+/// The most an error body is read: its message is all that is used.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// Room per input in a successful answer: a 4,096-dimension vector written
+/// as JSON floats is about 90 KiB.
+const RESPONSE_BYTES_PER_INPUT: usize = 128 * 1024;
+/// Ceiling on a successful answer, whatever the batch size: beyond it the
+/// call fails with a message to lower `embedding.batchSize`.
+const RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// How many bytes the answer to a batch of `inputs` may have.
+fn response_limit(inputs: usize) -> usize {
+    inputs
+        .saturating_mul(RESPONSE_BYTES_PER_INPUT)
+        .saturating_add(64 * 1024)
+        .min(RESPONSE_LIMIT)
+}
+
+/// A body read up to a limit.
+enum Capped {
+    Whole(Bytes),
+    /// The first `limit` bytes; the rest was not read.
+    Cut(Bytes),
+}
+
+/// Reads `response` as it arrives, stopping at `limit` bytes: an endless
+/// or oversized answer costs at most `limit` bytes of memory.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> reqwest::Result<Capped> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(Capped::Cut(Bytes::new()));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok(Capped::Cut(body.freeze()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Capped::Whole(body.freeze()))
 }
 
 #[async_trait]

@@ -2,13 +2,24 @@
 //! the ones to process into memory entries. Files go in batches: while one
 //! batch is written to the store, the next ones are fetched and chunked on
 //! tasks of their own, so the source and the database work at the same time
-//! instead of taking turns. Memory stays bounded by the batches in flight,
-//! not by the repository. Embeddings are reused by content hash before any
-//! are computed (see [`super::embeddings`]). Does I/O (source, store, embeddings endpoint).
+//! instead of taking turns. Memory stays bounded by design, not by the
+//! repository: a batch holds at most [`BATCH_FILES`] files and
+//! [`BATCH_BYTES`] of content, and every batch reserves its content bytes
+//! from a [`FetchBudget`] (one per run, one for the operator) before it is
+//! fetched, releasing them once written. Paths that share a blob fetch it
+//! once per batch, and blobs shared across the plan once per run (up to
+//! [`SHARED_BLOB_CACHE_BYTES`]). Embeddings are reused by content hash
+//! before any are computed (see [`super::embeddings`]). Does I/O (source, store, embeddings endpoint).
 
-use std::{borrow::Cow, collections::HashMap, sync::Arc};
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
-use futures::{StreamExt, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::{
@@ -43,6 +54,189 @@ pub const PREFETCH_BATCHES: usize = 2;
 /// Batches written at once, on connections of their own: the database then
 /// works on one batch while committing another.
 pub const WRITE_CONCURRENCY: usize = 2;
+/// Content bytes (sizes of the files to process) one batch holds at most:
+/// a batch of large files is cut short of [`BATCH_FILES`] (a file larger
+/// than this is a batch of its own). Its chunks, rows and SQL buffers cost a
+/// few times this while it is written.
+pub const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+/// Blobs that several paths of a run share are kept for the run's later
+/// batches up to this many bytes, so each is fetched once.
+pub const SHARED_BLOB_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The budget unit: semaphore permits count KiB, so budgets of any size fit.
+const BUDGET_UNIT: u64 = 1024;
+
+/// Bytes of file content fetched and not yet written: one semaphore for the
+/// operator shared by all runs, and a budget each run gets of its own
+/// ([`FetchBudget::start_run`]). Batches reserve their bytes in order, run
+/// budget first, so the oldest batch always holds what it needs to finish
+/// and no run or batch waits on one that waits on it.
+#[derive(Clone, Debug)]
+pub struct FetchBudget {
+    operator: Arc<Semaphore>,
+    operator_units: usize,
+    run_units: usize,
+}
+
+impl FetchBudget {
+    /// The operator's default (`--max-inflight-bytes`).
+    pub const DEFAULT_OPERATOR_BYTES: u64 = 64 * 1024 * 1024;
+    /// A run's default (`--max-inflight-bytes-per-run`).
+    pub const DEFAULT_RUN_BYTES: u64 = 32 * 1024 * 1024;
+
+    /// A budget of `operator_bytes` for all runs and `run_bytes` for each.
+    pub fn new(operator_bytes: u64, run_bytes: u64) -> FetchBudget {
+        let units = |bytes: u64| {
+            usize::try_from(bytes.div_ceil(BUDGET_UNIT))
+                .unwrap_or(usize::MAX)
+                .clamp(1, u32::MAX as usize)
+        };
+        let operator_units = units(operator_bytes);
+        FetchBudget {
+            operator: Arc::new(Semaphore::new(operator_units)),
+            operator_units,
+            run_units: units(run_bytes),
+        }
+    }
+
+    /// The budget of one run.
+    pub fn start_run(&self) -> RunBudget {
+        RunBudget {
+            run: Arc::new(Semaphore::new(self.run_units)),
+            run_units: self.run_units,
+            operator: Arc::clone(&self.operator),
+            operator_units: self.operator_units,
+        }
+    }
+
+    /// Bytes the operator's budget has left now (for tests and metrics).
+    pub fn available_bytes(&self) -> u64 {
+        self.operator.available_permits() as u64 * BUDGET_UNIT
+    }
+}
+
+impl Default for FetchBudget {
+    fn default() -> Self {
+        FetchBudget::new(Self::DEFAULT_OPERATOR_BYTES, Self::DEFAULT_RUN_BYTES)
+    }
+}
+
+/// One run's share of a [`FetchBudget`].
+pub struct RunBudget {
+    run: Arc<Semaphore>,
+    run_units: usize,
+    operator: Arc<Semaphore>,
+    operator_units: usize,
+}
+
+impl RunBudget {
+    /// Waits until `bytes` fit in the run's and the operator's budgets. A
+    /// reservation larger than a budget takes all of it (it then runs
+    /// alone) rather than waiting forever.
+    async fn reserve(&self, bytes: u64) -> Reservation {
+        // No reservation exceeds the smaller budget: one run never holds
+        // more of the operator's than its own.
+        let most = self.run_units.min(self.operator_units);
+        let units = usize::try_from(bytes.div_ceil(BUDGET_UNIT))
+            .unwrap_or(usize::MAX)
+            .clamp(1, most);
+        let units = u32::try_from(units).unwrap_or(u32::MAX);
+        // The semaphores are never closed, so these only fail if one were:
+        // then the batch goes on without a reservation rather than failing.
+        let run = Arc::clone(&self.run).acquire_many_owned(units).await.ok();
+        let operator = Arc::clone(&self.operator)
+            .acquire_many_owned(units)
+            .await
+            .ok();
+        Reservation {
+            _run: run,
+            _operator: operator,
+        }
+    }
+}
+
+/// Budget held by a batch until it is written (dropped with it).
+#[derive(Default)]
+struct Reservation {
+    _run: Option<OwnedSemaphorePermit>,
+    _operator: Option<OwnedSemaphorePermit>,
+}
+
+/// Blobs that more than one path of the plan uses, kept once fetched (up
+/// to [`SHARED_BLOB_CACHE_BYTES`]) so later batches do not fetch them again.
+#[derive(Default)]
+struct SharedBlobs {
+    /// Blob ids used by two or more paths to process.
+    shared: std::collections::HashSet<String>,
+    kept: Mutex<(HashMap<String, Bytes>, u64)>,
+}
+
+impl SharedBlobs {
+    fn for_files(files: &[PlannedFile]) -> SharedBlobs {
+        let mut uses: HashMap<&str, usize> = HashMap::new();
+        for file in files.iter().filter(|f| f.action == Action::Process) {
+            *uses.entry(file.entry.blob_sha.as_str()).or_default() += 1;
+        }
+        SharedBlobs {
+            shared: uses
+                .into_iter()
+                .filter(|(_, n)| *n > 1)
+                .map(|(sha, _)| sha.to_string())
+                .collect(),
+            kept: Mutex::default(),
+        }
+    }
+
+    fn get(&self, sha: &str) -> Option<Bytes> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.0.get(sha).cloned()
+    }
+
+    fn keep(&self, sha: &str, bytes: &Bytes) {
+        if !self.shared.contains(sha) {
+            return;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let size = bytes.len() as u64;
+        if kept.1.saturating_add(size) <= SHARED_BLOB_CACHE_BYTES {
+            kept.1 += size;
+            kept.0.insert(sha.to_string(), bytes.clone());
+        }
+    }
+}
+
+/// The content bytes of a batch's files to process, as the tree gives them.
+fn process_bytes(batch: &[PlannedFile]) -> u64 {
+    batch
+        .iter()
+        .filter(|f| f.action == Action::Process)
+        .map(|f| f.entry.size.unwrap_or(0))
+        .fold(0, u64::saturating_add)
+}
+
+/// Cuts `files` into batches of at most [`BATCH_FILES`] files and
+/// [`BATCH_BYTES`] of content to process (at least one file each).
+fn split_batches(files: &[PlannedFile]) -> Vec<&[PlannedFile]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, file) in files.iter().enumerate() {
+        let size = match file.action {
+            Action::Process => file.entry.size.unwrap_or(0),
+            _ => 0,
+        };
+        let full =
+            i - start == BATCH_FILES || (i > start && bytes.saturating_add(size) > BATCH_BYTES);
+        if full {
+            batches.push(&files[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(size);
+    }
+    if start < files.len() {
+        batches.push(&files[start..]);
+    }
+    batches
+}
 
 /// What import needs besides the plan.
 pub struct ImportContext<'a> {
@@ -56,6 +250,8 @@ pub struct ImportContext<'a> {
     pub project: ProjectId,
     pub reuse: &'a EmbeddingReusePolicy,
     pub dimension: RunDimension,
+    /// Content bytes in flight, for the operator and for this run.
+    pub budget: &'a FetchBudget,
 }
 
 /// What import did.
@@ -111,6 +307,7 @@ pub async fn import(
         usize::try_from(plan.counts.total).unwrap_or(usize::MAX),
     );
     let mut totals = ImportTotals::default();
+    let budget = ctx.budget.start_run();
     let archive = match use_archive {
         true => ctx.source.fetch_archive(commit).await.unwrap_or_else(|error| {
             tracing::warn!(%error, "could not download the commit's archive; fetching files one by one");
@@ -119,12 +316,12 @@ pub async fn import(
         false => None,
     };
     let rest = match archive {
-        Some(archive) => {
-            Cow::Owned(import_archive(ctx, files, archive, &mut totals, &mut progress).await?)
-        }
+        Some(archive) => Cow::Owned(
+            import_archive(ctx, files, archive, &budget, &mut totals, &mut progress).await?,
+        ),
         None => Cow::Borrowed(files),
     };
-    import_one_by_one(ctx, &rest, &mut totals, &mut progress).await?;
+    import_one_by_one(ctx, &rest, &budget, &mut totals, &mut progress).await?;
     Ok(totals)
 }
 
@@ -136,6 +333,7 @@ async fn import_archive(
     ctx: &ImportContext<'_>,
     files: &[PlannedFile],
     archive: Archive,
+    budget: &RunBudget,
     totals: &mut ImportTotals,
     progress: &mut impl FnMut(&ImportTotals),
 ) -> Result<Vec<PlannedFile>, PipelineError> {
@@ -147,6 +345,16 @@ async fn import_archive(
     let (sender, batches) =
         tokio::sync::mpsc::channel::<(Vec<PlannedFile>, Fetched)>(PREFETCH_BATCHES);
     let (chunker, max_file_size) = (*ctx.chunker, ctx.max_file_size);
+    // The reader reserves each batch's bytes before handing it over (in
+    // order, from this one thread), so it runs ahead of the writes only as
+    // far as the budget allows.
+    let handle = tokio::runtime::Handle::current();
+    let budget = RunBudget {
+        run: Arc::clone(&budget.run),
+        run_units: budget.run_units,
+        operator: Arc::clone(&budget.operator),
+        operator_units: budget.operator_units,
+    };
     let reader = tokio::task::spawn_blocking(move || {
         let mut wanted = wanted;
         let mut batch = (Vec::new(), Fetched::default());
@@ -165,12 +373,15 @@ async fn import_archive(
                 .contents
                 .push(build_content(&chunker, &path, &bytes));
             batch.0.push(file);
-            if batch.0.len() == BATCH_FILES {
-                open = sender.blocking_send(std::mem::take(&mut batch)).is_ok();
+            if batch.0.len() == BATCH_FILES || batch.1.bytes >= BATCH_BYTES {
+                let mut full = std::mem::take(&mut batch);
+                full.1.reservation = handle.block_on(budget.reserve(full.1.bytes));
+                open = sender.blocking_send(full).is_ok();
             }
             open
         });
         if open && !batch.0.is_empty() {
+            batch.1.reservation = handle.block_on(budget.reserve(batch.1.bytes));
             // A batch that cannot be sent was never written: its files stay wanted.
             if let Err(unsent) = sender.blocking_send(batch) {
                 wanted.extend(unsent.0.0.into_iter().map(|f| (f.entry.path.clone(), f)));
@@ -197,27 +408,34 @@ async fn import_archive(
 }
 
 /// Imports `files` batch by batch, each batch's blobs fetched one request
-/// per file, [`PREFETCH_BATCHES`] batches ahead of the writes.
+/// per distinct blob, [`PREFETCH_BATCHES`] batches ahead of the writes and
+/// within the run's budget: each batch reserves its bytes, in order, before
+/// its fetch starts.
 async fn import_one_by_one(
     ctx: &ImportContext<'_>,
     files: &[PlannedFile],
+    budget: &RunBudget,
     totals: &mut ImportTotals,
     progress: &mut impl FnMut(&ImportTotals),
 ) -> Result<(), PipelineError> {
-    // `buffered` starts up to that many of these at once, and each spawns
-    // its fetch, which runs whether or not the stream is being polled. A
-    // plain loop rather than `map`: a closure over the borrowed batches trips
-    // the compiler's higher-ranked lifetime check on the Send stream.
-    let mut fetches = Vec::new();
-    for batch in files.chunks(BATCH_FILES) {
-        fetches.push(async move {
-            let fetched = FetchTask::spawn(ctx, batch).join().await;
-            let fetched =
-                fetched.map_err(|e| PipelineError::new(Stage::Import, Some(ctx.sync), e))?;
-            Ok((batch.to_vec(), fetched))
-        });
-    }
-    let batches = stream::iter(fetches).buffered(PREFETCH_BATCHES + 1);
+    let shared = Arc::new(SharedBlobs::for_files(files));
+    let batches = split_batches(files);
+    // `buffered` pulls the next batch from this stream only while fewer
+    // than that many are in flight; each one spawns its fetch, which runs
+    // whether or not the stream is being polled.
+    let fetches = async_stream::stream! {
+        for batch in batches {
+            let reservation = budget.reserve(process_bytes(batch)).await;
+            let task = FetchTask::spawn(ctx, batch, &shared, reservation);
+            yield async move {
+                let fetched = task.join().await;
+                let fetched =
+                    fetched.map_err(|e| PipelineError::new(Stage::Import, Some(ctx.sync), e))?;
+                Ok((batch.to_vec(), fetched))
+            };
+        }
+    };
+    let batches = fetches.buffered(PREFETCH_BATCHES + 1);
     write_all(ctx, batches, totals, progress).await
 }
 
@@ -251,11 +469,13 @@ enum Content {
     Skipped,
 }
 
-/// A batch's `Process` files, fetched and chunked, in batch order.
+/// A batch's `Process` files, fetched and chunked, in batch order, with
+/// the budget it holds until written.
 #[derive(Default)]
 struct Fetched {
     contents: Vec<Content>,
     bytes: u64,
+    reservation: Reservation,
 }
 
 /// The fetch and chunking of one batch on a task of its own. Dropping it
@@ -263,33 +483,65 @@ struct Fetched {
 struct FetchTask(AbortOnDrop<Result<Fetched, SourceError>>);
 
 impl FetchTask {
-    fn spawn(ctx: &ImportContext<'_>, batch: &[PlannedFile]) -> FetchTask {
+    fn spawn(
+        ctx: &ImportContext<'_>,
+        batch: &[PlannedFile],
+        shared: &Arc<SharedBlobs>,
+        reservation: Reservation,
+    ) -> FetchTask {
         let wanted: Vec<(String, String)> = batch
             .iter()
             .filter(|f| f.action == Action::Process)
             .map(|f| (f.entry.blob_sha.clone(), f.entry.path.clone()))
             .collect();
         let source = Arc::clone(ctx.source);
+        let shared = Arc::clone(shared);
         let chunker = *ctx.chunker;
         let max_file_size = ctx.max_file_size;
         FetchTask(AbortOnDrop(tokio::spawn(
             async move {
+                // Each distinct blob once: paths sharing one share its bytes.
+                let mut blobs: HashMap<&str, Bytes> = HashMap::new();
+                let mut to_fetch: Vec<&str> = Vec::new();
+                for (sha, _) in &wanted {
+                    if blobs.contains_key(sha.as_str()) || to_fetch.contains(&sha.as_str()) {
+                        continue;
+                    }
+                    match shared.get(sha) {
+                        Some(bytes) => {
+                            blobs.insert(sha, bytes);
+                        }
+                        None => to_fetch.push(sha),
+                    }
+                }
                 // A plain loop rather than `map` over the iterator: a closure
                 // here trips the compiler's higher-ranked lifetime check on the
                 // Send future.
-                let mut fetches = Vec::with_capacity(wanted.len());
-                for (sha, _) in &wanted {
-                    fetches.push(source.fetch_blob(sha, max_file_size));
+                let mut fetches = Vec::with_capacity(to_fetch.len());
+                for sha in &to_fetch {
+                    let source = &source;
+                    fetches
+                        .push(async move { (*sha, source.fetch_blob(sha, max_file_size).await) });
                 }
-                let mut blobs = stream::iter(fetches).buffered(FETCH_CONCURRENCY);
+                let mut fetched_blobs =
+                    futures::stream::iter(fetches).buffer_unordered(FETCH_CONCURRENCY);
+                while let Some((sha, blob)) = fetched_blobs.next().await {
+                    let blob = blob?;
+                    shared.keep(sha, &blob);
+                    blobs.insert(sha, blob);
+                }
+                drop(fetched_blobs);
                 let mut fetched = Fetched {
                     contents: Vec::with_capacity(wanted.len()),
                     bytes: 0,
+                    reservation,
                 };
-                for (_, path) in &wanted {
-                    let blob = blobs.next().await.expect("one blob per wanted file")?;
+                for (sha, path) in &wanted {
+                    // Every wanted blob was taken from the run's cache or
+                    // fetched above (a failed fetch returned early).
+                    let blob = blobs.get(sha.as_str()).expect("fetched above");
                     fetched.bytes += blob.len() as u64;
-                    fetched.contents.push(build_content(&chunker, path, &blob));
+                    fetched.contents.push(build_content(&chunker, path, blob));
                 }
                 Ok(fetched)
             }

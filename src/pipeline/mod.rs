@@ -28,6 +28,7 @@ use tracing::Instrument;
 pub use embeddings::EmbeddingReusePolicy;
 pub use error::{FailureKind, PipelineError};
 pub use event::{RunSummary, SyncEvent};
+pub use import::FetchBudget;
 
 use crate::{
     chunk::ChunkerConfig,
@@ -100,6 +101,8 @@ pub struct Pipeline {
     pub embedder: Arc<dyn Embedder>,
     /// Which stored embeddings the run may reuse.
     pub reuse: EmbeddingReusePolicy,
+    /// Content bytes in flight: the operator's budget, shared by all runs.
+    pub budget: FetchBudget,
 }
 
 /// How a run ended.
@@ -233,6 +236,7 @@ impl Pipeline {
             project: request.project,
             reuse: &self.reuse,
             dimension: Default::default(),
+            budget: &self.budget,
         };
         let files_total = plan.files.len() as u64;
         let progress = |files_done| {

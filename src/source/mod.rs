@@ -50,7 +50,7 @@ pub use credentials::{
     build_github_credentials_from_secret,
 };
 pub use stats::{RateLimit, SourceStats, Transfer};
-pub use tree::{EntryKind, RejectedEntry, Tree, TreeEntry};
+pub use tree::{EntryKind, RejectedEntry, Tree, TreeEntry, TreeLimit};
 
 /// A branch and the commit it points at.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

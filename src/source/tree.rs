@@ -12,6 +12,57 @@ use sha1::{Digest, Sha1};
 
 use super::content::{PathIssue, classify_path, display_path};
 
+/// The default of `spec.maxTreeEntries`: ten times what most monorepos
+/// hold, and about 40 MiB of listing in memory.
+pub const DEFAULT_MAX_TREE_ENTRIES: usize = 200_000;
+
+/// The default of the operator's `--max-tree-entries`, the ceiling on
+/// `spec.maxTreeEntries`: a listing of this size is about 100 MiB in
+/// memory, a fifth of the chart's memory limit.
+pub const DEFAULT_TREE_ENTRIES_CEILING: usize = 500_000;
+
+/// The most entries a tree listing may have before it is refused, and which
+/// setting made it so (named in the error, so the user knows what to
+/// change). Both sources stop listing as soon as the count passes it: a
+/// few KB of nested trees that expand to millions of paths cost no more
+/// memory than the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeLimit {
+    pub max_entries: usize,
+    /// `spec.maxTreeEntries`, or the operator's `--max-tree-entries`.
+    pub set_by: &'static str,
+}
+
+impl TreeLimit {
+    /// The limit of `spec.maxTreeEntries` (`None`: the default) under the
+    /// operator's ceiling: the lower of the two, named.
+    pub fn new(spec: Option<u64>, ceiling: usize) -> TreeLimit {
+        let spec = spec
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+            .unwrap_or(DEFAULT_MAX_TREE_ENTRIES);
+        if spec <= ceiling {
+            TreeLimit {
+                max_entries: spec,
+                set_by: "spec.maxTreeEntries",
+            }
+        } else {
+            TreeLimit {
+                max_entries: ceiling,
+                set_by: "the operator's --max-tree-entries",
+            }
+        }
+    }
+}
+
+impl Default for TreeLimit {
+    fn default() -> Self {
+        TreeLimit {
+            max_entries: DEFAULT_MAX_TREE_ENTRIES,
+            set_by: "spec.maxTreeEntries",
+        }
+    }
+}
+
 /// What a tree entry is, from its git mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EntryKind {
@@ -226,6 +277,21 @@ pub fn build_blob_sha1(content: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tree_limit_is_the_lower_of_spec_and_ceiling_and_says_which() {
+        assert_eq!(TreeLimit::new(None, 500_000).max_entries, 200_000);
+        let spec = TreeLimit::new(Some(1_000), 500_000);
+        assert_eq!(
+            (spec.max_entries, spec.set_by),
+            (1_000, "spec.maxTreeEntries")
+        );
+        let ceiling = TreeLimit::new(Some(u64::MAX), 500_000);
+        assert_eq!(
+            (ceiling.max_entries, ceiling.set_by),
+            (500_000, "the operator's --max-tree-entries")
+        );
+    }
 
     fn file(path: &str, sha: &str) -> TreeEntry {
         build_tree_entry(path.as_bytes(), 0o100644, sha, Some(1)).unwrap()

@@ -41,6 +41,15 @@ pub enum GitError {
         size: u64,
         max: u64,
     },
+    #[error(
+        "git {url}: the tree of commit {commit} has more than {limit} entries, the limit set by {set_by}"
+    )]
+    TreeTooLarge {
+        url: String,
+        commit: String,
+        limit: usize,
+        set_by: &'static str,
+    },
     #[error("git {url}: {what:?} is not a full object id")]
     InvalidObjectId { url: String, what: String },
     #[error("git {url}: remote unreachable: {detail}")]
@@ -101,6 +110,7 @@ impl GitError {
             GitError::ObjectNotFound { .. } => reason::OBJECT_NOT_FOUND,
             GitError::NotABlob { .. } => reason::NOT_A_BLOB,
             GitError::BlobTooLarge { .. } => reason::BLOB_TOO_LARGE,
+            GitError::TreeTooLarge { .. } => reason::TREE_TOO_LARGE,
             GitError::InvalidObjectId { .. } => reason::INVALID_OBJECT_ID,
             GitError::Unreachable { .. } => reason::REMOTE_UNREACHABLE,
             GitError::Timeout { .. } => reason::GIT_TIMEOUT,
@@ -132,6 +142,7 @@ impl GitError {
             | GitError::EmptyRepository { .. }
             | GitError::NotABlob { .. }
             | GitError::BlobTooLarge { .. }
+            | GitError::TreeTooLarge { .. }
             | GitError::InvalidObjectId { .. }
             | GitError::Io { .. }
             | GitError::CacheDirectory { .. }

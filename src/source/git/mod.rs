@@ -4,7 +4,8 @@
 //! Branches and heads come from `git ls-remote` (no object transfer). For a
 //! tree, only the commit is fetched, shallow (`--depth 1` by default), into a
 //! bare cache repository per source; trees are read with
-//! `git ls-tree -r -l -z` and blobs through one long-lived
+//! `git ls-tree -r -l -z`, parsed as they stream and refused past the tree
+//! limit, and blobs through one long-lived
 //! `git cat-file --batch-command`, which checks a blob's size before
 //! reading it. `--filter=blob:none` is deliberately not used: `ls-tree -l`
 //! needs every blob's size, which a partial clone would fetch lazily one
@@ -40,6 +41,7 @@ use self::remote::split_userinfo;
 use super::stats::StatsRecorder;
 use super::{
     Branch, Changes, Credentials, HeadCache, HeadLookup, Source, SourceResult, SourceStats, Tree,
+    TreeLimit,
 };
 use crate::retry::RetryPolicy;
 
@@ -65,6 +67,8 @@ pub struct GitConfig {
     pub proxy: Option<crate::source::proxy::ProxySettings>,
     /// Fail a fetch (and kill it) once `cache_dir` grows past this size.
     pub max_cache_bytes: Option<u64>,
+    /// Refuse trees with more entries than this (the listing stops there).
+    pub tree_limit: TreeLimit,
 }
 
 impl GitConfig {
@@ -79,6 +83,7 @@ impl GitConfig {
             retry: RetryPolicy::default(),
             proxy: None,
             max_cache_bytes: None,
+            tree_limit: TreeLimit::default(),
         }
     }
 }
@@ -91,6 +96,7 @@ pub struct GitRemote {
     retry: RetryPolicy,
     cache_dir: PathBuf,
     max_cache_bytes: Option<u64>,
+    tree_limit: TreeLimit,
     /// Serialises fetches into the cache (shallow file, pack writes).
     fetch_lock: Mutex<()>,
     cat_file: Mutex<Option<CatFile>>,
@@ -128,6 +134,7 @@ impl GitRemote {
             retry: config.retry,
             cache_dir: config.cache_dir.clone(),
             max_cache_bytes: config.max_cache_bytes,
+            tree_limit: config.tree_limit,
             fetch_lock: Mutex::new(()),
             cat_file: Mutex::new(None),
             stats: StatsRecorder::with_transfers(),

@@ -366,6 +366,18 @@ impl Client {
             if method == Method::GET {
                 self.observe_rate_limit(&parts.headers);
             }
+            if !parts.status.is_success() {
+                // Only its message is read (to classify the answer): the
+                // first bytes of an error body are kept, the rest dropped.
+                let body = read_prefix(body, ERROR_BODY_LIMIT)
+                    .await
+                    .map_err(Failure::Transport)?;
+                return Ok(Answer {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                });
+            }
             let declared = parts
                 .headers
                 .get(header::CONTENT_LENGTH)
@@ -413,7 +425,8 @@ impl Client {
         let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
         if let Some(remaining) = number("x-ratelimit-remaining") {
             let reset = number("x-ratelimit-reset")
-                .and_then(|s| DateTime::<Utc>::from_timestamp(s as i64, 0));
+                .and_then(|s| i64::try_from(s).ok())
+                .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0));
             self.stats.observe_rate_limit(RateLimit {
                 limit: number("x-ratelimit-limit"),
                 remaining,
@@ -421,6 +434,29 @@ impl Client {
             });
         }
     }
+}
+
+/// How much of an error answer's body is kept: GitHub's error documents
+/// are a few hundred bytes; an endless one is cut here, not read.
+pub(crate) const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// The first `limit` bytes of `body` (all of it when shorter); reading
+/// stops there and the rest of the body is dropped unread.
+async fn read_prefix(
+    mut body: http_body_util::combinators::BoxBody<Bytes, octocrab::Error>,
+    limit: usize,
+) -> Result<Bytes, octocrab::Error> {
+    let mut kept = bytes::BytesMut::new();
+    while kept.len() < limit {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        if let Ok(data) = frame?.into_data() {
+            let room = limit - kept.len();
+            kept.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    Ok(kept.freeze())
 }
 
 /// A body read as it arrives.

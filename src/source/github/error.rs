@@ -2,10 +2,16 @@
 //! (pure, no I/O). Classification of HTTP answers lives in
 //! [`build_error_from_response`] so every endpoint maps statuses the same way.
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use http::{HeaderMap, StatusCode};
 
-use crate::{api::conditions::reason, source::Retry};
+use crate::{
+    api::conditions::reason,
+    retry::{clamp_instant, parse_retry_after, wait_from},
+    source::Retry,
+};
 
 /// Everything that can go wrong talking to GitHub, one actionable kind each.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +91,15 @@ pub enum GitHubError {
         size: Option<u64>,
         max: u64,
     },
+    #[error(
+        "github {repo}: the tree of commit {commit} has more than {limit} entries, the limit set by {set_by}"
+    )]
+    TreeTooLarge {
+        repo: String,
+        commit: String,
+        limit: usize,
+        set_by: &'static str,
+    },
     #[error("github {repo}: blob {sha} content is corrupt: {detail}")]
     BlobCorrupt {
         repo: String,
@@ -146,6 +161,7 @@ impl GitHubError {
             GitHubError::ResponseTooLarge { .. } => reason::PROVIDER_RESPONSE_TOO_LARGE,
             GitHubError::UnexpectedStatus { .. } => reason::UNEXPECTED_PROVIDER_RESPONSE,
             GitHubError::BlobTooLarge { .. } => reason::BLOB_TOO_LARGE,
+            GitHubError::TreeTooLarge { .. } => reason::TREE_TOO_LARGE,
             GitHubError::BlobCorrupt { .. } => reason::BLOB_CORRUPT,
             GitHubError::TooManyBranches { .. } => reason::TOO_MANY_BRANCHES,
             GitHubError::InvalidObjectId { .. } => reason::INVALID_OBJECT_ID,
@@ -179,6 +195,7 @@ impl GitHubError {
             | GitHubError::CommitNotFound { .. }
             | GitHubError::EmptyRepository { .. }
             | GitHubError::BlobTooLarge { .. }
+            | GitHubError::TreeTooLarge { .. }
             | GitHubError::ResponseTooLarge { .. }
             | GitHubError::TooManyBranches { .. }
             | GitHubError::InvalidObjectId { .. }
@@ -197,7 +214,7 @@ impl GitHubError {
 
 /// How long to wait on a secondary limit that names no time: GitHub's
 /// documentation says "at least one minute".
-const SECONDARY_LIMIT_DEFAULT_WAIT: i64 = 60;
+const SECONDARY_LIMIT_DEFAULT_WAIT: Duration = Duration::from_secs(60);
 
 /// What a 404 means at the endpoint that got it.
 #[derive(Clone, Copy, Debug)]
@@ -207,7 +224,10 @@ pub(crate) enum Missing<'a> {
 }
 
 /// Maps a non-success answer to the specific error. `now` is passed in so
-/// the mapping stays pure.
+/// the mapping stays pure. The times a server names are its own to choose:
+/// a `Retry-After` or reset beyond an hour waits an hour, one in the past
+/// or unreadable waits as if none was given, so no header can overflow the
+/// time arithmetic or park a resource for years.
 pub(crate) fn build_error_from_response(
     repo: &str,
     endpoint: &'static str,
@@ -226,7 +246,7 @@ pub(crate) fn build_error_from_response(
             .map(str::to_string)
     };
     let lower = message.to_ascii_lowercase();
-    let retry_after = header("retry-after").and_then(|v| v.trim().parse::<i64>().ok());
+    let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v, now));
     match status.as_u16() {
         401 => GitHubError::BadCredentials { repo },
         403 | 429 => {
@@ -240,10 +260,10 @@ pub(crate) fn build_error_from_response(
             if lower.contains("saml") {
                 return GitHubError::SsoRequired { repo, url: None };
             }
-            if let Some(seconds) = retry_after {
+            if let Some(wait) = retry_after {
                 return GitHubError::SecondaryRateLimited {
                     repo,
-                    until: now + ChronoDuration::seconds(seconds),
+                    until: wait_from(now, wait),
                 };
             }
             let remaining =
@@ -252,7 +272,8 @@ pub(crate) fn build_error_from_response(
                 let until = header("x-ratelimit-reset")
                     .and_then(|v| v.trim().parse::<i64>().ok())
                     .and_then(|s| DateTime::from_timestamp(s, 0))
-                    .unwrap_or(now + ChronoDuration::seconds(SECONDARY_LIMIT_DEFAULT_WAIT));
+                    .map(|at| clamp_instant(now, at))
+                    .unwrap_or_else(|| wait_from(now, SECONDARY_LIMIT_DEFAULT_WAIT));
                 return GitHubError::RateLimited { repo, until };
             }
             if status == StatusCode::TOO_MANY_REQUESTS
@@ -260,7 +281,7 @@ pub(crate) fn build_error_from_response(
                 || lower.contains("abuse detection")
                 || lower.contains("rate limit")
             {
-                let until = now + ChronoDuration::seconds(SECONDARY_LIMIT_DEFAULT_WAIT);
+                let until = wait_from(now, SECONDARY_LIMIT_DEFAULT_WAIT);
                 return GitHubError::SecondaryRateLimited { repo, until };
             }
             GitHubError::AccessDenied { repo, message }
@@ -373,6 +394,43 @@ mod tests {
                 Retry::WaitUntil(DateTime::from_timestamp(1_700_000_060, 0).unwrap())
             )
         );
+    }
+
+    #[test]
+    fn absurd_rate_limit_headers_wait_at_most_an_hour_and_never_panic() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let hour = DateTime::from_timestamp(1_700_003_600, 0).unwrap();
+        let minute = DateTime::from_timestamp(1_700_000_060, 0).unwrap();
+        let waits = |status, headers: &[(&str, &str)]| match classify(status, headers, "{}").retry()
+        {
+            Retry::WaitUntil(at) => at,
+            other => panic!("{headers:?}: {other:?}"),
+        };
+        for value in [
+            "9223372036854775807",
+            "18446744073709551616",
+            "315360000000",
+        ] {
+            assert_eq!(waits(429, &[("retry-after", value)]), hour, "{value}");
+        }
+        // Unreadable or negative: as if absent (a minute for a 429).
+        for value in ["-1", "1e30", "-9223372036854775808", "soon"] {
+            assert_eq!(waits(429, &[("retry-after", value)]), minute, "{value}");
+        }
+        for (reset, expected) in [
+            ("9223372036854775807", minute),
+            ("8210266876799", hour),
+            ("253402300799", hour),
+            ("-1", now),
+            ("0", now),
+            ("1e30", minute),
+        ] {
+            let at = waits(
+                403,
+                &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", reset)],
+            );
+            assert_eq!(at, expected, "reset {reset}");
+        }
     }
 
     #[test]

@@ -48,7 +48,7 @@ use super::stats::StatsRecorder;
 use super::tree::build_blob_sha1;
 use super::{
     Archive, Branch, Changes, Credentials, HeadCache, HeadLookup, Source, SourceResult,
-    SourceStats, Tree,
+    SourceStats, Tree, TreeLimit,
 };
 use crate::retry::RetryPolicy;
 
@@ -59,6 +59,9 @@ pub(crate) const JSON: &str = "application/vnd.github+json";
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on JSON answers other than blobs (a truncated tree is ~7 MB).
 const JSON_BODY_LIMIT: usize = 64 * 1024 * 1024;
+/// Bound on a ref answer (a few hundred bytes on GitHub): the request every
+/// poll makes reads no more than this from any server.
+const REF_BODY_LIMIT: usize = 64 * 1024;
 
 /// How to reach one GitHub repository.
 #[derive(Clone, Debug)]
@@ -80,6 +83,8 @@ pub struct GitHubConfig {
     pub app_token_refresh_margin: Duration,
     /// Send requests through this proxy (`spec.proxySecretRef`).
     pub proxy: Option<crate::source::proxy::ProxySettings>,
+    /// Refuse trees with more entries than this (a walk stops there).
+    pub tree_limit: TreeLimit,
 }
 
 impl GitHubConfig {
@@ -96,6 +101,7 @@ impl GitHubConfig {
             max_concurrent_requests: 8,
             app_token_refresh_margin: Duration::from_secs(5 * 60),
             proxy: None,
+            tree_limit: TreeLimit::default(),
         }
     }
 }
@@ -113,6 +119,7 @@ pub struct GitHubRepo {
     /// skips the recursive request, which would be truncated again and can
     /// cost more than the walk itself (a 100,000-entry answer).
     last_tree_walked: std::sync::atomic::AtomicBool,
+    tree_limit: TreeLimit,
 }
 
 impl GitHubRepo {
@@ -181,6 +188,7 @@ impl GitHubRepo {
             base,
             max_branch_pages: config.max_branch_pages.max(1),
             last_tree_walked: Default::default(),
+            tree_limit: config.tree_limit,
         })
     }
 
@@ -320,7 +328,7 @@ impl GitHubRepo {
             path: &path,
             accept: JSON,
             if_none_match: etag,
-            body_limit: JSON_BODY_LIMIT,
+            body_limit: REF_BODY_LIMIT,
         };
         let answer = self.client.get(req).await?;
         match answer.status {

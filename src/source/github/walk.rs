@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use futures::future::try_join_all;
+use futures::StreamExt;
 use http::StatusCode;
 use serde::Deserialize;
 
@@ -122,6 +122,7 @@ pub(super) async fn fetch_tree(
         if !listing.truncated {
             let root_sha = listing.sha;
             add_items(src, "", listing.tree, &mut found, false)?;
+            check_limit(src, commit, &found)?;
             return Ok(finish(src, commit, root_sha, found, false));
         }
         truncated_root = Some(listing.sha);
@@ -163,22 +164,55 @@ pub(super) async fn fetch_tree(
             listing.sha
         }
     };
+    check_limit(src, commit, &found)?;
     // Breadth first, one wave per depth; requests within a wave run
     // concurrently under the client's request bound. The number of waves is
-    // bounded by the depth of the tree.
+    // bounded by the depth of the tree. Directories still to read count
+    // towards the tree limit with the entries found, checked as each answer
+    // arrives: a tree that fans out stops the walk at the limit, not after
+    // it has been listed.
     let mut pending = std::mem::take(&mut found.dirs);
     while !pending.is_empty() {
         let reads = pending
             .into_iter()
             .map(|dir| read_dir(src, commit, prev.as_ref(), dir));
+        let mut parts = futures::stream::iter(reads).buffer_unordered(WAVE_CONCURRENCY);
         pending = Vec::new();
-        for part in try_join_all(reads).await? {
+        while let Some(part) = parts.next().await {
+            let part = part?;
             found.entries.extend(part.entries);
             found.rejected.extend(part.rejected);
             pending.extend(part.dirs);
+            if found.entries.len() + found.rejected.len() + pending.len()
+                > src.tree_limit.max_entries
+            {
+                return Err(too_large(src, commit));
+            }
         }
     }
     Ok(finish(src, commit, root_sha, found, true))
+}
+
+/// Directory reads of one wave started at once; the client's own request
+/// bound still applies beneath it.
+const WAVE_CONCURRENCY: usize = 16;
+
+fn too_large(src: &GitHubRepo, commit: &str) -> GitHubError {
+    GitHubError::TreeTooLarge {
+        repo: src.repo(),
+        commit: commit.to_string(),
+        limit: src.tree_limit.max_entries,
+        set_by: src.tree_limit.set_by,
+    }
+}
+
+/// Refuses what was found so far when it is over the tree limit.
+fn check_limit(src: &GitHubRepo, commit: &str, found: &Found) -> Result<(), GitHubError> {
+    let count = found.entries.len() + found.rejected.len() + found.dirs.len();
+    if count > src.tree_limit.max_entries {
+        return Err(too_large(src, commit));
+    }
+    Ok(())
 }
 
 fn finish(src: &GitHubRepo, commit: &str, tree_sha: String, found: Found, walked: bool) -> Tree {
