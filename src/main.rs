@@ -139,6 +139,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             cache_dir: args.cache_dir.clone(),
             allow_file_urls: args.allow_file_urls,
             git_cache: Some(git_cache),
+            egress: args.egress.policy(),
         },
         ChunkerConfig::default(),
     ));

@@ -52,6 +52,8 @@ pub async fn resolve_project_sync(
         cache_dir: cache_dir.to_path_buf(),
         allow_file_urls: true,
         git_cache: None,
+        // The user's own command, from the user's own network position.
+        egress: crate::egress::EgressPolicy::unrestricted(),
     };
     Ok(resolve(client, obj, &settings).await?)
 }

@@ -33,6 +33,8 @@ pub struct SourceSettings {
     /// The size-bounded registry of those caches (the operator); `None`
     /// leaves them unbounded (one-off CLI commands).
     pub git_cache: Option<Arc<GitCache>>,
+    /// Where sources, proxies and embedding endpoints may connect.
+    pub egress: crate::egress::EgressPolicy,
 }
 
 /// What a run of one resource talks to.
@@ -57,7 +59,7 @@ pub fn build_identity(obj: &ProjectSync) -> ProjectIdentity {
                 repo: github.repo.clone(),
             },
             SourceSpec { git: Some(git), .. } => ProjectSource::Git {
-                url: git.url.clone(),
+                url: crate::source::git::redact_url(&git.url),
             },
             // The CRD's CEL rule guarantees exactly one source.
             SourceSpec {
@@ -81,7 +83,9 @@ pub fn describe_repository(spec: &SourceSpec) -> String {
             github: Some(github),
             ..
         } => format!("{}/{}", github.owner, github.repo),
-        SourceSpec { git: Some(git), .. } => git.url.clone(),
+        // Never credentials in status, even of an object stored before the
+        // CRD refused them.
+        SourceSpec { git: Some(git), .. } => crate::source::git::redact_url(&git.url),
         SourceSpec { .. } => String::new(),
     }
 }
@@ -214,6 +218,7 @@ pub fn build_clients(
             config.credentials = inputs.source_credentials;
             config.request_timeout = timeout;
             config.proxy = inputs.proxy;
+            config.egress = settings.egress.clone();
             Arc::new(GitHubRepo::new(config).map_err(|e| Error::Source(e.into()))?)
         }
         SourceSpec { git: Some(git), .. } => {
@@ -223,6 +228,7 @@ pub fn build_clients(
             config.timeout = timeout;
             config.proxy = inputs.proxy;
             config.max_cache_bytes = settings.git_cache.as_ref().map(|c| c.max_bytes());
+            config.egress = settings.egress.clone();
             Arc::new(GitRemote::new(config).map_err(|e| Error::Source(e.into()))?)
         }
         SourceSpec {
@@ -231,6 +237,12 @@ pub fn build_clients(
         } => return Err(Error::Spec(super::validate::SpecError::NoSource)),
     };
     let embedder = build_embedder_config(obj.spec.embedding.as_ref(), inputs.api_key)
+        .map(|mut config| {
+            if let crate::embed::EmbedderConfig::OpenAi(openai) = &mut config {
+                openai.egress = settings.egress.clone();
+            }
+            config
+        })
         .and_then(build_embedder)
         .map_err(Error::Embedding)?;
     Ok(Resolved {

@@ -62,6 +62,9 @@ pub struct GitConfig {
     pub proxy: Option<crate::source::proxy::ProxySettings>,
     /// Fail a fetch (and kill it) once `cache_dir` grows past this size.
     pub max_cache_bytes: Option<u64>,
+    /// Which addresses the remote and the proxy may resolve to (default:
+    /// no internal ones); checked before every remote operation.
+    pub egress: crate::egress::EgressPolicy,
 }
 
 impl GitConfig {
@@ -76,6 +79,7 @@ impl GitConfig {
             retry: RetryPolicy::default(),
             proxy: None,
             max_cache_bytes: None,
+            egress: crate::egress::EgressPolicy::default(),
         }
     }
 }
@@ -115,6 +119,7 @@ impl GitRemote {
             &credentials,
             config.proxy.as_ref(),
             config.timeout,
+            config.egress.clone(),
         )?;
         if !git_dir.join("HEAD").exists() {
             init_bare(&runner)?;

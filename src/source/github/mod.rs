@@ -79,6 +79,9 @@ pub struct GitHubConfig {
     pub app_token_refresh_margin: Duration,
     /// Send requests through this proxy (`spec.proxySecretRef`).
     pub proxy: Option<crate::source::proxy::ProxySettings>,
+    /// Which addresses the API URL, its redirects and the proxy may
+    /// resolve to (default: no internal ones).
+    pub egress: crate::egress::EgressPolicy,
 }
 
 impl GitHubConfig {
@@ -95,6 +98,7 @@ impl GitHubConfig {
             max_concurrent_requests: 8,
             app_token_refresh_margin: Duration::from_secs(5 * 60),
             proxy: None,
+            egress: crate::egress::EgressPolicy::default(),
         }
     }
 }
@@ -152,10 +156,17 @@ impl GitHubRepo {
             _ => None,
         };
         let octocrab = match &config.proxy {
-            Some(proxy) => proxy::build_proxied_client(base.clone(), &config.credentials, proxy)
-                .map_err(|e| invalid(format!("building the proxied HTTP client: {e}")))?,
-            None => transport::build_shared_octocrab(base.clone(), &config.credentials)
-                .map_err(|e| invalid(format!("building the HTTP client: {e}")))?,
+            Some(proxy) => proxy::build_proxied_client(
+                base.clone(),
+                &config.credentials,
+                proxy,
+                &config.egress,
+            )
+            .map_err(|e| invalid(format!("building the proxied HTTP client: {e}")))?,
+            None => {
+                transport::build_shared_octocrab(base.clone(), &config.credentials, &config.egress)
+                    .map_err(|e| invalid(format!("building the HTTP client: {e}")))?
+            }
         };
         let repo = format!("{}/{}", config.owner, config.repo);
         Ok(GitHubRepo {
