@@ -88,7 +88,7 @@ pub enum EmbedError {
     EgressDenied {
         url: String,
         #[source]
-        source: crate::egress::EgressDenied,
+        source: Box<crate::egress::EgressDenied>,
     },
     #[error("embedding endpoint {url} is unreachable after {attempts} attempt(s)")]
     Unreachable {

@@ -251,7 +251,7 @@ impl OpenAiEmbedder {
         {
             return Err(Attempt::Final(EmbedError::EgressDenied {
                 url: self.display_url.clone(),
-                source,
+                source: Box::new(source),
             }));
         }
         let mut request = self
@@ -446,7 +446,7 @@ impl Attempt {
         if let Some(denied) = find_denied(&error) {
             return Attempt::Final(EmbedError::EgressDenied {
                 url: url.to_string(),
-                source: denied.clone(),
+                source: Box::new(denied.clone()),
             });
         }
         let kind = if error.is_timeout() {

@@ -65,7 +65,6 @@ impl GitRunner {
         credentials: &Credentials,
         proxy: Option<&ProxySettings>,
         timeout: Duration,
-        egress: EgressPolicy,
     ) -> Result<Self, GitError> {
         let env = build_environment(url, transport, state_dir, credentials, proxy)?;
         Ok(GitRunner {
@@ -78,8 +77,15 @@ impl GitRunner {
             proxy: proxy
                 .filter(|_| matches!(transport, Transport::Https | Transport::Http))
                 .cloned(),
-            egress,
+            egress: EgressPolicy::default(),
         })
+    }
+
+    /// The egress policy remote operations are checked against (the
+    /// default refuses internal addresses).
+    pub fn with_egress(mut self, egress: EgressPolicy) -> Self {
+        self.egress = egress;
+        self
     }
 
     /// The `-c` options that pin this remote operation to addresses the
@@ -145,7 +151,7 @@ impl GitRunner {
             Ok(addrs) => Ok(addrs),
             Err(EgressError::Denied(source)) => Err(GitError::EgressDenied {
                 url: self.display_url.clone(),
-                source,
+                source: Box::new(source),
             }),
             Err(error @ EgressError::Resolve { .. }) => Err(GitError::Unreachable {
                 url: self.display_url.clone(),
@@ -400,7 +406,6 @@ mod tests {
             &credentials,
             None,
             Duration::from_secs(1),
-            EgressPolicy::default(),
         )
         .unwrap();
         let mode = std::fs::metadata(dir.path().join("identity"))
@@ -459,9 +464,9 @@ mod tests {
                 &Credentials::Anonymous,
                 None,
                 Duration::from_secs(1),
-                egress,
             )
             .unwrap()
+            .with_egress(egress)
         };
         let denied = runner(
             "https://localhost:1/r.git",
@@ -510,7 +515,6 @@ mod tests {
             &Credentials::Token("ghp_secret".into()),
             None,
             Duration::from_secs(1),
-            EgressPolicy::default(),
         )
         .unwrap();
         let script = std::fs::read_to_string(dir.path().join("askpass.sh")).unwrap();

@@ -49,7 +49,7 @@ pub enum GitError {
     EgressDenied {
         url: String,
         #[source]
-        source: crate::egress::EgressDenied,
+        source: Box<crate::egress::EgressDenied>,
     },
     #[error("git {url}: {operation} timed out after {seconds}s (spec.timeout)")]
     Timeout {

@@ -119,8 +119,8 @@ impl GitRemote {
             &credentials,
             config.proxy.as_ref(),
             config.timeout,
-            config.egress.clone(),
-        )?;
+        )?
+        .with_egress(config.egress.clone());
         if !git_dir.join("HEAD").exists() {
             init_bare(&runner)?;
         }

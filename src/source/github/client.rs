@@ -159,9 +159,11 @@ impl Client {
                 Err(GitHubError::EgressDenied {
                     repo,
                     endpoint,
-                    source: crate::egress::find_denied(&source)
-                        .cloned()
-                        .expect("checked above"),
+                    source: Box::new(
+                        crate::egress::find_denied(&source)
+                            .cloned()
+                            .expect("checked above"),
+                    ),
                 })
             }
             Err(Failure::Transport(source)) if find_proxy_error(&source).is_some() => {
@@ -215,7 +217,7 @@ impl Client {
             Some(denied) => GitHubError::EgressDenied {
                 repo: self.repo.clone(),
                 endpoint,
-                source: denied.clone(),
+                source: Box::new(denied.clone()),
             },
             None => GitHubError::Transport {
                 repo: self.repo.clone(),

@@ -56,7 +56,7 @@ pub enum GitHubError {
         repo: String,
         endpoint: &'static str,
         #[source]
-        source: crate::egress::EgressDenied,
+        source: Box<crate::egress::EgressDenied>,
     },
     #[error("github {repo}: {endpoint} unreachable after {attempts} attempts")]
     Transport {
