@@ -40,6 +40,8 @@ fn build_repo() -> TestRepo {
 
 fn source(standin: &GithubStandIn) -> GitHubRepo {
     let mut config = GitHubConfig::new("acme", "big");
+    // The test servers listen on loopback.
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
     config.api_url = standin.api_url();
     config.max_concurrent_requests = CONCURRENCY;
     GitHubRepo::new(config).expect("source")

@@ -64,6 +64,48 @@ pub enum Command {
     Sync(SyncArgs),
 }
 
+/// Where the operator may connect on a resource's behalf (GitHub API URLs,
+/// git remotes, proxies, embedding endpoints), checked on the resolved
+/// addresses of every connection and redirect.
+#[derive(Debug, Clone, Args)]
+pub struct EgressArgs {
+    /// `restricted` refuses loopback, link-local (incl. the cloud metadata
+    /// address), private, shared, unspecified and multicast addresses not
+    /// allowed below; `unrestricted` connects anywhere.
+    #[arg(long, env = "PROJECTSYNC_EGRESS_POLICY", value_enum, default_value_t = crate::egress::EgressMode::Restricted)]
+    pub egress_policy: crate::egress::EgressMode,
+    /// A network the restricted policy allows although internal, such as
+    /// an in-cluster GitHub Enterprise or embedding service (repeatable;
+    /// comma-separated in the environment variable).
+    #[arg(
+        long,
+        env = "PROJECTSYNC_EGRESS_ALLOW_CIDR",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub egress_allow_cidr: Vec<crate::egress::Cidr>,
+    /// A host whose addresses are not checked: an exact name, or
+    /// `.example.com` for a domain and its subdomains (repeatable).
+    #[arg(
+        long,
+        env = "PROJECTSYNC_EGRESS_ALLOW_HOST",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    pub egress_allow_host: Vec<String>,
+}
+
+impl EgressArgs {
+    /// The policy these flags describe.
+    pub fn policy(&self) -> crate::egress::EgressPolicy {
+        crate::egress::EgressPolicy {
+            mode: self.egress_policy,
+            allow_cidrs: self.egress_allow_cidr.clone(),
+            allow_hosts: self.egress_allow_host.clone(),
+        }
+    }
+}
+
 /// Settings of `projectsync crd`.
 #[derive(Debug, Args)]
 pub struct CrdArgs {
@@ -456,6 +498,9 @@ pub struct RunArgs {
     /// for development only.
     #[arg(long, env = "PROJECTSYNC_ALLOW_FILE_URLS", default_value_t = false)]
     pub allow_file_urls: bool,
+
+    #[command(flatten)]
+    pub egress: EgressArgs,
 
     /// Seconds a running sync may take to finish after SIGTERM before it is
     /// marked FAILED.

@@ -16,6 +16,7 @@ pub mod chunk;
 pub mod cli;
 pub mod commands;
 pub mod controller;
+pub mod egress;
 pub mod embed;
 pub mod http;
 pub mod metrics;

@@ -196,6 +196,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     args.max_inflight_bytes,
                     args.max_inflight_bytes_per_run,
                 ),
+                egress: args.egress.policy(),
             },
             ChunkerConfig::default(),
         )

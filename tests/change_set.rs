@@ -76,6 +76,8 @@ impl Source for FullDiffOnly {
 fn git_source(url: &str, cache: &std::path::Path) -> GitRemote {
     let mut config = GitConfig::new(url, cache);
     config.timeout = Duration::from_secs(60);
+    // The git daemon of the test listens on loopback.
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
     GitRemote::new(config).expect("git source")
 }
 

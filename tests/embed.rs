@@ -34,6 +34,8 @@ fn config(server: &EmbedServer) -> OpenAiConfig {
         request_timeout: Duration::from_secs(5),
         retry: quick_retries(3),
         max_retry_after: Duration::from_secs(5),
+        // The test server listens on loopback.
+        egress: projectsync::egress::EgressPolicy::allow_loopback(),
         ..OpenAiConfig::new(server.endpoint(), "test-embed-small")
     }
 }
@@ -108,8 +110,11 @@ async fn a_wrong_api_key_stalls_with_auth_failed_and_is_not_retried() {
     );
     assert_eq!(err.reason(), "EmbeddingAuthFailed");
     assert_eq!(err.retry(), Retry::Stalled);
+    // The endpoint's own words are not repeated (it is whatever the tenant
+    // names): only the status and the body's size.
     assert!(
-        err.to_string().contains("Incorrect API key provided"),
+        !err.to_string().contains("Incorrect API key provided")
+            && err.to_string().contains("-byte body not shown"),
         "{err}"
     );
     assert!(!err.to_string().contains("sk-wrong"), "{err}");
@@ -399,6 +404,7 @@ async fn an_unreachable_endpoint_fails_after_bounded_attempts() {
         .port();
     let provider = client(OpenAiConfig {
         retry: quick_retries(3),
+        egress: projectsync::egress::EgressPolicy::allow_loopback(),
         ..OpenAiConfig::new(format!("http://127.0.0.1:{port}/v1"), "m")
     });
 
@@ -428,7 +434,11 @@ async fn a_provider_built_from_the_spec_is_shared_by_concurrent_tasks() {
         batch_size: 5,
         reuse_scope: Default::default(),
     };
-    let config = build_embedder_config(Some(&spec), Some("sk-spec\n".into())).unwrap();
+    let mut config = build_embedder_config(Some(&spec), Some("sk-spec\n".into())).unwrap();
+    // The operator sets its egress policy; the test server is on loopback.
+    if let projectsync::embed::EmbedderConfig::OpenAi(openai) = &mut config {
+        openai.egress = projectsync::egress::EgressPolicy::allow_loopback();
+    }
     let provider: Arc<dyn Embedder> = build_embedder(config).unwrap();
     assert!(provider.enabled());
     assert_eq!(provider.model(), "test-embed-small");
@@ -447,4 +457,66 @@ async fn a_provider_built_from_the_spec_is_shared_by_concurrent_tasks() {
         task.await.unwrap();
     }
     assert_eq!(server.request_count(), 8);
+}
+
+/// Answers every connection with a 307 to `location`, once per request.
+async fn redirect_server(location: String) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let location = location.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = stream.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_redirect_from_an_allowed_host_to_loopback_is_refused_and_never_followed() {
+    // The target: a real embeddings server on 127.0.0.1, which must see nothing.
+    let target = EmbedServer::start().await;
+    let redirector = redirect_server(target.endpoint() + "/embeddings").await;
+    // `localhost` is allowed by name; the redirect goes to an IP literal.
+    let provider = client(OpenAiConfig {
+        retry: quick_retries(2),
+        egress: projectsync::egress::EgressPolicy {
+            allow_hosts: vec!["localhost".into()],
+            ..Default::default()
+        },
+        ..OpenAiConfig::new(format!("http://localhost:{}/v1", redirector.port()), "m")
+    });
+
+    let err = provider.embed(&inputs(1)).await.unwrap_err();
+
+    assert!(matches!(err, EmbedError::EgressDenied { .. }), "{err:?}");
+    assert_eq!(err.reason(), "EgressDenied");
+    assert_eq!(err.retry(), Retry::Stalled);
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    assert_eq!(target.request_count(), 0);
+}
+
+#[tokio::test]
+async fn an_endpoint_on_loopback_is_refused_by_the_default_policy_by_ip_and_by_name() {
+    let server = EmbedServer::start().await;
+    for endpoint in [
+        server.endpoint(),
+        server.endpoint().replace("127.0.0.1", "localhost"),
+    ] {
+        let provider = client(OpenAiConfig {
+            retry: quick_retries(2),
+            ..OpenAiConfig::new(endpoint.clone(), "m")
+        });
+        let err = provider.embed(&inputs(1)).await.unwrap_err();
+        assert_eq!(err.reason(), "EgressDenied", "{endpoint}: {err}");
+    }
+    assert_eq!(server.request_count(), 0);
 }

@@ -104,9 +104,11 @@ async fn github_requests_tunnel_through_the_proxy_which_rejects_bad_credentials_
         "the stand-in saw the requests (branch head, tree, blobs) through the tunnel"
     );
 
-    // Wrong proxy password: the changed Secret rebuilds the source, and the
-    // proxy's 407 is named.
+    // Wrong proxy password: the changed Secret (read on the requested
+    // sync; Secrets are not watched) rebuilds the source, and the proxy's
+    // 407 is named.
     point_at(&ns, &proxy, "wrong", None).await;
+    request_sync(&api, "app", "wrong-password").await;
     let obj = wait_until(
         &api,
         "app",

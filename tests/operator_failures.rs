@@ -116,8 +116,10 @@ async fn a_missing_secret_then_a_wrong_key_then_a_bad_token_stall_and_recover_wh
     let event = wait_for_event(&ns, "private", "SecretNotFound").await;
     assert!(event.message.unwrap_or_default().contains("not found"));
 
-    // The Secret appears, with the wrong key: the Secret watch retriggers.
+    // The Secret appears, with the wrong key. Secrets are not watched (that
+    // would need list and watch on all of them): the user asks for a sync.
     secret(&ns, "gh", json!({ "password": "s3cret" })).await;
+    request_sync(&api, "private", "secret-created").await;
     let obj = wait_until(
         &api,
         "private",
@@ -135,6 +137,7 @@ async fn a_missing_secret_then_a_wrong_key_then_a_bad_token_stall_and_recover_wh
 
     // The right key with a bad token: GitHub says 401.
     secret(&ns, "gh", json!({ "token": "wrong" })).await;
+    request_sync(&api, "private", "secret-key-fixed").await;
     wait_until(
         &api,
         "private",
@@ -147,6 +150,7 @@ async fn a_missing_secret_then_a_wrong_key_then_a_bad_token_stall_and_recover_wh
 
     // Fixed: the next reconcile syncs and clears Stalled.
     secret(&ns, "gh", json!({ "token": "s3cret" })).await;
+    request_sync(&api, "private", "token-fixed").await;
     wait_until(
         &api,
         "private",

@@ -29,11 +29,15 @@ impl Both {
     async fn new(repo: &TestRepo) -> Self {
         let standin = GithubStandIn::start("acme", "demo", repo.git_dir()).await;
         let mut config = GitHubConfig::new("acme", "demo");
+        // The test servers listen on loopback.
+        config.egress = projectsync::egress::EgressPolicy::allow_loopback();
         config.api_url = standin.api_url();
         let github = GitHubRepo::new(config).unwrap();
         let daemon = GitDaemon::start(repo.root());
         let cache = tempfile::tempdir().unwrap();
         let mut config = GitConfig::new(daemon.url("demo"), cache.path().join("c"));
+        // The test servers listen on loopback.
+        config.egress = projectsync::egress::EgressPolicy::allow_loopback();
         config.timeout = Duration::from_secs(60);
         let git = GitRemote::new(config).unwrap();
         Both {

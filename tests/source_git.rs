@@ -14,6 +14,8 @@ use support::repo::{TestRepo, assert_source_matches_git};
 
 fn source_for(url: &str, cache: &tempfile::TempDir) -> GitRemote {
     let mut config = GitConfig::new(url, cache.path().join("cache"));
+    // The test servers listen on loopback.
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
     config.timeout = Duration::from_secs(60);
     config.retry = RetryPolicy {
         attempts: 3,
@@ -141,6 +143,8 @@ async fn basic_credentials_reach_the_server_through_askpass_and_never_appear_in_
     let cache = tempfile::tempdir().unwrap();
     let with = |credentials: Credentials, dir: &str| {
         let mut config = GitConfig::new(http.url("demo"), cache.path().join(dir));
+        // The test servers listen on loopback.
+        config.egress = projectsync::egress::EgressPolicy::allow_loopback();
         config.credentials = credentials;
         GitRemote::new(config).unwrap()
     };
@@ -179,6 +183,8 @@ async fn a_token_is_sent_as_the_password_of_x_access_token() {
     let http = GitHttp::start(repo.root(), Some(("x-access-token", "ghp_token"))).await;
     let cache = tempfile::tempdir().unwrap();
     let mut config = GitConfig::new(http.url("demo"), cache.path().join("c"));
+    // The test servers listen on loopback.
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
     config.credentials = Credentials::Token("ghp_token".into());
     let branches = GitRemote::new(config)
         .unwrap()
@@ -206,6 +212,8 @@ async fn file_urls_are_refused_unless_the_operator_allows_them() {
         "a bare path is a local URL too"
     );
     let mut config = GitConfig::new(&url, cache.path().join("c"));
+    // The test servers listen on loopback.
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
     config.allow_file_urls = true;
     let source = GitRemote::new(config).unwrap();
     assert_source_matches_git(
@@ -325,6 +333,8 @@ async fn blobs_over_the_limit_non_blobs_and_uncached_objects_are_refused() {
 async fn debug_output_and_description_of_a_git_source_never_show_credentials() {
     let cache = tempfile::tempdir().unwrap();
     let mut config = GitConfig::new("https://bot:urlpass@example.invalid/r.git", cache.path());
+    // The test servers listen on loopback.
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
     config.credentials = Credentials::Token("ghp_secret".into());
     let source = GitRemote::new(config).unwrap();
     let shown = format!("{source:?} {}", source.describe());
@@ -340,7 +350,9 @@ async fn credentials_written_into_an_https_url_are_moved_out_of_the_command_line
     let http = GitHttp::start(repo.root(), Some(("bot", "urlpass"))).await;
     let cache = tempfile::tempdir().unwrap();
     let url = http.url("demo").replace("http://", "http://bot:urlpass@");
-    let source = GitRemote::new(GitConfig::new(url, cache.path())).unwrap();
+    let mut config = GitConfig::new(url, cache.path());
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
+    let source = GitRemote::new(config).unwrap();
     assert_eq!(
         source.fetch_branches().await.unwrap().len(),
         repo.branches().len()

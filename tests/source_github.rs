@@ -12,6 +12,8 @@ use support::repo::{TestRepo, assert_source_matches_git};
 
 fn config(standin: &GithubStandIn, repo: &str) -> GitHubConfig {
     let mut config = GitHubConfig::new("acme", repo);
+    // The test servers listen on loopback.
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
     config.api_url = standin.api_url();
     config.retry = RetryPolicy {
         attempts: 3,
@@ -520,6 +522,8 @@ async fn an_unreachable_api_is_a_transient_error() {
         .unwrap()
         .port();
     let mut config = GitHubConfig::new("acme", "demo");
+    // The test servers listen on loopback.
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
     config.api_url = format!("http://127.0.0.1:{port}");
     config.retry = RetryPolicy {
         attempts: 2,

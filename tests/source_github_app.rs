@@ -37,6 +37,8 @@ fn app_config(
     key: &TestAppKey,
 ) -> GitHubConfig {
     let mut config = GitHubConfig::new("acme", "demo");
+    // The test servers listen on loopback.
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
     config.api_url = standin.api_url();
     config.retry = RetryPolicy {
         attempts: 2,

@@ -108,6 +108,8 @@ async fn replay(routes: Vec<(&str, &str)>) -> (String, tokio::task::JoinHandle<(
 
 fn connector(api_url: &str, owner: &str, repo: &str) -> GitHubRepo {
     let mut config = GitHubConfig::new(owner, repo);
+    // The test servers listen on loopback.
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
     config.api_url = api_url.to_string();
     config.retry = RetryPolicy {
         attempts: 1,

@@ -15,6 +15,8 @@ use support::ssh_server::{SshKeyPair, SshServer};
 
 fn source_for(url: &str, credentials: Credentials, cache: &tempfile::TempDir) -> GitRemote {
     let mut config = GitConfig::new(url, cache.path().join("cache"));
+    // The test servers listen on loopback.
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
     config.credentials = credentials;
     config.timeout = Duration::from_secs(60);
     config.retry = RetryPolicy {

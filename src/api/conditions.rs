@@ -73,6 +73,11 @@ pub mod reason {
         /// No connection to the proxy itself.
         PROXY_UNREACHABLE = "ProxyUnreachable";
 
+        // The egress policy.
+        /// A source, proxy or embedding endpoint resolves to an address the
+        /// operator's egress policy refuses (loopback, link-local, private).
+        EGRESS_DENIED = "EgressDenied";
+
         // Repository hosts: GitHub, and git where the meaning is the same.
         /// GitHub rejected the token.
         BAD_CREDENTIALS = "BadCredentials";

@@ -310,10 +310,15 @@ pub struct GitHubSource {
 pub struct GitSource {
     /// The remote URL: `https://`, `http://`, `ssh://`, `git://`, scp-like
     /// `user@host:path`, or `file://` (only when the operator allows it).
+    /// Without credentials: they would be stored in status and Postgres;
+    /// they go in the Secret of `secretRef`.
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new(
         "self.matches('^(https?|ssh|git|file)://[^\\\\s]+$') || self.matches('^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\\\\s]+$')"
     ).message("url must be a git remote URL: https://, http://, ssh://, git://, file:// or user@host:path"))]
+    #[x_kube(validation = Rule::new(
+        "!self.matches('^https?://[^/]*@') && !self.matches('^[A-Za-z+]+://[^/@]*:[^/@]*@')"
+    ).message("url must not contain credentials: put them in a Secret named by spec.source.git.secretRef (username and password, or token)"))]
     pub url: String,
 
     /// A Secret in the same namespace with credentials: `username` and

@@ -54,6 +54,8 @@ pub async fn resolve_project_sync(
         git_cache: None,
         max_tree_entries: crate::source::tree::DEFAULT_TREE_ENTRIES_CEILING,
         fetch_budget: crate::pipeline::FetchBudget::default(),
+        // The user's own command, from the user's own network position.
+        egress: crate::egress::EgressPolicy::unrestricted(),
     };
     Ok(resolve(client, obj, &settings).await?)
 }

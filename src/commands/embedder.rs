@@ -59,6 +59,8 @@ pub fn build_from_flags(
     let config = OpenAiConfig {
         api_key,
         batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+        // The user's own command, from the user's own network position.
+        egress: crate::egress::EgressPolicy::unrestricted(),
         ..OpenAiConfig::new(endpoint.trim(), model.trim())
     };
     Ok(build_from_config(EmbedderConfig::OpenAi(config))?)

@@ -84,6 +84,8 @@ pub fn build_source(
                     CommandError::Usage(format!("--github {github:?} is not owner/repo"))
                 })?;
             let mut config = GitHubConfig::new(owner, repo);
+            // The user's own command, from the user's own network position.
+            config.egress = crate::egress::EgressPolicy::unrestricted();
             if let Some(api_url) = &args.api_url {
                 config.api_url = api_url.clone();
             }
@@ -101,6 +103,7 @@ pub fn build_source(
             let mut config = GitConfig::new(url, cache.path().join("git"));
             config.credentials = credentials;
             config.allow_file_urls = true;
+            config.egress = crate::egress::EgressPolicy::unrestricted();
             let source = GitRemote::new(config).map_err(|e| CommandError::Source(e.into()))?;
             Ok((Arc::new(source), ProjectSource::Git { url: url.clone() }))
         }

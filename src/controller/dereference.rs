@@ -37,6 +37,8 @@ pub struct SourceSettings {
     pub max_tree_entries: usize,
     /// Content bytes runs may hold in flight (the operator's and each run's).
     pub fetch_budget: crate::pipeline::FetchBudget,
+    /// Where sources, proxies and embedding endpoints may connect.
+    pub egress: crate::egress::EgressPolicy,
 }
 
 /// What a run of one resource talks to.
@@ -61,7 +63,7 @@ pub fn build_identity(obj: &ProjectSync) -> ProjectIdentity {
                 repo: github.repo.clone(),
             },
             SourceSpec { git: Some(git), .. } => ProjectSource::Git {
-                url: git.url.clone(),
+                url: crate::source::git::redact_url(&git.url),
             },
             // The CRD's CEL rule guarantees exactly one source.
             SourceSpec {
@@ -85,7 +87,9 @@ pub fn describe_repository(spec: &SourceSpec) -> String {
             github: Some(github),
             ..
         } => format!("{}/{}", github.owner, github.repo),
-        SourceSpec { git: Some(git), .. } => git.url.clone(),
+        // Never credentials in status, even of an object stored before the
+        // CRD refused them.
+        SourceSpec { git: Some(git), .. } => crate::source::git::redact_url(&git.url),
         SourceSpec { .. } => String::new(),
     }
 }
@@ -226,6 +230,7 @@ pub fn build_clients(
             config.request_timeout = timeout;
             config.proxy = inputs.proxy;
             config.tree_limit = tree_limit;
+            config.egress = settings.egress.clone();
             Arc::new(GitHubRepo::new(config).map_err(|e| Error::Source(e.into()))?)
         }
         SourceSpec { git: Some(git), .. } => {
@@ -236,6 +241,7 @@ pub fn build_clients(
             config.proxy = inputs.proxy;
             config.max_cache_bytes = settings.git_cache.as_ref().map(|c| c.max_bytes());
             config.tree_limit = tree_limit;
+            config.egress = settings.egress.clone();
             Arc::new(GitRemote::new(config).map_err(|e| Error::Source(e.into()))?)
         }
         SourceSpec {
@@ -244,6 +250,12 @@ pub fn build_clients(
         } => return Err(Error::Spec(super::validate::SpecError::NoSource)),
     };
     let embedder = build_embedder_config(obj.spec.embedding.as_ref(), inputs.api_key)
+        .map(|mut config| {
+            if let crate::embed::EmbedderConfig::OpenAi(openai) = &mut config {
+                openai.egress = settings.egress.clone();
+            }
+            config
+        })
         .and_then(build_embedder)
         .map_err(Error::Embedding)?;
     Ok(Resolved {

@@ -1,5 +1,5 @@
-//! The kube-runtime glue: watches ProjectSync resources (and the Secrets they
-//! reference), runs the pipeline for each, and reports through status,
+//! The kube-runtime glue: watches ProjectSync resources (their Secrets are
+//! read with `get`, never watched), runs the pipeline for each, and reports through status,
 //! events and metrics. Only the replica holding the leader Lease reconciles.
 
 pub mod context;
@@ -19,16 +19,9 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use futures::{FutureExt, StreamExt, future};
-use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, ResourceExt,
-    core::PartialObjectMeta,
-    runtime::{
-        Controller, WatchStreamExt, predicates,
-        reflector::{self, ObjectRef},
-        utils::Predicate,
-        watcher,
-    },
+    Api,
+    runtime::{Controller, WatchStreamExt, predicates, reflector, utils::Predicate, watcher},
 };
 
 use crate::api::ProjectSync;
@@ -161,20 +154,19 @@ fn build_controllers(
         options.namespaces.iter().cloned().map(Some).collect()
     };
     let runs = scopes.into_iter().map(|namespace| {
-        // Secrets are watched as metadata only: the controller needs to know
-        // that one changed, never its data.
-        let (resources, secrets): (Api<ProjectSync>, Api<PartialObjectMeta<Secret>>) =
-            match &namespace {
-                Some(ns) => (
-                    Api::namespaced(ctx.client.clone(), ns),
-                    Api::namespaced(ctx.client.clone(), ns),
-                ),
-                None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-            };
+        // Secrets are not watched: a watch (even of metadata) needs `list`
+        // and `watch` on every Secret in scope. A referenced Secret is read
+        // with `get` on each reconcile; its resourceVersion is part of the
+        // source fingerprint, so a change takes effect at the next interval
+        // (or at once with the request annotation).
+        let resources: Api<ProjectSync> = match &namespace {
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+            None => Api::all(ctx.client.clone()),
+        };
         let (reader, writer) = reflector::store();
         // Status writes do not trigger reconciles: only spec (generation),
         // annotations (the request annotation) and finalizers do, plus the
-        // interval requeue and changes of referenced Secrets.
+        // interval requeue.
         let changes = watcher(resources, watcher::Config::default())
             .default_backoff()
             .reflect(writer)
@@ -185,22 +177,7 @@ fn build_controllers(
                     .combine(predicates::finalizers),
                 Default::default(),
             );
-        let index = reader.clone();
-        let secret_changes = watcher(secrets, watcher::Config::default())
-            .default_backoff()
-            .touched_objects();
         Controller::for_stream(changes, reader)
-            .watches_stream(secret_changes, move |secret| {
-                let namespace = secret.namespace();
-                let name = secret.name_any();
-                index
-                    .state()
-                    .into_iter()
-                    .filter(|obj| obj.namespace() == namespace)
-                    .filter(|obj| dereference::referenced_secrets(obj).contains(&name.as_str()))
-                    .map(|obj| ObjectRef::from(obj.as_ref()))
-                    .collect::<Vec<_>>()
-            })
             .with_config(
                 kube::runtime::controller::Config::default().concurrency(options.concurrency),
             )

@@ -31,6 +31,10 @@ pub enum SpecError {
     MaxFileSize { value: String },
     #[error("spec.{0}")]
     Glob(#[from] GlobError),
+    #[error(
+        "spec.source.git.url {url:?} contains credentials; remove them from the URL and put them in a Secret named by spec.source.git.secretRef (username and password, or token), so they are not stored in status and Postgres"
+    )]
+    CredentialsInUrl { url: String },
 }
 
 /// The settings of a valid spec.
@@ -47,6 +51,13 @@ pub struct ValidSpec {
 
 /// Validates `spec`.
 pub fn validate(spec: &ProjectSyncSpec) -> Result<ValidSpec, SpecError> {
+    if let Some(git) = &spec.source.git
+        && has_credentials(&git.url)
+    {
+        return Err(SpecError::CredentialsInUrl {
+            url: crate::source::git::redact_url(&git.url),
+        });
+    }
     Ok(ValidSpec {
         interval: parse_duration(&spec.interval).ok_or_else(|| SpecError::Interval {
             value: spec.interval.clone(),
@@ -75,6 +86,20 @@ pub fn parse_max_file_size(value: &IntOrString) -> Option<u64> {
     parse_size(value).filter(|n| *n <= MAX_FILE_SIZE_LIMIT)
 }
 
+/// Whether a remote URL carries a secret: any userinfo in http(s) (a
+/// token alone is a user name there), a password elsewhere (`ssh://git@`
+/// names the account, not a secret). The CRD has the same rule.
+fn has_credentials(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return false;
+    };
+    matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") || userinfo.contains(':')
+}
+
 /// `spec.timeout` as a `Duration` (the CRD bounds it to 1s..=1h; objects
 /// stored before the field existed get the 60s default from the schema).
 pub fn validate_timeout(spec: &ProjectSyncSpec) -> Result<Duration, SpecError> {
@@ -88,6 +113,25 @@ pub fn validate_timeout(spec: &ProjectSyncSpec) -> Result<Duration, SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_a_git_url_are_found_but_an_ssh_user_is_not_one() {
+        for url in [
+            "https://bot:s3cret@host/r.git",
+            "https://ghp_token@host/r.git",
+            "ssh://git:pw@host/r.git",
+        ] {
+            assert!(has_credentials(url), "{url}");
+        }
+        for url in [
+            "https://host/r.git",
+            "ssh://git@host/r.git",
+            "git@host:o/r.git",
+            "https://host/a@b",
+        ] {
+            assert!(!has_credentials(url), "{url}");
+        }
+    }
 
     #[test]
     fn a_bad_glob_is_reported_as_the_spec_field_that_holds_it() {

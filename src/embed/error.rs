@@ -84,6 +84,12 @@ pub enum EmbedError {
         timeout: Duration,
         attempts: u32,
     },
+    #[error("embedding endpoint {url}: {source}")]
+    EgressDenied {
+        url: String,
+        #[source]
+        source: Box<crate::egress::EgressDenied>,
+    },
     #[error("embedding endpoint {url} is unreachable after {attempts} attempt(s)")]
     Unreachable {
         url: String,
@@ -141,6 +147,7 @@ impl EmbedError {
             ServerError { .. } => reason::EMBEDDING_SERVER_ERROR,
             Timeout { .. } => reason::EMBEDDING_TIMEOUT,
             Unreachable { .. } => reason::EMBEDDING_ENDPOINT_UNREACHABLE,
+            EgressDenied { .. } => reason::EGRESS_DENIED,
             MalformedResponse { .. } | CountMismatch { .. } | DimensionMismatch { .. } => {
                 reason::EMBEDDING_RESPONSE_INVALID
             }
@@ -166,6 +173,7 @@ impl EmbedError {
             | AuthFailed { .. }
             | NotFound { .. }
             | QuotaExceeded { .. }
+            | EgressDenied { .. }
             | Rejected { .. }
             | ResponseTooLarge { .. } => Retry::Stalled,
             RateLimited {

@@ -5,6 +5,12 @@
 //! batch gets bounded retries with backoff on 5xx, 429 (honouring
 //! `Retry-After`), timeouts and connection errors; every other failure
 //! ends the call at once with a specific [`EmbedError`].
+//!
+//! Connections obey the operator's egress policy: names resolve through
+//! [`EgressResolver`], IP literals are checked before each request and on
+//! every redirect, so a redirect from an allowed host to an internal one
+//! is refused. Error bodies are not copied into messages (the endpoint is
+//! whatever the tenant names): only the status and the body's size are.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -18,6 +24,7 @@ use reqwest::{StatusCode, Url};
 
 use super::wire::{self, EmbeddingsRequest, ResponseProblem};
 use super::{EmbedError, Embedder};
+use crate::egress::{EgressPolicy, EgressResolver, find_denied};
 use crate::retry::{RetryPolicy, parse_retry_after};
 
 /// Settings of an [`OpenAiEmbedder`]. `Debug` never shows the key.
@@ -40,6 +47,9 @@ pub struct OpenAiConfig {
     /// one ends the call with a rate-limit error naming the time, so the
     /// controller requeues instead of holding a worker.
     pub max_retry_after: Duration,
+    /// Which addresses the endpoint and its redirects may resolve to
+    /// (default: no internal ones).
+    pub egress: EgressPolicy,
 }
 
 impl OpenAiConfig {
@@ -59,6 +69,7 @@ impl OpenAiConfig {
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             max_retry_after: Duration::from_secs(30),
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -74,6 +85,7 @@ impl fmt::Debug for OpenAiConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("retry", &self.retry)
             .field("max_retry_after", &self.max_retry_after)
+            .field("egress", &self.egress)
             .finish()
     }
 }
@@ -98,6 +110,7 @@ pub struct OpenAiEmbedder {
     /// The dimension of the first vectors this client received; every later
     /// vector must match, so one model never yields mixed dimensions.
     dimension: OnceLock<usize>,
+    egress: EgressPolicy,
 }
 
 impl fmt::Debug for OpenAiEmbedder {
@@ -137,8 +150,22 @@ impl OpenAiEmbedder {
                 Some(value)
             }
         };
+        let resolver = EgressResolver::new(config.egress.clone());
+        let redirects = config.egress.clone();
         let client = reqwest::Client::builder()
             .user_agent(concat!("projectsync/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(std::sync::Arc::new(resolver))
+            // Names in a redirect resolve through the resolver above;
+            // literals (which skip it) are checked here.
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 10 {
+                    return attempt.error("more than 10 redirects");
+                }
+                match attempt.url().host_str().map(|h| redirects.check_literal(h)) {
+                    Some(Err(denied)) => attempt.error(denied),
+                    _ => attempt.follow(),
+                }
+            }))
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
             .build()
@@ -159,6 +186,7 @@ impl OpenAiEmbedder {
             },
             max_retry_after: config.max_retry_after,
             dimension: OnceLock::new(),
+            egress: config.egress,
         })
     }
 
@@ -218,6 +246,14 @@ impl OpenAiEmbedder {
 
     /// One HTTP exchange, classified.
     async fn send_once(&self, body: &Bytes, expected: usize) -> Result<Vec<Vec<f32>>, Attempt> {
+        if let Some(host) = self.url.host_str()
+            && let Err(source) = self.egress.check_literal(host)
+        {
+            return Err(Attempt::Final(EmbedError::EgressDenied {
+                url: self.display_url.clone(),
+                source: Box::new(source),
+            }));
+        }
         let mut request = self
             .client
             .post(self.url.clone())
@@ -226,7 +262,10 @@ impl OpenAiEmbedder {
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
         }
-        let response = request.send().await.map_err(Attempt::from_transport)?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Attempt::from_transport(e, &self.display_url))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -249,14 +288,14 @@ impl OpenAiEmbedder {
                     inputs: expected,
                 }));
             }
-            Err(e) => return Err(Attempt::from_transport(e)),
+            Err(e) => return Err(Attempt::from_transport(e, &self.display_url)),
         };
 
         if status.is_success() {
             return wire::parse_embeddings(&bytes, expected)
                 .map_err(|problem| Attempt::Final(self.response_error(problem)));
         }
-        let message = wire::error_message(&bytes);
+        let message = withheld_body(&bytes);
         let url = self.display_url.clone();
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
@@ -451,8 +490,21 @@ enum Attempt {
     Transient(Transient),
 }
 
+/// What messages say of an error answer's body: its size only. The
+/// endpoint is the tenant's to name, so its text (or an internal service's)
+/// is never copied into status, events or logs.
+fn withheld_body(body: &[u8]) -> String {
+    format!("{}-byte body not shown", body.len())
+}
+
 impl Attempt {
-    fn from_transport(error: reqwest::Error) -> Attempt {
+    fn from_transport(error: reqwest::Error, url: &str) -> Attempt {
+        if let Some(denied) = find_denied(&error) {
+            return Attempt::Final(EmbedError::EgressDenied {
+                url: url.to_string(),
+                source: Box::new(denied.clone()),
+            });
+        }
         let kind = if error.is_timeout() {
             TransientKind::Timeout
         } else {

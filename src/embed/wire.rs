@@ -103,22 +103,6 @@ pub(super) fn parse_embeddings(
     Ok(vectors)
 }
 
-/// The server's explanation in an error answer: OpenAI's and vLLM's
-/// `{"error": {"message": ...}}`, TEI's and Ollama's `{"error": "..."}`, or
-/// the start of the body.
-pub(super) fn error_message(body: &[u8]) -> String {
-    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    let error = json.as_ref().and_then(|v| v.get("error"));
-    let message = error
-        .and_then(|e| e.get("message").or(Some(e)))
-        .and_then(|m| m.as_str())
-        .or_else(|| json.as_ref()?.get("message")?.as_str());
-    match message {
-        Some(message) => snippet(message.as_bytes()),
-        None => snippet(body),
-    }
-}
-
 /// OpenAI's `error.code` (e.g. `insufficient_quota`), if the body has one.
 pub(super) fn error_code(body: &[u8]) -> Option<String> {
     let json: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -240,17 +224,8 @@ mod tests {
     }
 
     #[test]
-    fn error_messages_are_read_from_the_usual_shapes() {
+    fn error_codes_are_read_from_openais_shape() {
         let openai = br#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#;
-        assert_eq!(error_message(openai), "Incorrect API key provided");
         assert_eq!(error_code(openai).as_deref(), Some("invalid_api_key"));
-        let tei = br#"{"error":"Model is overloaded","error_type":"overloaded"}"#;
-        assert_eq!(error_message(tei), "Model is overloaded");
-        assert_eq!(
-            error_message(b"upstream\nconnect error"),
-            "upstream connect error"
-        );
-        let long = "x".repeat(1_000);
-        assert_eq!(error_message(long.as_bytes()).chars().count(), 301);
     }
 }

@@ -79,8 +79,10 @@ pub fn build_proxy_from_secret(
         }
     };
     let address = text(ADDRESS_KEY)?.ok_or(ProxyError::MissingAddress)?;
+    // Never repeats credentials someone wrote into the address.
+    let shown = crate::source::git::redact_url(&address);
     let invalid = |detail| ProxyError::InvalidAddress {
-        address: address.clone(),
+        address: shown.clone(),
         detail,
     };
     let uri: http::Uri = address.parse().map_err(|_| invalid("not a URL"))?;
@@ -203,6 +205,7 @@ mod tests {
                 matches!(err, ProxyError::InvalidAddress { .. }),
                 "{address}: {err}"
             );
+            assert!(!err.to_string().contains("u:p@"), "{err}");
         }
         let err = build_proxy_from_secret(&secret(&[("address", "http://p:1"), ("password", "x")]))
             .unwrap_err();

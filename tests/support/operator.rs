@@ -31,6 +31,9 @@ pub struct OperatorConfig<'a> {
     /// Replica name (the Lease identity).
     pub identity: &'a str,
     pub extra_args: Vec<String>,
+    /// The egress flags: by default loopback is allowed, as every test
+    /// server listens there; empty runs the operator's default policy.
+    pub egress_args: Vec<String>,
     /// Kubeconfig to run as (e.g. a ServiceAccount token); the admin one when `None`.
     pub kubeconfig: Option<&'a Path>,
     /// Namespace of the leader Lease; `namespace` when `None`.
@@ -46,6 +49,14 @@ impl<'a> OperatorConfig<'a> {
             database_url,
             identity: "replica-a",
             extra_args: Vec::new(),
+            egress_args: [
+                "--egress-allow-cidr",
+                "127.0.0.0/8",
+                "--egress-allow-cidr",
+                "::1/128",
+            ]
+            .map(String::from)
+            .to_vec(),
             kubeconfig: None,
             lease_namespace: None,
             env: Vec::new(),
@@ -97,6 +108,7 @@ impl Operator {
             .args(["--identity", config.identity])
             .args(["--cache-dir", cache.path().to_str().expect("utf-8 path")])
             .args(["--shutdown-grace", "10"])
+            .args(&config.egress_args)
             .args(&config.extra_args)
             .env(
                 "KUBECONFIG",

@@ -2,6 +2,15 @@
 //! environment of [`super::environment`], within a time limit, killed with
 //! its helpers on timeout or when a fetch outgrows the cache, and its
 //! failure classified from stderr.
+//!
+//! Git makes its own connections, so the egress policy is applied before
+//! it runs: every remote operation first resolves the remote's host (and
+//! the proxy's) through [`EgressPolicy::resolve`], and git is then pinned
+//! to the checked addresses: curl's resolve list (`http.curloptResolve`)
+//! for http(s) and the proxy, `HostName=` (with `HostKeyAlias=` so
+//! `known_hosts` still matches the name) for ssh, and a `url.insteadOf`
+//! rewrite to the address for git://. Redirects are not followed (see
+//! `environment`). A tunnelled target is resolved by the proxy.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -14,6 +23,7 @@ use tokio::process::Command;
 use super::environment::build_environment;
 use super::error::{GitError, build_error_from_stderr};
 use super::remote::{Transport, redact_url};
+use crate::egress::{EgressError, EgressPolicy};
 use crate::source::{Credentials, proxy::ProxySettings};
 
 /// Runs git for one repository with the sealed environment.
@@ -23,6 +33,9 @@ pub(crate) struct GitRunner {
     pub git_dir: PathBuf,
     pub timeout: Duration,
     env: Vec<(OsString, OsString)>,
+    transport: Transport,
+    proxy: Option<ProxySettings>,
+    egress: EgressPolicy,
 }
 
 /// Shows no URL userinfo and no environment values (they hold secrets).
@@ -60,7 +73,103 @@ impl GitRunner {
             git_dir,
             timeout,
             env,
+            transport,
+            proxy: proxy
+                .filter(|_| matches!(transport, Transport::Https | Transport::Http))
+                .cloned(),
+            egress: EgressPolicy::default(),
         })
+    }
+
+    /// The egress policy remote operations are checked against (the
+    /// default refuses internal addresses).
+    pub fn with_egress(mut self, egress: EgressPolicy) -> Self {
+        self.egress = egress;
+        self
+    }
+
+    /// The `-c` options that pin this remote operation to addresses the
+    /// egress policy allows; refused when the host (or the proxy) resolves
+    /// to none.
+    pub async fn build_pinned_options(&self) -> Result<Vec<String>, GitError> {
+        if self.transport == Transport::File {
+            return Ok(Vec::new());
+        }
+        let Some(remote) = parse_remote_host(&self.url, self.transport) else {
+            return Ok(Vec::new());
+        };
+        let mut options = Vec::new();
+        // A target reached through the proxy is the proxy's to resolve.
+        let proxied = self.proxy.as_ref().is_some_and(|proxy| {
+            self.url
+                .parse::<http::Uri>()
+                .is_ok_and(|uri| proxy.matcher().intercept(&uri).is_some())
+        });
+        if let Some(proxy) = &self.proxy
+            && let Some(host) = parse_remote_host(&proxy.address, Transport::Http)
+        {
+            let addrs = self.resolve(&host).await?;
+            if host.is_name() {
+                options.push(curl_resolve(&host, &addrs));
+            }
+        }
+        if proxied {
+            return Ok(options);
+        }
+        let addrs = self.resolve(&remote).await?;
+        if !remote.is_name() {
+            return Ok(options);
+        }
+        let first = addrs[0].ip();
+        match self.transport {
+            Transport::Https | Transport::Http => options.push(curl_resolve(&remote, &addrs)),
+            Transport::Ssh => {
+                let alias = if remote.port == 22 {
+                    remote.host.clone()
+                } else {
+                    format!("[{}]:{}", remote.host, remote.port)
+                };
+                options.push(format!(
+                    "core.sshCommand={} -o HostName={first} -o HostKeyAlias={alias}",
+                    self.ssh_command()
+                ));
+            }
+            Transport::Git => {
+                let pinned = match first {
+                    std::net::IpAddr::V4(ip) => format!("git://{ip}:{}/", remote.port),
+                    std::net::IpAddr::V6(ip) => format!("git://[{ip}]:{}/", remote.port),
+                };
+                options.push(format!("url.{pinned}.insteadOf={}", remote.prefix));
+            }
+            Transport::File => {}
+        }
+        Ok(options)
+    }
+
+    async fn resolve(&self, remote: &RemoteHost) -> Result<Vec<std::net::SocketAddr>, GitError> {
+        match self.egress.resolve(&remote.host, remote.port).await {
+            Ok(addrs) => Ok(addrs),
+            Err(EgressError::Denied(source)) => Err(GitError::EgressDenied {
+                url: self.display_url.clone(),
+                source: Box::new(source),
+            }),
+            Err(error @ EgressError::Resolve { .. }) => Err(GitError::Unreachable {
+                url: self.display_url.clone(),
+                detail: error.to_string(),
+            }),
+        }
+    }
+
+    /// The ssh command of the sealed environment (`ssh` when it sets none).
+    fn ssh_command(&self) -> String {
+        let key = self.env.iter().find(|(_, v)| v == "core.sshCommand");
+        let value = key.and_then(|(k, _)| {
+            let name = k
+                .to_string_lossy()
+                .replace("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_");
+            self.env.iter().find(|(k, _)| *k == *name)
+        });
+        value.map_or_else(|| "ssh".into(), |(_, v)| v.to_string_lossy().into_owned())
     }
 
     /// A git command against the cache repository.
@@ -103,6 +212,12 @@ impl GitRunner {
         size_limit: Option<(&Path, u64)>,
     ) -> Result<Output, GitError> {
         let mut cmd = self.command();
+        // Remote operations name the URL; local ones need no pinning.
+        if args.contains(&self.url.as_str()) {
+            for option in self.build_pinned_options().await? {
+                cmd.arg("-c").arg(option);
+            }
+        }
         cmd.args(args);
         if stdin.is_some() {
             cmd.stdin(Stdio::piped());
@@ -158,6 +273,89 @@ impl GitRunner {
             &stderr,
         ))
     }
+}
+
+/// The host a remote URL connects to, and the URL's prefix up to the path.
+#[derive(Debug, PartialEq, Eq)]
+struct RemoteHost {
+    host: String,
+    port: u16,
+    /// `scheme://[user@]host[:port]/` as written (for `insteadOf`).
+    prefix: String,
+}
+
+impl RemoteHost {
+    /// A name (resolved, so pinned), not an IP literal.
+    fn is_name(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_err()
+    }
+}
+
+/// The host and port of `url` (`scheme://[userinfo@]host[:port]/...` or
+/// scp-like `[user@]host:path`), IPv6 without brackets.
+fn parse_remote_host(url: &str, transport: Transport) -> Option<RemoteHost> {
+    let default_port = match transport {
+        Transport::Https => 443,
+        Transport::Http => 80,
+        Transport::Ssh => 22,
+        Transport::Git => 9418,
+        Transport::File => return None,
+    };
+    let (authority, prefix) = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find('/').unwrap_or(rest.len());
+            (&rest[..end], format!("{scheme}://{}/", &rest[..end]))
+        }
+        None => {
+            // scp-like: the host ends at the first ':' outside brackets.
+            let end = if url.contains('[') {
+                url.find("]:").map(|i| i + 1)?
+            } else {
+                url.find(':')?
+            };
+            (&url[..end], String::new())
+        }
+    };
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let scp = prefix.is_empty();
+    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        (host, after.strip_prefix(':'))
+    } else if scp {
+        (hostport, None)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
+        }
+    };
+    let port = match port {
+        None | Some("") => default_port,
+        Some(port) => port.parse().ok()?,
+    };
+    (!host.is_empty()).then(|| RemoteHost {
+        host: host.to_string(),
+        port,
+        prefix,
+    })
+}
+
+/// `http.curloptResolve=host:port:addr[,addr]`: curl dials these for the
+/// name instead of looking it up again.
+fn curl_resolve(remote: &RemoteHost, addrs: &[std::net::SocketAddr]) -> String {
+    let list: Vec<String> = addrs
+        .iter()
+        .map(|a| match a.ip() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        })
+        .collect();
+    format!(
+        "http.curloptResolve={}:{}:{}",
+        remote.host,
+        remote.port,
+        list.join(",")
+    )
 }
 
 /// Resolves with the size once `dir` holds more than `limit` bytes.
@@ -227,6 +425,84 @@ mod tests {
             "{ssh}"
         );
         assert!(!format!("{runner:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn remote_hosts_and_ports_are_read_from_every_url_form() {
+        let parse = |url, t| {
+            parse_remote_host(url, t)
+                .map(|r| (r.host, r.port, r.prefix))
+                .unwrap()
+        };
+        assert_eq!(
+            parse("https://u:p@git.example:8443/r.git", Transport::Https),
+            (
+                "git.example".into(),
+                8443,
+                "https://u:p@git.example:8443/".into()
+            )
+        );
+        assert_eq!(
+            parse("git@github.com:o/r.git", Transport::Ssh),
+            ("github.com".into(), 22, String::new())
+        );
+        assert_eq!(parse("ssh://git@[::1]:2222/r.git", Transport::Ssh).0, "::1");
+        assert_eq!(
+            parse("git://localhost/r.git", Transport::Git),
+            ("localhost".into(), 9418, "git://localhost/".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_remote_resolving_to_loopback_is_refused_before_git_runs_and_pinned_when_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = |url: &str, transport, egress| {
+            GitRunner::new(
+                url,
+                transport,
+                dir.path().join("repo.git"),
+                dir.path(),
+                &Credentials::Anonymous,
+                None,
+                Duration::from_secs(1),
+            )
+            .unwrap()
+            .with_egress(egress)
+        };
+        let denied = runner(
+            "https://localhost:1/r.git",
+            Transport::Https,
+            EgressPolicy::default(),
+        )
+        .build_pinned_options()
+        .await
+        .unwrap_err();
+        assert_eq!(denied.reason(), "EgressDenied", "{denied}");
+        assert!(
+            denied.to_string().contains("--egress-allow-cidr"),
+            "{denied}"
+        );
+        let pinned = runner(
+            "https://localhost:1/r.git",
+            Transport::Https,
+            EgressPolicy::allow_loopback(),
+        )
+        .build_pinned_options()
+        .await
+        .unwrap();
+        assert!(
+            pinned[0].starts_with("http.curloptResolve=localhost:1:"),
+            "{pinned:?}"
+        );
+        let git = runner(
+            "git://localhost:9/r.git",
+            Transport::Git,
+            EgressPolicy::allow_loopback(),
+        )
+        .build_pinned_options()
+        .await
+        .unwrap();
+        assert!(git[0].ends_with(".insteadOf=git://localhost:9/"), "{git:?}");
     }
 
     #[test]

@@ -49,7 +49,9 @@ pub(super) fn build_environment(
         ("gc.auto", "0".into()),
         ("maintenance.auto", "false".into()),
         ("fetch.recurseSubmodules", "false".into()),
-        ("http.followRedirects", "initial".into()),
+        // A redirect would be resolved by curl itself, past the egress
+        // check and the pinned addresses (see `command`): none are followed.
+        ("http.followRedirects", "false".into()),
     ];
     let mut env: Vec<(OsString, OsString)> = vec![
         ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),

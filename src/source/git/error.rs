@@ -54,6 +54,12 @@ pub enum GitError {
     InvalidObjectId { url: String, what: String },
     #[error("git {url}: remote unreachable: {detail}")]
     Unreachable { url: String, detail: String },
+    #[error("git {url}: {source}")]
+    EgressDenied {
+        url: String,
+        #[source]
+        source: Box<crate::egress::EgressDenied>,
+    },
     #[error("git {url}: {operation} timed out after {seconds}s (spec.timeout)")]
     Timeout {
         url: String,
@@ -113,6 +119,7 @@ impl GitError {
             GitError::TreeTooLarge { .. } => reason::TREE_TOO_LARGE,
             GitError::InvalidObjectId { .. } => reason::INVALID_OBJECT_ID,
             GitError::Unreachable { .. } => reason::REMOTE_UNREACHABLE,
+            GitError::EgressDenied { .. } => reason::EGRESS_DENIED,
             GitError::Timeout { .. } => reason::GIT_TIMEOUT,
             GitError::CommandFailed { .. } => reason::GIT_COMMAND_FAILED,
             GitError::InvalidOutput { .. } => reason::INVALID_GIT_OUTPUT,
@@ -147,6 +154,7 @@ impl GitError {
             | GitError::Io { .. }
             | GitError::CacheDirectory { .. }
             | GitError::CacheLimitExceeded { .. }
+            | GitError::EgressDenied { .. }
             | GitError::ProxyAuthenticationFailed { .. } => Retry::Stalled,
         }
     }

@@ -69,6 +69,9 @@ pub struct GitConfig {
     pub max_cache_bytes: Option<u64>,
     /// Refuse trees with more entries than this (the listing stops there).
     pub tree_limit: TreeLimit,
+    /// Which addresses the remote and the proxy may resolve to (default:
+    /// no internal ones); checked before every remote operation.
+    pub egress: crate::egress::EgressPolicy,
 }
 
 impl GitConfig {
@@ -84,6 +87,7 @@ impl GitConfig {
             proxy: None,
             max_cache_bytes: None,
             tree_limit: TreeLimit::default(),
+            egress: crate::egress::EgressPolicy::default(),
         }
     }
 }
@@ -124,7 +128,8 @@ impl GitRemote {
             &credentials,
             config.proxy.as_ref(),
             config.timeout,
-        )?;
+        )?
+        .with_egress(config.egress.clone());
         if !git_dir.join("HEAD").exists() {
             init_bare(&runner)?;
         }

@@ -116,9 +116,12 @@ impl Client {
                 Err(Failure::Timeout) => true,
                 // A proxy that refuses the credentials or the target will
                 // refuse them again.
-                Err(Failure::Transport(e)) => find_proxy_error(e).is_none_or(|p| {
-                    matches!(p, super::proxy::ProxyConnectError::Unreachable { .. })
-                }),
+                Err(Failure::Transport(e)) => {
+                    crate::egress::find_denied(e).is_none()
+                        && find_proxy_error(e).is_none_or(|p| {
+                            matches!(p, super::proxy::ProxyConnectError::Unreachable { .. })
+                        })
+                }
                 Err(Failure::BodyTooLarge | Failure::Limited(_)) => false,
             };
             if !retryable || attempt >= self.retry.attempts {
@@ -152,6 +155,17 @@ impl Client {
                 attempts,
                 seconds: self.timeout.as_secs(),
             }),
+            Err(Failure::Transport(source)) if crate::egress::find_denied(&source).is_some() => {
+                Err(GitHubError::EgressDenied {
+                    repo,
+                    endpoint,
+                    source: Box::new(
+                        crate::egress::find_denied(&source)
+                            .cloned()
+                            .expect("checked above"),
+                    ),
+                })
+            }
             Err(Failure::Transport(source)) if find_proxy_error(&source).is_some() => {
                 Err(GitHubError::Proxy {
                     repo,
@@ -199,11 +213,18 @@ impl Client {
             attempts: 1,
             seconds: self.timeout.as_secs(),
         };
-        let transport = |source| GitHubError::Transport {
-            repo: self.repo.clone(),
-            endpoint,
-            attempts: 1,
-            source: Box::new(source),
+        let transport = |source: octocrab::Error| match crate::egress::find_denied(&source) {
+            Some(denied) => GitHubError::EgressDenied {
+                repo: self.repo.clone(),
+                endpoint,
+                source: Box::new(denied.clone()),
+            },
+            None => GitHubError::Transport {
+                repo: self.repo.clone(),
+                endpoint,
+                attempts: 1,
+                source: Box::new(source),
+            },
         };
         let request = self
             .build_request(&Method::GET, url, accept, None, None)

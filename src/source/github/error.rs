@@ -57,6 +57,13 @@ pub enum GitHubError {
         #[source]
         source: Box<super::proxy::ProxyConnectError>,
     },
+    #[error("github {repo}: {endpoint}: {source}")]
+    EgressDenied {
+        repo: String,
+        endpoint: &'static str,
+        #[source]
+        source: Box<crate::egress::EgressDenied>,
+    },
     #[error("github {repo}: {endpoint} unreachable after {attempts} attempts")]
     Transport {
         repo: String,
@@ -156,6 +163,7 @@ impl GitHubError {
             GitHubError::ServerError { .. } => reason::PROVIDER_UNAVAILABLE,
             GitHubError::Timeout { .. } => reason::PROVIDER_TIMEOUT,
             GitHubError::Transport { .. } => reason::PROVIDER_UNREACHABLE,
+            GitHubError::EgressDenied { .. } => reason::EGRESS_DENIED,
             GitHubError::Proxy { source, .. } => source.reason(),
             GitHubError::InvalidResponse { .. } => reason::INVALID_PROVIDER_RESPONSE,
             GitHubError::ResponseTooLarge { .. } => reason::PROVIDER_RESPONSE_TOO_LARGE,
@@ -200,6 +208,7 @@ impl GitHubError {
             | GitHubError::TooManyBranches { .. }
             | GitHubError::InvalidObjectId { .. }
             | GitHubError::InvalidConfig { .. }
+            | GitHubError::EgressDenied { .. }
             | GitHubError::AppInstallationNotFound { .. }
             | GitHubError::AppJwtRejected { .. }
             | GitHubError::AppInstallationSuspended { .. } => Retry::Stalled,
@@ -315,15 +324,18 @@ pub(crate) fn build_error_from_response(
     }
 }
 
-/// The `message` of a GitHub error body, or a short prefix of the body.
+/// The `message` of a body in GitHub's error shape (a JSON object with a
+/// string `message`), at most 200 characters. Anything else (a proxy's or
+/// another host's page) is reduced to its size: a host the tenant points
+/// at must not have its text copied into status, events and logs.
 pub(crate) fn error_message(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Body {
         message: String,
     }
     match serde_json::from_slice::<Body>(body) {
-        Ok(b) => b.message,
-        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        Ok(b) => b.message.chars().take(200).collect(),
+        Err(_) => format!("a {}-byte body that is not GitHub's error JSON", body.len()),
     }
 }
 

@@ -85,6 +85,9 @@ pub struct GitHubConfig {
     pub proxy: Option<crate::source::proxy::ProxySettings>,
     /// Refuse trees with more entries than this (a walk stops there).
     pub tree_limit: TreeLimit,
+    /// Which addresses the API URL, its redirects and the proxy may
+    /// resolve to (default: no internal ones).
+    pub egress: crate::egress::EgressPolicy,
 }
 
 impl GitHubConfig {
@@ -102,6 +105,7 @@ impl GitHubConfig {
             app_token_refresh_margin: Duration::from_secs(5 * 60),
             proxy: None,
             tree_limit: TreeLimit::default(),
+            egress: crate::egress::EgressPolicy::default(),
         }
     }
 }
@@ -166,10 +170,17 @@ impl GitHubRepo {
             _ => None,
         };
         let octocrab = match &config.proxy {
-            Some(proxy) => proxy::build_proxied_client(base.clone(), &config.credentials, proxy)
-                .map_err(|e| invalid(format!("building the proxied HTTP client: {e}")))?,
-            None => transport::build_shared_octocrab(base.clone(), &config.credentials)
-                .map_err(|e| invalid(format!("building the HTTP client: {e}")))?,
+            Some(proxy) => proxy::build_proxied_client(
+                base.clone(),
+                &config.credentials,
+                proxy,
+                &config.egress,
+            )
+            .map_err(|e| invalid(format!("building the proxied HTTP client: {e}")))?,
+            None => {
+                transport::build_shared_octocrab(base.clone(), &config.credentials, &config.egress)
+                    .map_err(|e| invalid(format!("building the HTTP client: {e}")))?
+            }
         };
         let repo = format!("{}/{}", config.owner, config.repo);
         Ok(GitHubRepo {

@@ -6,7 +6,9 @@
 //! TCP → [`ProxyConnector`] (a `CONNECT` tunnel for https targets,
 //! absolute-form requests for plain http, direct for `noProxy` hosts) →
 //! rustls with the system roots (as octocrab's own client) → hyper's pooled
-//! client → octocrab's base-URI and auth layers.
+//! client → octocrab's base-URI and auth layers. The TCP dialer is the
+//! egress-checked one of `transport`: the proxy's address and `noProxy`
+//! targets are checked; a tunnelled target is resolved by the proxy.
 
 use std::{
     pin::Pin,
@@ -21,7 +23,7 @@ use hyper_util::{
     client::{
         legacy::{
             Client,
-            connect::{Connected, Connection, HttpConnector, proxy::Tunnel},
+            connect::{Connected, Connection, proxy::Tunnel},
         },
         proxy::matcher::Matcher,
     },
@@ -32,6 +34,7 @@ use tower::ServiceExt;
 
 use crate::{
     api::conditions::reason,
+    egress::EgressPolicy,
     source::{Credentials, proxy::ProxySettings},
 };
 
@@ -65,11 +68,10 @@ pub(crate) fn build_proxied_client(
     base: Uri,
     credentials: &Credentials,
     proxy: &ProxySettings,
+    policy: &EgressPolicy,
 ) -> Result<Octocrab, String> {
     let matcher = Arc::new(proxy.matcher());
-    let mut http = HttpConnector::new();
-    // The TLS layer above decides the scheme; this one only dials.
-    http.enforce_http(false);
+    let http = super::transport::build_dialer(policy);
     let connector = ProxyConnector {
         matcher: matcher.clone(),
         http,
@@ -102,7 +104,7 @@ pub(crate) fn build_proxied_client(
 #[derive(Clone)]
 struct ProxyConnector {
     matcher: Arc<Matcher>,
-    http: HttpConnector,
+    http: super::transport::EgressDialer,
     proxy: String,
 }
 
@@ -136,12 +138,18 @@ impl tower::Service<Uri> for ProxyConnector {
                     .map_err(|e| build_tunnel_error(e, &proxy, target))?;
                 Ok(ProxyStream { io, proxied: false })
             } else {
-                let io = http.call(intercept.uri().clone()).await.map_err(|e| {
-                    ProxyConnectError::Unreachable {
-                        proxy,
-                        detail: e.to_string(),
-                    }
-                })?;
+                let io = http
+                    .call(intercept.uri().clone())
+                    .await
+                    .map_err(|e| -> BoxError {
+                        if let Some(denied) = crate::egress::find_denied(e.as_ref()) {
+                            return Box::new(denied.clone());
+                        }
+                        Box::new(ProxyConnectError::Unreachable {
+                            proxy,
+                            detail: e.to_string(),
+                        })
+                    })?;
                 Ok(ProxyStream { io, proxied: true })
             }
         })
@@ -150,7 +158,14 @@ impl tower::Service<Uri> for ProxyConnector {
 
 /// hyper-util does not export its tunnel error type, only its messages
 /// ("tunnel error: proxy authorization required", "... unsuccessful").
-fn build_tunnel_error(error: impl std::error::Error, proxy: &str, target: String) -> BoxError {
+fn build_tunnel_error(
+    error: impl std::error::Error + 'static,
+    proxy: &str,
+    target: String,
+) -> BoxError {
+    if let Some(denied) = crate::egress::find_denied(&error) {
+        return Box::new(denied.clone());
+    }
     let proxy = proxy.to_string();
     let text = error.to_string();
     Box::new(if text.ends_with("proxy authorization required") {

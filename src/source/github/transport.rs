@@ -7,8 +7,15 @@
 //! instead, so 500 resources cost one TLS setup and one pool, and requests
 //! to the same API host reuse connections across resources. A resource with
 //! a proxy gets its own connector (see `proxy`), wrapped the same way.
+//!
+//! Every connector dials through the egress policy: names resolve through
+//! [`EgressResolver`] (only allowed addresses are dialed) and IP literals
+//! are checked by [`EgressConnector`], for the API URL, the archive
+//! redirect the source follows itself, and the proxy. Clients are shared
+//! per policy (an operator has one).
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use http::{HeaderValue, Request, Response, Uri, header::USER_AGENT};
 use hyper_util::{
@@ -22,34 +29,50 @@ use octocrab::{
     },
 };
 
+use crate::egress::{EgressConnector, EgressPolicy, EgressResolver};
 use crate::source::Credentials;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type SharedClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, OctoBody>;
+/// The TCP dialer under every GitHub client: names through the egress
+/// resolver, literals checked before dialing.
+pub(crate) type EgressDialer = EgressConnector<HttpConnector<EgressResolver>>;
+type SharedClient = Client<hyper_rustls::HttpsConnector<EgressDialer>, OctoBody>;
 
-/// The process-wide client for sources without a proxy (a clone shares the
-/// pool). The CA roots are loaded on first use.
-fn shared_client() -> Result<SharedClient, String> {
-    static CLIENT: OnceLock<Result<SharedClient, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_native_roots()
-                .map_err(|e| format!("loading the system's CA certificates: {e}"))?
-                .https_or_http()
-                .enable_http1()
-                .build();
-            Ok(Client::builder(TokioExecutor::new()).build(https))
-        })
-        .clone()
+/// A dialer enforcing `policy`. The TLS layer above decides the scheme.
+pub(crate) fn build_dialer(policy: &EgressPolicy) -> EgressDialer {
+    let resolver = EgressResolver::new(policy.clone());
+    let mut http = HttpConnector::new_with_resolver(resolver.clone());
+    http.enforce_http(false);
+    EgressConnector::new(http, &resolver)
 }
 
-/// Octocrab on the shared client.
+/// The process-wide client for sources without a proxy under `policy` (a
+/// clone shares the pool). The CA roots are loaded once.
+fn shared_client(policy: &EgressPolicy) -> Result<SharedClient, String> {
+    static CLIENTS: OnceLock<Mutex<HashMap<EgressPolicy, SharedClient>>> = OnceLock::new();
+    let clients = CLIENTS.get_or_init(Default::default);
+    let mut clients = clients.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(client) = clients.get(policy) {
+        return Ok(client.clone());
+    }
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("loading the system's CA certificates: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(build_dialer(policy));
+    let client = Client::builder(TokioExecutor::new()).build(https);
+    clients.insert(policy.clone(), client.clone());
+    Ok(client)
+}
+
+/// Octocrab on the shared client for `policy`.
 pub(crate) fn build_shared_octocrab(
     base: Uri,
     credentials: &Credentials,
+    policy: &EgressPolicy,
 ) -> Result<Octocrab, String> {
-    layered_octocrab(shared_client()?, base, credentials)
+    layered_octocrab(shared_client(policy)?, base, credentials)
 }
 
 /// Octocrab over `service`, with the layers its default builder adds: the
