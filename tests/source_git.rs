@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use projectsync::source::git::{GitConfig, GitRemote};
 use projectsync::source::{
-    ChangeStatus, Credentials, HeadCache, HeadLookup, Retry, RetryPolicy, Source,
+    ChangeKind, Changes, Credentials, HeadCache, HeadLookup, Retry, RetryPolicy, Source,
 };
 use support::git_server::{GitDaemon, GitHttp};
 use support::repo::{TestRepo, assert_source_matches_git};
@@ -110,23 +110,33 @@ async fn changes_between_cached_commits_come_from_a_local_diff() {
     let daemon = GitDaemon::start(repo.root());
     let cache = tempfile::tempdir().unwrap();
     let source = source_for(&daemon.url("demo"), &cache);
-    assert_eq!(
-        source.fetch_changes(&base, &head).await.unwrap(),
-        None,
+    assert!(
+        matches!(
+            source.fetch_changes(&base, &head).await.unwrap(),
+            Changes::Unavailable { .. }
+        ),
         "base not cached yet"
     );
     source.fetch_tree(&base, None).await.unwrap();
-    let changes = source.fetch_changes(&base, &head).await.unwrap().unwrap();
-    let summary: Vec<(&str, ChangeStatus)> = changes
+    let Changes::Complete(set) = source.fetch_changes(&base, &head).await.unwrap() else {
+        panic!("both commits are cached");
+    };
+    let tree = source.fetch_tree(&head, None).await.unwrap();
+    let summary: Vec<(&str, Option<&projectsync::source::TreeEntry>)> = set
+        .changes
         .iter()
-        .map(|c| (c.path.as_str(), c.status))
+        .map(|c| match &c.kind {
+            ChangeKind::Upsert(e) => (c.path.as_str(), Some(e)),
+            ChangeKind::Removed => (c.path.as_str(), None),
+        })
         .collect();
+    let entry = |p: &str| tree.entries.iter().find(|e| e.path == p);
     assert_eq!(
         summary,
         [
-            ("edit", ChangeStatus::Modified),
-            ("gone", ChangeStatus::Removed),
-            ("new", ChangeStatus::Added)
+            ("edit", entry("edit")),
+            ("gone", None),
+            ("new", entry("new"))
         ]
     );
 }

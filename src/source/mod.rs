@@ -16,8 +16,9 @@
 //! ends there, on GitHub with a free 304); read [`Source::fetch_tree`] with
 //! the previous sync's tree (on GitHub a truncated tree is walked only where
 //! subtree ids changed); compare blob ids with the previous tree; fetch only
-//! added and modified blobs. `fetch_changes` can replace the tree read when
-//! the provider answers completely, but it carries no modes. A run that
+//! added and modified blobs. [`Source::fetch_changes`] replaces the tree
+//! read when the provider lists every change, with the same entries a tree
+//! read gives for the changed paths. A run that
 //! processes most of a repository (a first sync) asks
 //! [`Source::fetch_archive`] instead: one download (GitHub's tarball) for all
 //! files, each checked against its blob id, the rest fetched one by one.
@@ -68,6 +69,18 @@ pub struct HeadCache {
     pub etag: Option<String>,
 }
 
+/// What a source learned about its repository that makes its next reads
+/// cheaper, kept by the caller across operator restarts (the store keeps it
+/// with the project). Only ever a cost: a source given stale or default
+/// hints reads the same trees, with more requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceHints {
+    /// The last tree read had to be walked (GitHub answered `truncated`):
+    /// the next read walks at once instead of asking for a recursive
+    /// listing that would be truncated again.
+    pub tree_walked: bool,
+}
+
 /// The answer to "where does this branch point now?".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HeadLookup {
@@ -90,24 +103,42 @@ impl HeadLookup {
     }
 }
 
-/// How a path changed between two commits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ChangeStatus {
-    Added,
-    Modified,
+/// What happened to one path between two commits.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// The path is (now) this entry at `head`: added, modified, or changed
+    /// in mode or kind. The entry carries what a full tree listing would.
+    Upsert(TreeEntry),
+    /// The path is gone at `head`.
     Removed,
 }
 
 /// One changed path between two commits, as a provider reports it.
 ///
-/// A rename is reported as a removal of the old path and an addition of the
-/// new one, so callers apply changes path by path. `blob_sha` is the object
-/// at `head` (`None` for removals).
+/// A rename is reported as a removal of the old path and an upsert of the
+/// new one, so callers apply changes path by path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Change {
     pub path: String,
-    pub status: ChangeStatus,
-    pub blob_sha: Option<String>,
+    pub kind: ChangeKind,
+}
+
+/// Every change from `base` to `head`, sorted by path, with the changed
+/// entries that cannot be used (the same rejections a tree read makes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    pub changes: Vec<Change>,
+    pub rejected: Vec<RejectedEntry>,
+}
+
+/// The answer to "what changed from `base` to `head`?".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Changes {
+    /// The provider listed every change.
+    Complete(ChangeSet),
+    /// The provider cannot list every change cheaply; the caller diffs the
+    /// two trees. `reason` says why, for the run's record.
+    Unavailable { reason: &'static str },
 }
 
 /// A source failure: the provider family's own error, wrapped.
@@ -176,12 +207,13 @@ pub trait Source: Send + Sync + fmt::Debug {
     fn fetch_blob<'a>(&'a self, sha: &'a str, max_size: u64) -> BoxFuture<'a, SourceResult<Bytes>>;
 
     /// The changed paths from `base` to `head` when the provider can say so
-    /// cheaply and completely; `None` means "compute it from the trees".
+    /// cheaply and completely, each with the entry a tree read would give;
+    /// otherwise `Unavailable` with the reason, and the caller diffs trees.
     fn fetch_changes<'a>(
         &'a self,
         base: &'a str,
         head: &'a str,
-    ) -> BoxFuture<'a, SourceResult<Option<Vec<Change>>>>;
+    ) -> BoxFuture<'a, SourceResult<Changes>>;
 
     /// Every file of `commit` in one download, where the provider has one
     /// (GitHub's tarball); `None` where it does not or where reading files
@@ -198,6 +230,17 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// Requests made so far, by endpoint and status, and the last rate limit
     /// the provider reported.
     fn stats(&self) -> SourceStats;
+
+    /// What this source has learned so far, for [`Source::restore_hints`]
+    /// on a source built after a restart.
+    fn hints(&self) -> SourceHints {
+        SourceHints::default()
+    }
+
+    /// Gives this source what an earlier instance learned.
+    fn restore_hints(&self, hints: SourceHints) {
+        let _ = hints;
+    }
 }
 
 /// The first `len` characters of commit `sha`, as people quote it (status

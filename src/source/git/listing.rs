@@ -6,7 +6,7 @@ use super::GitRemote;
 use super::error::GitError;
 use crate::source::content::classify_path;
 use crate::source::tree::build_tree_entry;
-use crate::source::{Change, ChangeStatus, Tree, is_object_id};
+use crate::source::{Change, ChangeKind, ChangeSet, Changes, Tree, is_object_id};
 
 impl GitRemote {
     pub(super) async fn fetch_tree_impl(&self, commit: &str) -> Result<Tree, GitError> {
@@ -44,7 +44,7 @@ impl GitRemote {
         &self,
         base: &str,
         head: &str,
-    ) -> Result<Option<Vec<Change>>, GitError> {
+    ) -> Result<Changes, GitError> {
         if !is_object_id(base) {
             return Err(GitError::InvalidObjectId {
                 url: self.url(),
@@ -52,7 +52,9 @@ impl GitRemote {
             });
         }
         if !self.has_commit(base).await {
-            return Ok(None);
+            return Ok(Changes::Unavailable {
+                reason: "base commit is not in the cache",
+            });
         }
         self.ensure_commit(head).await?;
         let out = self
@@ -64,7 +66,46 @@ impl GitRemote {
             )
             .await?
             .stdout;
-        parse_diff_tree(&out).map_err(|detail| self.invalid("diff-tree", &detail))
+        let Some(mut set) =
+            parse_diff_tree(&out).map_err(|detail| self.invalid("diff-tree", &detail))?
+        else {
+            return Ok(Changes::Unavailable {
+                reason: "diff-tree reported a change that is not a file change",
+            });
+        };
+        // diff-tree gives modes and ids but not sizes: one batch query.
+        let ids: String = set
+            .changes
+            .iter()
+            .filter_map(|c| match &c.kind {
+                ChangeKind::Upsert(e) if e.kind.has_blob() => Some(format!("{}\n", e.blob_sha)),
+                _ => None,
+            })
+            .collect();
+        if !ids.is_empty() {
+            let out = self
+                .runner
+                .run(
+                    "cat-file",
+                    &["cat-file", "--batch-check=%(objectsize)"],
+                    Some(ids.as_bytes()),
+                )
+                .await?
+                .stdout;
+            let mut sizes = String::from_utf8_lossy(&out)
+                .lines()
+                .map(|l| l.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+                .into_iter();
+            for change in &mut set.changes {
+                if let ChangeKind::Upsert(e) = &mut change.kind
+                    && e.kind.has_blob()
+                {
+                    e.size = sizes.next().flatten();
+                }
+            }
+        }
+        Ok(Changes::Complete(set))
     }
 }
 
@@ -91,12 +132,13 @@ fn parse_ls_tree(listing: &[u8], tree: &mut Tree) -> Result<(), String> {
     Ok(())
 }
 
-/// The changes in `git diff-tree -r -z --no-renames --raw` output, sorted;
-/// `None` when a record cannot be expressed as a [`Change`] (a path the
-/// pipeline would not accept, an unknown status), so the caller compares
-/// trees instead. `Err` holds what could not be read.
-fn parse_diff_tree(out: &[u8]) -> Result<Option<Vec<Change>>, String> {
-    let mut changes = Vec::new();
+/// The changes in `git diff-tree -r -z --no-renames --raw` output, sorted,
+/// without sizes; `None` when a record cannot be expressed as a [`Change`]
+/// (an unknown status), so the caller compares trees instead. Paths or
+/// modes a tree read rejects are rejected here too. `Err` holds what could
+/// not be read.
+fn parse_diff_tree(out: &[u8]) -> Result<Option<ChangeSet>, String> {
+    let mut set = ChangeSet::default();
     let mut fields = out.split(|b| *b == 0).filter(|f| !f.is_empty());
     while let Some(meta) = fields.next() {
         let path = fields
@@ -104,26 +146,34 @@ fn parse_diff_tree(out: &[u8]) -> Result<Option<Vec<Change>>, String> {
             .ok_or_else(|| "record without a path".to_string())?;
         let meta = std::str::from_utf8(meta).map_err(|_| "metadata is not UTF-8".to_string())?;
         let parts: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
-        let [_, _, _, new_sha, status] = parts[..] else {
+        let [_, new_mode, _, new_sha, status] = parts[..] else {
             return Err(meta.to_string());
         };
-        let Ok(path) = classify_path(path) else {
-            return Ok(None);
-        };
-        let (status, blob_sha) = match status {
-            "A" => (ChangeStatus::Added, Some(new_sha.to_string())),
-            "M" | "T" => (ChangeStatus::Modified, Some(new_sha.to_string())),
-            "D" => (ChangeStatus::Removed, None),
+        let kind = match status {
+            "A" | "M" | "T" => {
+                let mode = u32::from_str_radix(new_mode, 8).map_err(|_| meta.to_string())?;
+                match build_tree_entry(path, mode, new_sha, None) {
+                    Ok(entry) => ChangeKind::Upsert(entry),
+                    Err(rejected) => {
+                        set.rejected.push(rejected);
+                        continue;
+                    }
+                }
+            }
+            "D" => ChangeKind::Removed,
             _ => return Ok(None),
         };
-        changes.push(Change {
+        let Ok(path) = classify_path(path) else {
+            continue;
+        };
+        set.changes.push(Change {
             path: path.to_string(),
-            status,
-            blob_sha,
+            kind,
         });
     }
-    changes.sort();
-    Ok(Some(changes))
+    set.changes.sort();
+    set.rejected.sort();
+    Ok(Some(set))
 }
 
 fn split_at_tab(record: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -158,19 +208,15 @@ mod tests {
             ":100644 100644 {A} {B} M\0z.rs\0:000000 100644 {ZERO} {A} A\0a.rs\0\
              :100644 000000 {A} {ZERO} D\0m.rs\0"
         );
-        let changes = parse_diff_tree(out.as_bytes()).unwrap().unwrap();
+        let changes = parse_diff_tree(out.as_bytes()).unwrap().unwrap().changes;
         let seen: Vec<_> = changes
             .iter()
-            .map(|c| (c.path.as_str(), c.status, c.blob_sha.as_deref()))
+            .map(|c| match &c.kind {
+                ChangeKind::Upsert(e) => (c.path.as_str(), Some(e.blob_sha.as_str())),
+                ChangeKind::Removed => (c.path.as_str(), None),
+            })
             .collect();
-        assert_eq!(
-            seen,
-            [
-                ("a.rs", ChangeStatus::Added, Some(A)),
-                ("m.rs", ChangeStatus::Removed, None),
-                ("z.rs", ChangeStatus::Modified, Some(B)),
-            ]
-        );
+        assert_eq!(seen, [("a.rs", Some(A)), ("m.rs", None), ("z.rs", Some(B))]);
     }
 
     #[test]

@@ -36,7 +36,7 @@ use self::fetch::init_bare;
 use self::remote::split_userinfo;
 use super::stats::StatsRecorder;
 use super::{
-    Branch, Change, Credentials, HeadCache, HeadLookup, Source, SourceResult, SourceStats, Tree,
+    Branch, Changes, Credentials, HeadCache, HeadLookup, Source, SourceResult, SourceStats, Tree,
 };
 use crate::retry::RetryPolicy;
 
@@ -277,7 +277,7 @@ impl Source for GitRemote {
         &'a self,
         base: &'a str,
         head: &'a str,
-    ) -> BoxFuture<'a, SourceResult<Option<Vec<Change>>>> {
+    ) -> BoxFuture<'a, SourceResult<Changes>> {
         Box::pin(async move { Ok(self.fetch_changes_impl(base, head).await?) })
     }
 

@@ -9,7 +9,9 @@
 //!   GitHub answers `truncated: true` (see [`walk`]);
 //! - `GET /repos/{o}/{r}/git/blobs/{sha}` (base64 checked, size and object
 //!   id verified);
-//! - `GET /repos/{o}/{r}/compare/{base}...{head}` when complete.
+//! - `GET /repos/{o}/{r}/compare/{base}...{head}` when complete, with the
+//!   non-recursive listings of the directories holding the changed files
+//!   (see [`compare`]).
 //!
 //! The connector only knows an API URL: GitHub, GitHub Enterprise Server
 //! (`https://host/api/v3`) or the test stand-in are the same to it.
@@ -25,6 +27,7 @@ mod transport;
 mod walk;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -46,8 +49,8 @@ use self::error::{Missing, build_error_from_response};
 use super::stats::StatsRecorder;
 use super::tree::build_blob_sha1;
 use super::{
-    Archive, Branch, Change, Credentials, HeadCache, HeadLookup, Source, SourceResult, SourceStats,
-    Tree,
+    Archive, Branch, Changes, Credentials, HeadCache, HeadLookup, Source, SourceHints,
+    SourceResult, SourceStats, Tree,
 };
 use crate::retry::RetryPolicy;
 
@@ -111,7 +114,8 @@ pub struct GitHubRepo {
     /// answered `truncated: true`): the next read of the same repository
     /// skips the recursive request, which would be truncated again and can
     /// cost more than the walk itself (a 100,000-entry answer).
-    last_tree_walked: std::sync::atomic::AtomicBool,
+    /// Kept across restarts through [`Source::hints`].
+    last_tree_walked: AtomicBool,
 }
 
 impl GitHubRepo {
@@ -449,7 +453,7 @@ impl Source for GitHubRepo {
         &'a self,
         base: &'a str,
         head: &'a str,
-    ) -> BoxFuture<'a, SourceResult<Option<Vec<Change>>>> {
+    ) -> BoxFuture<'a, SourceResult<Changes>> {
         Box::pin(async move { Ok(compare::fetch_changes(self, base, head).await?) })
     }
 
@@ -462,5 +466,16 @@ impl Source for GitHubRepo {
 
     fn stats(&self) -> SourceStats {
         self.client.stats.snapshot()
+    }
+
+    fn hints(&self) -> SourceHints {
+        SourceHints {
+            tree_walked: self.last_tree_walked.load(Ordering::Relaxed),
+        }
+    }
+
+    fn restore_hints(&self, hints: SourceHints) {
+        self.last_tree_walked
+            .store(hints.tree_walked, Ordering::Relaxed);
     }
 }
