@@ -35,7 +35,7 @@ pub use migrate::MIGRATOR;
 pub use model::{
     ActiveFile, Completion, DeleteReport, Embedding, FileKind, MemoryHit, MissingEmbedding,
     NewFile, NewMemoryEntry, NewSync, Project, ProjectIdentity, ProjectSource, PruneReport, Rename,
-    RunMetrics, SyncDiff, SyncFailure, SyncRecord, SyncStatus,
+    RunMetrics, SourceMemory, SyncDiff, SyncFailure, SyncRecord, SyncStatus,
 };
 
 /// Handle on the Postgres store. Cheap to clone (a pool inside).
