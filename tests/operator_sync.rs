@@ -576,3 +576,104 @@ async fn deleting_a_resource_keeps_its_rows_with_retain_and_removes_them_with_de
     let kept = active_files(&db, &format!("{}/kept", ns.name)).await;
     assert_eq!(kept.len(), 1, "a retained project's rows stay queryable");
 }
+
+#[tokio::test]
+async fn on_github_a_restart_costs_one_304_and_no_full_listing_of_a_walked_tree() {
+    let ns = fresh_namespace("op-github-restart").await;
+    let db = fresh_database("op_github_restart").await;
+    let mut repo = TestRepo::new("service");
+    for i in 0..20 {
+        repo.write(
+            &format!("src/mod{i}.rs"),
+            format!("pub fn f{i}() -> u32 {{ {i} }}\n"),
+        );
+    }
+    let first = repo.commit("twenty files");
+    let github = GithubStandIn::start("acme", "service", repo.git_dir()).await;
+    // Every recursive listing is truncated: the tree must be walked.
+    github.set_tree_entry_limit(5);
+    let mut operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
+    let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
+    create(
+        &api,
+        "service",
+        json!({
+            "source": { "github": { "owner": "acme", "repo": "service", "apiUrl": github.api_url() } },
+            "branch": "main",
+        }),
+    )
+    .await;
+    wait_until(
+        &api,
+        "service",
+        || operator.log_tail(),
+        "synced",
+        synced_at(first.clone()),
+    )
+    .await;
+
+    // Restart: the new process polls with the kept ETag.
+    operator.kill();
+    github.clear_log();
+    let remaining = github.rate_limit_remaining();
+    let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
+    request_sync(&api, "service", "after-restart").await;
+    wait_until(
+        &api,
+        "service",
+        || operator.log_tail(),
+        "checked after the restart",
+        |obj| {
+            obj.status
+                .as_ref()
+                .is_some_and(|s| s.last_handled_requested_at.as_deref() == Some("after-restart"))
+        },
+    )
+    .await;
+    let log = github.requests();
+    assert!(!log.is_empty());
+    assert!(
+        log.iter()
+            .all(|r| r.status == 304 && r.path.contains("/git/ref/heads/")),
+        "polls after a restart are conditional and answered 304: {log:#?}"
+    );
+    assert_eq!(
+        github.rate_limit_remaining(),
+        remaining,
+        "no rate limit spent"
+    );
+
+    // The next change: the kept hint says the tree needs a walk, so no
+    // recursive listing (truncated, of the whole tree) is asked for.
+    github.clear_log();
+    repo.write("src/mod7.rs", "pub fn f7() -> u32 { 700 }\n");
+    let second = repo.commit("one change");
+    request_sync(&api, "service", "one-change").await;
+    wait_until(
+        &api,
+        "service",
+        || operator.log_tail(),
+        "synced",
+        synced_at(second),
+    )
+    .await;
+    let log = github.requests();
+    let recursive: Vec<_> = log
+        .iter()
+        .filter(|r| r.path.contains("/git/trees/") && r.query.contains("recursive"))
+        .collect();
+    assert!(recursive.is_empty(), "no full listing: {log:#?}");
+    assert_eq!(
+        log.iter()
+            .filter(|r| r.path.contains("/git/blobs/"))
+            .count(),
+        1,
+        "{log:#?}"
+    );
+    let walked: bool = sqlx::query_scalar("SELECT tree_walked FROM projects WHERE key = $1")
+        .bind(format!("{}/service", ns.name))
+        .fetch_one(&db.pool)
+        .await
+        .expect("project");
+    assert!(walked);
+}

@@ -5,8 +5,12 @@
 
 use std::time::Duration;
 
-use projectsync::source::github::{ChangeStatus, GitHubConfig, GitHubRepo};
-use projectsync::source::{Credentials, HeadCache, HeadLookup, Retry, RetryPolicy, Source};
+use projectsync::api::conditions::reason;
+use projectsync::source::github::{GitHubConfig, GitHubRepo};
+use projectsync::source::{
+    ChangeKind, ChangeSet, Changes, Credentials, EntryKind, HeadCache, HeadLookup, Retry,
+    RetryPolicy, Source, TreeEntry,
+};
 use support::github::{Fault, GithubStandIn};
 use support::repo::{TestRepo, assert_source_matches_git};
 
@@ -228,8 +232,80 @@ async fn a_moved_branch_returns_the_new_commit_and_a_new_etag() {
     assert_ne!(new_etag, etag);
 }
 
+/// The entries a full tree read gives for `paths`, from a fresh source.
+async fn full_tree_entries(
+    standin: &GithubStandIn,
+    commit: &str,
+    paths: &[&str],
+) -> Vec<TreeEntry> {
+    let tree = source(standin).fetch_tree(commit, None).await.unwrap();
+    paths
+        .iter()
+        .map(|p| {
+            tree.entries
+                .iter()
+                .find(|e| e.path == *p)
+                .unwrap_or_else(|| panic!("{p} in the tree"))
+                .clone()
+        })
+        .collect()
+}
+
+fn upserts(set: &ChangeSet) -> Vec<TreeEntry> {
+    set.changes
+        .iter()
+        .filter_map(|c| match &c.kind {
+            ChangeKind::Upsert(entry) => Some(entry.clone()),
+            ChangeKind::Removed => None,
+        })
+        .collect()
+}
+
+fn complete(changes: Changes) -> ChangeSet {
+    match changes {
+        Changes::Complete(set) => set,
+        Changes::Unavailable { reason } => panic!("unavailable: {reason}"),
+    }
+}
+
+/// (compare requests, non-recursive tree requests, recursive tree requests).
+fn compare_and_tree_requests(standin: &GithubStandIn) -> (usize, usize, usize) {
+    let log = standin.requests();
+    let trees = |recursive: bool| {
+        log.iter()
+            .filter(|r| {
+                r.path.contains("/git/trees/") && r.query.contains("recursive") == recursive
+            })
+            .count()
+    };
+    let compares = log.iter().filter(|r| r.path.contains("/compare/")).count();
+    (compares, trees(false), trees(true))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compare_lists_added_modified_removed_and_renamed_paths_for_a_fast_forward() {
+async fn a_two_file_change_costs_one_compare_and_the_directories_on_its_paths() {
+    let mut repo = wide_repo();
+    let base = repo.head();
+    repo.write("c/x/f1.txt", "changed\n")
+        .write_executable("a/y/run.sh", "#!/bin/sh\n");
+    let head = repo.commit("two files");
+    let standin = serve(&repo).await;
+    let source = source(&standin);
+
+    standin.clear_log();
+    let set = complete(source.fetch_changes(&base, &head).await.unwrap());
+    // The root, a, a/y, c, c/x: never a recursive listing, never b.
+    assert_eq!(compare_and_tree_requests(&standin), (1, 5, 0));
+    assert_eq!(standin.request_count(), 6);
+    assert!(set.rejected.is_empty(), "{:?}", set.rejected);
+    let expected = full_tree_entries(&standin, &head, &["a/y/run.sh", "c/x/f1.txt"]).await;
+    assert_eq!(upserts(&set), expected);
+    assert_eq!(expected[0].kind, EntryKind::Executable);
+    assert_eq!(expected[1].size, Some(8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_lists_added_modified_removed_and_renamed_paths_with_their_tree_entries() {
     let mut repo = TestRepo::new("demo");
     repo.write("keep.txt", "keep\n")
         .write("edit.txt", "v1\n")
@@ -238,38 +314,87 @@ async fn compare_lists_added_modified_removed_and_renamed_paths_for_a_fast_forwa
     let base = repo.commit("base");
     repo.write("edit.txt", "v2\n")
         .write("new.txt", "hello\n")
+        .symlink("link", "new.txt")
         .remove("gone.txt")
-        .rename("old/name.txt", "new/name.txt");
+        .rename("old/name.txt", "new/name.txt")
+        .add_submodule_entry("vendor/lib", &base);
     let head = repo.commit("head");
     let standin = serve(&repo).await;
-    let changes = source(&standin)
-        .fetch_compare(&base, &head)
-        .await
-        .unwrap()
-        .expect("complete comparison");
-    let summary: Vec<(&str, ChangeStatus)> = changes
+    let set = complete(source(&standin).fetch_changes(&base, &head).await.unwrap());
+    let summary: Vec<(&str, bool)> = set
+        .changes
         .iter()
-        .map(|c| (c.path.as_str(), c.status))
+        .map(|c| (c.path.as_str(), matches!(c.kind, ChangeKind::Upsert(_))))
         .collect();
     assert_eq!(
         summary,
         [
-            ("edit.txt", ChangeStatus::Modified),
-            ("gone.txt", ChangeStatus::Removed),
-            ("new.txt", ChangeStatus::Added),
-            ("new/name.txt", ChangeStatus::Added),
-            ("old/name.txt", ChangeStatus::Removed),
+            ("edit.txt", true),
+            ("gone.txt", false),
+            ("link", true),
+            ("new.txt", true),
+            ("new/name.txt", true),
+            ("old/name.txt", false),
+            ("vendor/lib", true),
         ]
     );
-    let added = changes.iter().find(|c| c.path == "new.txt").unwrap();
+    let expected = full_tree_entries(
+        &standin,
+        &head,
+        &["edit.txt", "link", "new.txt", "new/name.txt", "vendor/lib"],
+    )
+    .await;
+    assert_eq!(upserts(&set), expected);
+    let kinds: Vec<EntryKind> = expected.iter().map(|e| e.kind).collect();
     assert_eq!(
-        added.blob_sha.as_deref(),
-        Some(repo.rev_parse(&format!("{head}:new.txt")).as_str())
+        kinds,
+        [
+            EntryKind::File,
+            EntryKind::Symlink,
+            EntryKind::File,
+            EntryKind::File,
+            EntryKind::Submodule
+        ]
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compare_with_300_or_more_files_is_incomplete_so_the_caller_diffs_trees() {
+async fn an_identical_comparison_is_an_empty_change_set_without_tree_requests() {
+    let mut repo = TestRepo::new("demo");
+    repo.write("a", "1");
+    let head = repo.commit("one");
+    let standin = serve(&repo).await;
+    let set = complete(source(&standin).fetch_changes(&head, &head).await.unwrap());
+    assert_eq!(set, ChangeSet::default());
+    assert_eq!(compare_and_tree_requests(&standin), (1, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_changed_paths_are_rejected_as_a_tree_read_rejects_them() {
+    let mut repo = TestRepo::new("demo");
+    repo.write("ok.txt", "ok\n");
+    let base = repo.commit("base");
+    // A tree with a `.git` directory cannot be committed from a worktree:
+    // write it raw, beside a safe change.
+    let blob = repo.hash_blob(b"[core]\n");
+    let ok = repo.hash_blob(b"ok v2\n");
+    let inner = format!("100644 blob {blob}\tconfig\0");
+    let dot_git = String::from_utf8(repo.git_bytes(&["mktree", "-z"], Some(inner.as_bytes())))
+        .unwrap()
+        .trim()
+        .to_string();
+    let lines = format!("040000 tree {dot_git}\t.git\0100644 blob {ok}\tok.txt\0");
+    let head = repo.commit_raw_tree("main", lines.as_bytes(), "hostile");
+    let standin = serve(&repo).await;
+    let set = complete(source(&standin).fetch_changes(&base, &head).await.unwrap());
+    let tree = source(&standin).fetch_tree(&head, None).await.unwrap();
+    assert_eq!(set.rejected, tree.rejected);
+    assert_eq!(set.rejected.len(), 1, "{:?}", set.rejected);
+    assert_eq!(upserts(&set), tree.entries);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_with_300_or_more_files_is_unavailable_so_the_caller_diffs_trees() {
     let mut repo = TestRepo::new("demo");
     repo.write("seed", "x");
     let base = repo.commit("base");
@@ -279,13 +404,16 @@ async fn compare_with_300_or_more_files_is_incomplete_so_the_caller_diffs_trees(
     let head = repo.commit("301 files");
     let standin = serve(&repo).await;
     assert_eq!(
-        source(&standin).fetch_compare(&base, &head).await.unwrap(),
-        None
+        source(&standin).fetch_changes(&base, &head).await.unwrap(),
+        Changes::Unavailable {
+            reason: reason::CHANGES_INCOMPLETE
+        }
     );
+    assert_eq!(compare_and_tree_requests(&standin), (1, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compare_after_a_force_push_is_not_used_because_it_lists_changes_since_the_merge_base() {
+async fn compare_after_a_force_push_is_unavailable_because_it_lists_changes_since_the_merge_base() {
     let mut repo = TestRepo::new("demo");
     repo.write("a", "1");
     let root = repo.commit("root");
@@ -294,14 +422,30 @@ async fn compare_after_a_force_push_is_not_used_because_it_lists_changes_since_t
     repo.force_branch("main", &root);
     repo.write("b", "3");
     let rewritten = repo.commit("rewritten");
+    // Unrelated history: a root commit of its own.
+    let tree = repo.rev_parse("HEAD^{tree}");
+    let unrelated = repo.git(&["commit-tree", &tree, "-m", "unrelated"]);
+    repo.git(&["update-ref", "refs/heads/other", &unrelated]);
     let standin = serve(&repo).await;
+    let source = source(&standin);
+    let reason =
+        async |base: &str, head: &str| match source.fetch_changes(base, head).await.unwrap() {
+            Changes::Unavailable { reason } => reason,
+            Changes::Complete(set) => panic!("complete: {set:?}"),
+        };
     assert_eq!(
-        source(&standin)
-            .fetch_compare(&abandoned, &rewritten)
-            .await
-            .unwrap(),
-        None
+        reason(&abandoned, &rewritten).await,
+        reason::UNRELATED_HISTORY
     );
+    assert_eq!(
+        reason(&rewritten, &unrelated).await,
+        reason::UNRELATED_HISTORY
+    );
+    assert_eq!(
+        reason("0123456789abcdef0123456789abcdef01234567", &rewritten).await,
+        reason::UNRELATED_HISTORY
+    );
+    assert_eq!(compare_and_tree_requests(&standin), (3, 0, 0));
 }
 
 async fn error_of(standin: &GithubStandIn, fault: Fault) -> projectsync::source::SourceError {

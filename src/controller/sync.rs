@@ -97,7 +97,8 @@ pub(super) async fn run(
 
     match outcome? {
         Outcome::Unchanged { commit, head } => {
-            ctx.set_head(key, head);
+            ctx.remember_source(key, project, head, cached.source.as_ref())
+                .await;
             status::mark_unchanged(status, &commit, generation);
             // The run that synced this commit completed, but its status was
             // never written (the status does not show this commit and these
@@ -119,7 +120,8 @@ pub(super) async fn run(
             summary,
             head,
         } => {
-            ctx.set_head(key, head);
+            ctx.remember_source(key, project, head, cached.source.as_ref())
+                .await;
             ctx.set_completed_inputs(key, inputs.clone());
             let history = ctx.store.history(project, history_limit(obj)).await?;
             status::mark_synced(status, &record, &history, inputs, generation);

@@ -69,6 +69,18 @@ pub struct HeadCache {
     pub etag: Option<String>,
 }
 
+/// What a source learned about its repository that makes its next reads
+/// cheaper, kept by the caller across operator restarts (the store keeps it
+/// with the project). Only ever a cost: a source given stale or default
+/// hints reads the same trees, with more requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceHints {
+    /// The last tree read had to be walked (GitHub answered `truncated`):
+    /// the next read walks at once instead of asking for a recursive
+    /// listing that would be truncated again.
+    pub tree_walked: bool,
+}
+
 /// The answer to "where does this branch point now?".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HeadLookup {
@@ -221,6 +233,17 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// Requests made so far, by endpoint and status, and the last rate limit
     /// the provider reported.
     fn stats(&self) -> SourceStats;
+
+    /// What this source has learned so far, for [`Source::restore_hints`]
+    /// on a source built after a restart.
+    fn hints(&self) -> SourceHints {
+        SourceHints::default()
+    }
+
+    /// Gives this source what an earlier instance learned.
+    fn restore_hints(&self, hints: SourceHints) {
+        let _ = hints;
+    }
 }
 
 /// The first `len` characters of commit `sha`, as people quote it (status

@@ -36,7 +36,8 @@ pub use migrate::MIGRATOR;
 pub use model::{
     ActiveFile, Completion, DeleteReport, Embedding, EmbeddingReuse, FileKind, MemoryHit,
     MissingEmbedding, NewFile, NewMemoryEntry, NewSync, Project, ProjectIdentity, ProjectSource,
-    PruneReport, Rename, ReuseScope, RunMetrics, SyncDiff, SyncFailure, SyncRecord, SyncStatus,
+    PruneReport, Rename, ReuseScope, RunMetrics, SourceMemory, SyncDiff, SyncFailure, SyncRecord,
+    SyncStatus,
 };
 
 /// Handle on the Postgres store. Cheap to clone (a pool inside).

@@ -43,6 +43,17 @@ pub struct Project {
     pub created_at: DateTime<Utc>,
 }
 
+/// What a project's source remembered after its last poll, kept so that
+/// a restarted operator polls as cheaply as a running one: the branch head
+/// and the provider's validator for it, and whether the last tree read was
+/// a walk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceMemory {
+    pub head_sha: Option<String>,
+    pub head_etag: Option<String>,
+    pub tree_walked: bool,
+}
+
 /// Lifecycle of a run. PENDING and IN_PROGRESS are live; COMPLETED and
 /// FAILED are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

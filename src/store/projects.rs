@@ -2,7 +2,7 @@
 //! project stored (the custom resource's Delete policy). Does I/O.
 
 use super::error::db;
-use super::model::{DeleteReport, Project, ProjectIdentity, ProjectSource};
+use super::model::{DeleteReport, Project, ProjectIdentity, ProjectSource, SourceMemory};
 use super::{ProjectId, Store, StoreError};
 
 impl Store {
@@ -29,6 +29,9 @@ impl Store {
                    repo = EXCLUDED.repo,
                    url = EXCLUDED.url,
                    branch = EXCLUDED.branch,
+                   head_sha = NULL,
+                   head_etag = NULL,
+                   tree_walked = false,
                    updated_at = now()
              WHERE (projects.provider, projects.owner, projects.repo, projects.url, projects.branch)
                    IS DISTINCT FROM
@@ -86,6 +89,40 @@ impl Store {
             },
             created_at: row.created_at,
         }))
+    }
+
+    /// What the project's source remembered after its last poll (nothing
+    /// for a project that does not exist).
+    pub async fn source_memory(&self, project: ProjectId) -> Result<SourceMemory, StoreError> {
+        let row = sqlx::query_as!(
+            SourceMemory,
+            "SELECT head_sha, head_etag, tree_walked FROM projects WHERE id = $1",
+            project.0
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("read source memory"))?;
+        Ok(row.unwrap_or_default())
+    }
+
+    /// Keeps what the project's source remembered; callers write only when
+    /// it changed (an unchanged poll writes nothing).
+    pub async fn set_source_memory(
+        &self,
+        project: ProjectId,
+        memory: &SourceMemory,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE projects SET head_sha = $2, head_etag = $3, tree_walked = $4 WHERE id = $1",
+            project.0,
+            memory.head_sha,
+            memory.head_etag,
+            memory.tree_walked,
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db("write source memory"))?;
+        Ok(())
     }
 
     /// The key ("namespace/name") of a project, for messages.

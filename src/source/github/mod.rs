@@ -9,7 +9,9 @@
 //!   GitHub answers `truncated: true` (see [`walk`]);
 //! - `GET /repos/{o}/{r}/git/blobs/{sha}` (base64 checked, size and object
 //!   id verified);
-//! - `GET /repos/{o}/{r}/compare/{base}...{head}` when complete.
+//! - `GET /repos/{o}/{r}/compare/{base}...{head}` when complete, with the
+//!   non-recursive listings of the directories holding the changed files
+//!   (see [`compare`]).
 //!
 //! The connector only knows an API URL: GitHub, GitHub Enterprise Server
 //! (`https://host/api/v3`) or the test stand-in are the same to it.
@@ -25,6 +27,7 @@ mod transport;
 mod walk;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -35,7 +38,6 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 pub use app_token::MINT_ENDPOINT;
-pub use compare::{Change, ChangeStatus};
 pub use error::GitHubError;
 #[cfg(test)]
 pub(crate) use jwt::generate_test_key_pem;
@@ -47,8 +49,8 @@ use self::error::{Missing, build_error_from_response};
 use super::stats::StatsRecorder;
 use super::tree::build_blob_sha1;
 use super::{
-    Archive, Branch, Changes, Credentials, HeadCache, HeadLookup, Source, SourceResult,
-    SourceStats, Tree, TreeLimit,
+    Archive, Branch, Changes, Credentials, HeadCache, HeadLookup, Source, SourceHints,
+    SourceResult, SourceStats, Tree, TreeLimit,
 };
 use crate::retry::RetryPolicy;
 
@@ -122,17 +124,12 @@ pub struct GitHubRepo {
     /// answered `truncated: true`): the next read of the same repository
     /// skips the recursive request, which would be truncated again and can
     /// cost more than the walk itself (a 100,000-entry answer).
-    last_tree_walked: std::sync::atomic::AtomicBool,
+    /// Kept across restarts through [`Source::hints`].
+    last_tree_walked: AtomicBool,
     tree_limit: TreeLimit,
 }
 
 impl GitHubRepo {
-    /// The changed paths from `base` to `head` from the compare API, when
-    /// its answer is complete (`base` an ancestor, under 300 files).
-    pub async fn fetch_compare(&self, base: &str, head: &str) -> SourceResult<Option<Vec<Change>>> {
-        Ok(compare::fetch_changes(self, base, head).await?)
-    }
-
     /// Builds the client; needs a Tokio runtime. Fails on an invalid API
     /// URL, owner or repository name, or SSH credentials.
     pub fn new(config: GitHubConfig) -> Result<Self, GitHubError> {
@@ -476,14 +473,7 @@ impl Source for GitHubRepo {
         base: &'a str,
         head: &'a str,
     ) -> BoxFuture<'a, SourceResult<Changes>> {
-        // The compare API names changed paths without modes or sizes; until
-        // it is completed into a change set, the scan compares trees.
-        let _ = (base, head);
-        Box::pin(async {
-            Ok(Changes::Unavailable {
-                reason: crate::api::conditions::reason::CHANGES_INCOMPLETE,
-            })
-        })
+        Box::pin(async move { Ok(compare::fetch_changes(self, base, head).await?) })
     }
 
     fn fetch_archive<'a>(
@@ -495,5 +485,16 @@ impl Source for GitHubRepo {
 
     fn stats(&self) -> SourceStats {
         self.client.stats.snapshot()
+    }
+
+    fn hints(&self) -> SourceHints {
+        SourceHints {
+            tree_walked: self.last_tree_walked.load(Ordering::Relaxed),
+        }
+    }
+
+    fn restore_hints(&self, hints: SourceHints) {
+        self.last_tree_walked
+            .store(hints.tree_walked, Ordering::Relaxed);
     }
 }

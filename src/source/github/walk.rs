@@ -32,22 +32,24 @@ use crate::source::tree::{
 /// remembers.
 const TREE_ENTRY_LIMIT: usize = 100_000;
 
+/// One `GET /git/trees/{sha}` answer.
 #[derive(Deserialize)]
-struct Listing {
-    sha: String,
-    tree: Vec<Item>,
+pub(super) struct Listing {
+    pub sha: String,
+    pub tree: Vec<Item>,
     #[serde(default)]
-    truncated: bool,
+    pub truncated: bool,
 }
 
+/// One item of a listing; `path` is relative to the listed tree.
 #[derive(Deserialize)]
-struct Item {
-    path: String,
-    mode: String,
+pub(super) struct Item {
+    pub path: String,
+    pub mode: String,
     #[serde(rename = "type")]
-    kind: String,
-    sha: String,
-    size: Option<u64>,
+    pub kind: String,
+    pub sha: String,
+    pub size: Option<u64>,
 }
 
 /// The previous tree, indexed for the walk.
@@ -255,7 +257,7 @@ async fn read_dir(
     Ok(found)
 }
 
-async fn fetch_listing(
+pub(super) async fn fetch_listing(
     src: &GitHubRepo,
     sha: &str,
     recursive: bool,

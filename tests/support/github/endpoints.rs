@@ -309,9 +309,16 @@ pub(super) fn compare(
         (0, _) => "behind",
         _ => "diverged",
     };
-    let merge_base = git(inner, &["merge-base", &base, &head])
-        .map(|o| lossy(&o).trim().to_string())
-        .unwrap_or(base.clone());
+    // Unrelated histories: GitHub answers 404 with this message.
+    let Some(merge_base) =
+        git(inner, &["merge-base", &base, &head]).map(|o| lossy(&o).trim().to_string())
+    else {
+        return Reply::error(
+            404,
+            &format!("No common ancestor between {base} and {head}."),
+            "/commits/commits#compare-two-commits",
+        );
+    };
     let raw = git(
         inner,
         &["diff-tree", "-r", "-z", "-M", "--raw", &merge_base, &head],

@@ -6,7 +6,8 @@
 //! `/branches/{b}`, `/git/ref/heads/{b}`, `/git/trees/{sha}[?recursive=1]`
 //! (truncated above a configurable entry count), `/git/blobs/{sha}` (base64
 //! JSON or the raw media type), `/compare/{base}...{head}` (at most 300
-//! files) and `/rate_limit`. Every answer carries rate-limit headers and a
+//! files; unrelated histories a 404 "No common ancestor", as GitHub) and
+//! `/rate_limit`. Every answer carries rate-limit headers and a
 //! content ETag; `If-None-Match` gives a 304 that costs no rate limit.
 //! Faults (rate limits, bad credentials, SAML, 404, 409, 5xx, corrupt
 //! blobs) are switched on per test, and every request is logged. A GitHub
