@@ -248,13 +248,26 @@ async fn one_modified_file_costs_one_blob(
         1,
         "exactly the changed file is fetched: {log:#?}"
     );
+    // The change-set route: the ref, one compare, one listing per directory
+    // on the path to the change (the root and src/), the blob, and the
+    // branch list a completed run refreshes; no listing of the whole tree.
     assert!(
-        log.len() <= 1 + 3,
-        "about k + 3 requests for k changed files, got {}: {log:#?}",
+        log.len() <= 1 + 3 + 2,
+        "about k + 3 requests for k changed files plus the changed directories, got {}: {log:#?}",
         log.len()
+    );
+    assert!(
+        !log.iter().any(|r| r.query.contains("recursive")),
+        "no recursive tree listing on the change-set route: {log:#?}"
     );
     let last = obj.status.expect("status").last_sync.expect("lastSync");
     assert_eq!((last.files.modified, last.files.unchanged), (1, 19));
+    assert_eq!(
+        last.scan.as_ref().map(|s| s.route.as_str()),
+        Some("ChangeSet"),
+        "GitHub's compare answered the change set: {:?}",
+        last.scan
+    );
 }
 
 /// A rename fetches nothing; returns the commit.
