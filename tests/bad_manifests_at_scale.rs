@@ -191,6 +191,13 @@ fn cel_violators(path: &str) -> Option<Vec<Value>> {
             json!("ABCDEF0123456789ABCDEF0123456789ABCDEF01"),
             json!("z".repeat(40)),
         ],
+        "spec.runTimeout" => vec![
+            json!("soon"),
+            json!("500ms"),
+            json!("0s"),
+            json!("25h"),
+            json!("10"),
+        ],
         "spec.timeout" => vec![
             json!("soon"),
             json!("500ms"),

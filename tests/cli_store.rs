@@ -296,7 +296,7 @@ async fn search_by_text_returns_only_active_entries() {
 }
 
 #[tokio::test]
-async fn backfill_fills_missing_embeddings_once_per_content_and_reuses_them_across_projects() {
+async fn backfill_fills_missing_embeddings_once_per_content_and_never_reuses_another_projects() {
     let db = fresh_database("cli backfill").await;
     let served = serve(small_repo("backfill"), "backfill");
     let embed = EmbedServer::start().await;
@@ -304,7 +304,7 @@ async fn backfill_fills_missing_embeddings_once_per_content_and_reuses_them_acro
     let counts = two_projects_of_one_repository_with_repeated_content(&db, &served.url).await;
 
     the_first_backfill_embeds_each_distinct_content_once(&db, &embed, counts).await;
-    the_second_project_reuses_every_embedding_without_a_request(&db, &embed, counts).await;
+    the_second_project_computes_its_own_embeddings(&db, &embed, counts).await;
     a_repeated_backfill_has_nothing_to_do(&db, &endpoint).await;
 
     let content: String = sqlx::query_scalar(
@@ -385,10 +385,13 @@ async fn the_first_backfill_embeds_each_distinct_content_once(
     assert!(embed.request_count() as i64 >= distinct / 2);
 }
 
-async fn the_second_project_reuses_every_embedding_without_a_request(
+/// Another project of the same content reuses nothing of the first: stored
+/// embeddings are reused only within a project (another tenant's endpoint
+/// could have planted them), so it computes each distinct content itself.
+async fn the_second_project_computes_its_own_embeddings(
     db: &TestDb,
     embed: &EmbedServer,
-    EntryCounts { entries, .. }: EntryCounts,
+    EntryCounts { entries, distinct }: EntryCounts,
 ) {
     let requests_before = embed.request_count();
     let second = projectsync(
@@ -398,12 +401,12 @@ async fn the_second_project_reuses_every_embedding_without_a_request(
     )
     .await
     .json();
-    assert_eq!(second["computed"], 0, "{second}");
-    assert_eq!(second["reused"], entries);
-    assert_eq!(
-        embed.request_count(),
-        requests_before,
-        "reuse must not call the endpoint"
+    assert_eq!(second["reused"], 0, "{second}");
+    assert_eq!(second["computed"], distinct, "{second}");
+    assert_eq!(second["embedded"], entries, "{second}");
+    assert!(
+        embed.request_count() > requests_before,
+        "the second project asked its endpoint"
     );
 }
 

@@ -189,39 +189,52 @@ impl GitRemote {
             });
         }
         let mut slot = self.cat_file.lock().await;
-        if slot.is_none() {
-            *slot = Some(CatFile::spawn(&self.runner)?);
-        }
-        let cat_file = slot.as_mut().expect("spawned above");
-        let read =
-            tokio::time::timeout(self.runner.timeout, cat_file.read_blob(sha, max_size)).await;
         let (url, sha) = (self.url(), sha.to_string());
-        match read {
-            Ok(Ok(BlobRead::Blob(bytes))) => Ok(bytes),
-            Ok(Ok(BlobRead::Missing)) => Err(GitError::ObjectNotFound { url, sha }),
-            Ok(Ok(BlobRead::NotABlob(kind))) => Err(GitError::NotABlob { url, sha, kind }),
-            Ok(Ok(BlobRead::TooLarge(size))) => Err(GitError::BlobTooLarge {
-                url,
-                sha,
-                size,
-                max: max_size,
-            }),
-            Ok(Err(source)) => {
-                *slot = None;
-                Err(GitError::Io {
+        // The process is out of the slot while it answers: a read cut off
+        // (the run aborted, its fetches with it) leaves a half-read answer
+        // in the pipe, so that process is dropped (and killed) and the next
+        // read starts a fresh one. A stream found broken is replaced once.
+        let mut replaced = false;
+        loop {
+            let mut cat_file = match slot.take() {
+                Some(cat_file) => cat_file,
+                None => CatFile::spawn(&self.runner)?,
+            };
+            let read =
+                tokio::time::timeout(self.runner.timeout, cat_file.read_blob(&sha, max_size)).await;
+            let answer = match read {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) if !replaced => {
+                    replaced = true;
+                    continue;
+                }
+                Ok(Err(source)) => {
+                    return Err(GitError::Io {
+                        url,
+                        operation: "cat-file",
+                        source,
+                    });
+                }
+                Err(_) => {
+                    return Err(GitError::Timeout {
+                        url,
+                        operation: "cat-file",
+                        seconds: self.runner.timeout.as_secs(),
+                    });
+                }
+            };
+            *slot = Some(cat_file);
+            return match answer {
+                BlobRead::Blob(bytes) => Ok(bytes),
+                BlobRead::Missing => Err(GitError::ObjectNotFound { url, sha }),
+                BlobRead::NotABlob(kind) => Err(GitError::NotABlob { url, sha, kind }),
+                BlobRead::TooLarge(size) => Err(GitError::BlobTooLarge {
                     url,
-                    operation: "cat-file",
-                    source,
-                })
-            }
-            Err(_) => {
-                *slot = None;
-                Err(GitError::Timeout {
-                    url,
-                    operation: "cat-file",
-                    seconds: self.runner.timeout.as_secs(),
-                })
-            }
+                    sha,
+                    size,
+                    max: max_size,
+                }),
+            };
         }
     }
 
