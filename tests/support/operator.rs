@@ -40,6 +40,9 @@ pub struct OperatorConfig<'a> {
     pub lease_namespace: Option<&'a str>,
     /// Extra environment variables (e.g. `SSL_CERT_FILE` for a test CA).
     pub env: Vec<(String, String)>,
+    /// The cache directory (`--cache-dir`) to keep across operators, as a
+    /// persistent volume would; a fresh temporary one when `None`.
+    pub cache_dir: Option<&'a Path>,
 }
 
 impl<'a> OperatorConfig<'a> {
@@ -60,6 +63,7 @@ impl<'a> OperatorConfig<'a> {
             kubeconfig: None,
             lease_namespace: None,
             env: Vec::new(),
+            cache_dir: None,
         }
     }
 }
@@ -106,7 +110,8 @@ impl Operator {
             ])
             .args(["--lease-duration", "6"])
             .args(["--identity", config.identity])
-            .args(["--cache-dir", cache.path().to_str().expect("utf-8 path")])
+            .arg("--cache-dir")
+            .arg(config.cache_dir.unwrap_or(cache.path()))
             .args(["--shutdown-grace", "10"])
             .args(&config.egress_args)
             .args(&config.extra_args)
