@@ -116,6 +116,7 @@ pub async fn run(count: usize) -> FleetResult {
             wait_all(&lab, count, "Ready", is_ready).await;
         }
         let wall = start.elapsed();
+        let after = StoreCounts::read(&lab.db.pool).await;
         let statuses: Vec<u16> = requests()
             .iter()
             .zip(&before_requests)
@@ -125,13 +126,15 @@ pub async fn run(count: usize) -> FleetResult {
             repo: format!("{REPOS} × {FILES}-file repositories"),
             scenario,
             k: None,
-            route: Route::Ours,
+            route: Route::GitHub,
             wall,
             cpu: Some(lab.proc.cpu().saturating_sub(cpu)),
             peak_rss: lab.proc.peak_rss(),
             requests: Some(statuses.len()),
             not_modified: statuses.iter().filter(|s| **s == 304).count(),
-            rows: Some(StoreCounts::read(&lab.db.pool).await.written_since(counts)),
+            rows: Some(after.written_since(counts)),
+            rows_read: Some(after.read_since(counts)),
+            fetched: None,
             stages: None,
         });
     }

@@ -16,6 +16,7 @@ use projectsync::api::{
 use serde_json::json;
 use support::{
     TestDb, fresh_database, fresh_namespace,
+    git_server::GitDaemon,
     github::GithubStandIn,
     operator::{Operator, OperatorConfig},
     psync::{create, synced_at, wait_until_within},
@@ -40,9 +41,13 @@ pub struct Cost {
     pub wall: Duration,
     pub cpu: Duration,
     pub peak_rss: Option<u64>,
-    /// Statuses of the source requests, in order.
+    /// Statuses of the source requests, in order (a git remote's are all
+    /// 200: it has no conditional requests, `ls-remote` is its check).
     pub requests: Vec<u16>,
     pub rows: i64,
+    pub rows_read: i64,
+    /// What the run fetched, as its status reports it.
+    pub fetched: Option<(i64, i64)>,
     /// The stage durations of the run the trigger started, as the status
     /// reports them (none for a poll that found nothing new).
     pub stages: Option<StageDurations>,
@@ -67,17 +72,61 @@ impl Cost {
             requests: Some(self.requests.len()),
             not_modified: self.requests.iter().filter(|s| **s == 304).count(),
             rows: Some(self.rows),
+            rows_read: Some(self.rows_read),
+            fetched: self.fetched,
             stages: self.stages,
         }
     }
 }
 
-/// A resource of the lab: its name, and the stand-in and repository it reads.
+/// Where a resource of the lab reads its repository.
+#[derive(Clone, Copy)]
+pub enum Via<'a> {
+    /// The GitHub REST API, from the stand-in.
+    GitHub(&'a GithubStandIn),
+    /// A plain git remote, from `git daemon`.
+    Git(&'a GitDaemon),
+}
+
+impl Via<'_> {
+    pub fn route(self) -> Route {
+        match self {
+            Via::GitHub(_) => Route::GitHub,
+            Via::Git(_) => Route::Git,
+        }
+    }
+
+    fn request_count(self) -> usize {
+        match self {
+            Via::GitHub(standin) => standin.request_count(),
+            Via::Git(daemon) => daemon.request_count(),
+        }
+    }
+
+    /// Statuses of the requests after the first `since`.
+    fn requests_since(self, since: usize) -> Vec<u16> {
+        match self {
+            Via::GitHub(standin) => standin.requests()[since..]
+                .iter()
+                .map(|r| r.status)
+                .collect(),
+            Via::Git(daemon) => vec![200; daemon.request_count().saturating_sub(since)],
+        }
+    }
+}
+
+/// A resource of the lab: its name, the repository and where it reads it.
 #[derive(Clone, Copy)]
 pub struct Target<'a> {
     pub name: &'a str,
     pub repo: &'a str,
-    pub standin: &'a GithubStandIn,
+    pub via: Via<'a>,
+}
+
+impl Target<'_> {
+    pub fn route(&self) -> Route {
+        self.via.route()
+    }
 }
 
 impl Lab {
@@ -106,30 +155,32 @@ impl Lab {
             obj.status
                 .as_ref()
                 .and_then(|s| s.last_sync.as_ref())
-                .map(|s| (s.id.clone(), s.durations))
+                .map(|s| (s.id.clone(), s.durations, s.fetched))
         };
         let before = self.api.get_opt(target.name).await.ok().flatten();
-        let run_before = before.as_ref().and_then(last_run).map(|(id, _)| id);
-        let standin = target.standin;
+        let run_before = before.as_ref().and_then(last_run).map(|(id, ..)| id);
         let counts = StoreCounts::read(&self.db.pool).await;
-        let requests = standin.request_count();
+        let requests = target.via.request_count();
         let cpu = self.proc.cpu();
         self.proc.reset_peak();
         let start = Instant::now();
         let obj = trigger.await;
         let wall = start.elapsed();
+        let cpu = self.proc.cpu().saturating_sub(cpu);
+        let peak_rss = self.proc.peak_rss();
+        let after = StoreCounts::read(&self.db.pool).await;
+        let run = last_run(&obj).filter(|(id, ..)| Some(id) != run_before.as_ref());
         let cost = Cost {
             wall,
-            cpu: self.proc.cpu().saturating_sub(cpu),
-            peak_rss: self.proc.peak_rss(),
-            requests: standin.requests()[requests..]
-                .iter()
-                .map(|r| r.status)
-                .collect(),
-            rows: StoreCounts::read(&self.db.pool).await.written_since(counts),
-            stages: last_run(&obj)
-                .filter(|(id, _)| Some(id) != run_before.as_ref())
-                .map(|(_, durations)| durations),
+            cpu,
+            peak_rss,
+            requests: target.via.requests_since(requests),
+            rows: after.written_since(counts),
+            rows_read: after.read_since(counts),
+            fetched: run
+                .as_ref()
+                .and_then(|(_, _, fetched)| fetched.map(|f| (f.objects, f.bytes))),
+            stages: run.map(|(_, durations, _)| durations),
         };
         (cost, obj)
     }
@@ -154,7 +205,11 @@ impl Lab {
     /// Creates the resource and waits until it is Ready at `head`.
     pub async fn first_sync(&self, target: Target<'_>, head: &str) -> (Cost, ProjectSync) {
         self.measured(target, async {
-            create(&self.api, target.name, spec(target.standin, target.repo)).await;
+            let spec = match target.via {
+                Via::GitHub(standin) => spec(standin, target.repo),
+                Via::Git(daemon) => git_spec(&daemon.url(target.repo)),
+            };
+            create(&self.api, target.name, spec).await;
             self.wait(target.name, "synced", synced_at(head.to_string()))
                 .await
         })
@@ -220,6 +275,16 @@ impl Lab {
 pub fn spec(standin: &GithubStandIn, repo: &str) -> serde_json::Value {
     json!({
         "source": { "github": { "owner": "bench", "repo": repo, "apiUrl": standin.api_url() } },
+        "branch": "main",
+        "interval": "1h",
+        "historyLimit": 100,
+    })
+}
+
+/// The same for a plain git remote.
+pub fn git_spec(url: &str) -> serde_json::Value {
+    json!({
+        "source": { "git": { "url": url } },
         "branch": "main",
         "interval": "1h",
         "historyLimit": 100,

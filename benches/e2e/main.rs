@@ -4,14 +4,22 @@
 //! versus (a) the naive re-import of every file and (b) `git clone --depth 1`
 //! plus a full import, all in one run; and Postgres COPY of the same rows.
 //!
+//! Every repository is synced on both of the operator's routes, the GitHub
+//! API (the stand-in) and a plain git remote (`git daemon`), one resource
+//! each, reading the same commits.
+//!
 //! Repositories are built at bench time: generated ones (10,000 and 100,000
-//! files, seeded) and a real history from a crate's versions in the local
-//! cargo registry cache. Scenarios: first sync, unchanged poll, changes of
-//! k = 1, 10, 100, 1,000 files, a truncated tree, and many resources in one
-//! cluster. Writes `bench-results/e2e-<mode>.md` and `.png` and prints the
-//! markdown. `-- --quick` runs 10,000 files, the real crate and 50
-//! resources (a few minutes); the full run adds 100,000 files and 500
-//! resources. Needs `hack/testenv up` and fails loudly without it.
+//! files, seeded), a real history from a crate's versions in the local
+//! cargo registry cache, and a replay of a real project's last consecutive
+//! commits with their real change sizes (`BENCH_E2E_REAL_REPO`, any git
+//! repository, else this checkout; `BENCH_E2E_REAL_COMMITS`, default 30;
+//! `BENCH_E2E_REAL_NAME` for the report). Scenarios: first sync, unchanged
+//! poll, changes of k = 1, 10, 20, 100 files and 1% of the files, a
+//! truncated tree, the replay, and many resources in one cluster. Writes
+//! `bench-results/e2e-<mode>.md` and `.png` and prints the markdown.
+//! `-- --quick` runs 10,000 files, the real crate, the replay and 50
+//! resources; the full run adds 100,000 files and 500 resources. Needs
+//! `hack/testenv up` and fails loudly without it.
 //! Figures and how to read them: docs/e2e-bench.md.
 
 mod fleet;
@@ -24,7 +32,7 @@ mod scenarios;
 use std::time::Instant;
 
 use report::{RepoLine, duration, markdown};
-use repos::{Shape, find_real_crate, generate, real_history};
+use repos::{Shape, find_real_crate, generate, real_history, real_project, replay_history};
 
 /// Which scenarios run.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -130,7 +138,7 @@ async fn main() {
         });
         let outcome = scenarios::generated(&lab, repo, shape, profile.is_none()).await;
         rows.extend(outcome.measurements);
-        copies.push(outcome.copy);
+        copies.extend(outcome.copies);
     }
     if profile.is_some() {
         println!("{}", markdown("## Profile", &repos, &rows, &[]));
@@ -142,7 +150,7 @@ async fn main() {
             let start = Instant::now();
             let (repo, stats) = real_history(&name, &versions);
             let build = start.elapsed();
-            let listed: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
+            let listed: Vec<String> = versions.iter().map(|v| v.version.clone()).collect();
             repos.push(RepoLine {
                 label: format!("crate {name}"),
                 description: format!(
@@ -154,12 +162,51 @@ async fn main() {
                 binary: stats.binary,
                 build,
             });
-            let outcome = scenarios::real(&lab, repo, &format!("crate {name}"), &listed).await;
+            let outcome =
+                scenarios::real(&lab, repo, &format!("crate {name}"), &listed, true).await;
             rows.extend(outcome.measurements);
-            copies.push(outcome.copy);
+            copies.extend(outcome.copies);
         }
         None => eprintln!(
             "no crate with two versions in the cargo registry cache: the real repository is left out"
+        ),
+    }
+
+    let mut replays = Vec::new();
+    let count: usize = std::env::var("BENCH_E2E_REAL_COMMITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let source = real_project();
+    let name =
+        std::env::var("BENCH_E2E_REAL_NAME").unwrap_or_else(|_| env!("CARGO_PKG_NAME").to_string());
+    match source
+        .as_deref()
+        .and_then(|s| replay_history(&name, s, count))
+    {
+        Some(repo) => {
+            let start = Instant::now();
+            let label = format!("history of {name}");
+            let files = repo.tree_size(&repo.commits[0]);
+            let steps: Vec<String> = repo.commits.iter().map(|c| c[..8].to_string()).collect();
+            repos.push(RepoLine {
+                label: label.clone(),
+                description: format!(
+                    "real: the project's last {} consecutive first-parent commits, replayed one by one with their real changes",
+                    repo.commits.len() - 1
+                ),
+                files,
+                bytes: repo.tree_bytes(&repo.commits[0]),
+                binary: 0,
+                build: start.elapsed(),
+            });
+            let outcome = scenarios::real(&lab, repo, &label, &steps, false).await;
+            rows.extend(outcome.measurements);
+            copies.extend(outcome.copies);
+            replays.push(label);
+        }
+        None => eprintln!(
+            "no git history with two commits at BENCH_E2E_REAL_REPO or this checkout: the replay is left out"
         ),
     }
     drop(lab);
@@ -167,7 +214,7 @@ async fn main() {
     let fleet = fleet::run(if mode == Mode::Full { 500 } else { 50 }).await;
     rows.extend(fleet.measurements);
 
-    let verdicts = scenarios::verdicts(&rows, &copies, fleet.count, fleet.peak_rss);
+    let verdicts = scenarios::verdicts(&rows, &copies, &replays, fleet.count, fleet.peak_rss);
     let header = format!(
         "## End-to-end benchmark ({label} run)\n\n`cargo bench --bench e2e{}` on {} cores; {}.",
         if mode == Mode::Quick {

@@ -81,35 +81,78 @@ pub fn waited_children_cpu() -> Duration {
     ticks(cutime + cstime)
 }
 
-/// Row counts of the bench database; the difference of two is what a
-/// scenario wrote (inserted rows plus rows marked superseded).
+/// Postgres' own counters for the bench database: rows the executor read
+/// (sequential and index fetches, every table) and rows written to the
+/// tables that grow with files (inserted, updated: a superseded row is an
+/// update, deleted). The difference of two is what a scenario cost the
+/// store, whatever query did it.
+///
+/// Backends report their counters when idle at most once a second (and
+/// may hold them for ten), so [`StoreCounts::read`] first ends the idle
+/// connections of the database, which flushes their counters on exit: the
+/// operator's pool opens fresh ones on its next run. Reading the counters
+/// never touches a user table, so the bench's own queries do not count.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StoreCounts {
-    pub inserted: i64,
-    pub superseded: i64,
+    pub read: i64,
+    pub written: i64,
 }
 
 impl StoreCounts {
     pub async fn read(pool: &PgPool) -> Self {
-        let (files, files_superseded, memory, memory_superseded): (i64, i64, i64, i64) =
-            sqlx::query_as(
-                "SELECT (SELECT count(*) FROM repository_files),
-                    (SELECT count(*) FROM repository_files WHERE superseded_sync_id IS NOT NULL),
-                    (SELECT count(*) FROM memory_entries),
-                    (SELECT count(*) FROM memory_entries WHERE superseded_sync_id IS NOT NULL)",
-            )
-            .fetch_one(pool)
-            .await
-            .expect("count the store's rows");
-        StoreCounts {
-            inserted: files + memory,
-            superseded: files_superseded + memory_superseded,
-        }
+        let mut conn = pool.acquire().await.expect("a connection for the counters");
+        flush_idle_backends(&mut conn).await;
+        let (read, written): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(seq_tup_read + coalesce(idx_tup_fetch, 0)), 0)::bigint,
+                    coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del)
+                        FILTER (WHERE relname LIKE 'repository_files%' OR relname LIKE 'memory_entries%'), 0)::bigint
+               FROM pg_stat_user_tables",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .expect("read the store's counters");
+        StoreCounts { read, written }
     }
 
-    /// Rows written since `before`: inserted plus newly superseded.
+    /// Rows written since `before`.
     pub fn written_since(self, before: StoreCounts) -> i64 {
-        (self.inserted - before.inserted) + (self.superseded - before.superseded)
+        self.written - before.written
+    }
+
+    /// Rows read since `before`.
+    pub fn read_since(self, before: StoreCounts) -> i64 {
+        self.read - before.read
+    }
+}
+
+/// Ends every idle connection to the database but `conn`,
+/// and waits (at most two seconds) until they are gone, their counters
+/// flushed.
+async fn flush_idle_backends(conn: &mut PgConnection) {
+    let ended: Vec<i32> = sqlx::query_scalar(
+        // OFFSET 0 keeps the filter apart from the call: Postgres may
+        // otherwise evaluate the call first, on this very connection.
+        "SELECT pid FROM (
+                SELECT pid FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'
+                OFFSET 0) idle
+          WHERE pg_terminate_backend(pid)",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("end idle connections");
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+                .bind(&ended)
+                .fetch_one(&mut *conn)
+                .await
+                .expect("look for ended connections");
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -13,8 +13,11 @@ use projectsync::api::StageDurations;
 /// Which way a scenario was done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// The operator's diff-aware pipeline.
-    Ours,
+    /// The operator's diff-aware pipeline on a GitHub source (REST API).
+    GitHub,
+    /// The operator's diff-aware pipeline on a plain git remote (`git
+    /// daemon`): what GitLab, Bitbucket, Gitea and self-hosted users get.
+    Git,
     /// (a) The operator re-importing every file (the reindex annotation).
     Naive,
     /// (b) `git clone --depth 1` plus a full import of the clone.
@@ -24,9 +27,17 @@ pub enum Route {
 }
 
 impl Route {
+    /// The operator's own routes (the rest are baselines).
+    pub const OURS: [Route; 2] = [Route::GitHub, Route::Git];
+
+    pub fn is_ours(self) -> bool {
+        Route::OURS.contains(&self)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
-            Route::Ours => "diff-aware (ours)",
+            Route::GitHub => "diff-aware, GitHub API",
+            Route::Git => "diff-aware, git remote",
             Route::Naive => "(a) naive: re-import every file",
             Route::Clone => "(b) git clone --depth 1 + full import",
             Route::Copy => "Postgres COPY of the same rows",
@@ -47,6 +58,11 @@ pub struct Measurement {
     /// How many of the requests were answered 304.
     pub not_modified: usize,
     pub rows: Option<i64>,
+    /// Rows Postgres read (sequential and index fetches) during the scenario.
+    pub rows_read: Option<i64>,
+    /// Objects and bytes the run fetched, as `status.lastSync.fetched`
+    /// reports them (git: from the pack; GitHub: blobs).
+    pub fetched: Option<(i64, i64)>,
     /// Where the operator's run spent its time, by stage.
     pub stages: Option<StageDurations>,
 }
@@ -88,6 +104,15 @@ pub fn duration(d: Duration) -> String {
         format!("{s:.2}s")
     } else {
         format!("{:.0}ms", s * 1000.0)
+    }
+}
+
+/// Bytes in KiB below a MiB, else in MiB.
+pub fn kib(bytes: u64) -> String {
+    if bytes < 1024 * 1024 {
+        format!("{:.0} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
     }
 }
 
@@ -153,16 +178,16 @@ pub fn markdown(
     let _ = writeln!(out, "\n### Every measurement\n");
     let _ = writeln!(
         out,
-        "| repository | scenario | route | wall time | CPU | peak RSS | source requests | rows written | in the run: prepare / scan / import / finalize |"
+        "| repository | scenario | route | wall time | CPU | peak RSS | source requests | objects / bytes fetched | rows read | rows written | in the run: prepare / scan / import / finalize |"
     );
     let _ = writeln!(
         out,
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for m in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             m.repo,
             m.scenario,
             m.route.label(),
@@ -170,6 +195,12 @@ pub fn markdown(
             or_dash(m.cpu, duration),
             or_dash(m.peak_rss, mib),
             requests_cell(m),
+            or_dash(m.fetched, |(objects, bytes)| format!(
+                "{} / {}",
+                thousands(objects.max(0) as u64),
+                kib(bytes.max(0) as u64)
+            )),
+            or_dash(m.rows_read, |r| thousands(r.max(0) as u64)),
             or_dash(m.rows, |r| thousands(r.max(0) as u64)),
             or_dash(m.stages.as_ref(), stages_cell),
         );
@@ -277,7 +308,7 @@ pub fn chart(path: &Path, rows: &[Measurement]) -> Result<bool, Box<dyn std::err
             .map(|m| (m.k.unwrap_or(1) as f64, seconds(m)))
             .collect();
         line.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let style = if *route == Route::Ours {
+        let style = if route.is_ours() {
             color.stroke_width(3)
         } else {
             color.stroke_width(1)

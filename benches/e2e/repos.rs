@@ -69,6 +69,14 @@ impl BareRepo {
         .count()
     }
 
+    /// Bytes of the blobs in the tree of `commit`.
+    pub fn tree_bytes(&self, commit: &str) -> u64 {
+        self.git(&["ls-tree", "-r", "-l", commit], &self.git_dir(), None)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Paths added, modified or deleted between two commits.
     pub fn changed_files(&self, from: &str, to: &str) -> usize {
         self.git(
@@ -316,6 +324,56 @@ pub fn change_files(repo: &mut BareRepo, shape: Shape, k: usize, round: u64) -> 
         Change::Write(path, content)
     });
     repo.commit(&format!("change {k} files"), false, changes)
+}
+
+/// The real project whose consecutive commits are replayed:
+/// `BENCH_E2E_REAL_REPO` (any git repository), else the checkout the
+/// benchmark runs from.
+pub fn real_project() -> Option<PathBuf> {
+    let path = std::env::var_os("BENCH_E2E_REAL_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(&path)
+        .args(["rev-parse", "--path-format=absolute", "--git-common-dir"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// The last `count` + 1 first-parent commits of `source`'s HEAD, oldest
+/// first, in a bare repository that borrows the source's objects (a
+/// `--shared` clone: nothing is copied, `git daemon` and the stand-in read
+/// through the alternate); `main` points at the oldest. The commits' real
+/// changes are what the replay measures.
+pub fn replay_history(name: &str, source: &Path, count: usize) -> Option<BareRepo> {
+    let mut repo = BareRepo::new(name);
+    let listed = repo.git(
+        &[
+            "rev-list",
+            "--first-parent",
+            &format!("--max-count={}", count + 1),
+            "HEAD",
+        ],
+        source,
+        None,
+    );
+    let mut commits: Vec<String> = listed.lines().map(str::to_string).collect();
+    if commits.len() < 2 {
+        return None;
+    }
+    commits.reverse();
+    std::fs::write(
+        repo.git_dir().join("objects/info/alternates"),
+        format!("{}\n", source.join("objects").display()),
+    )
+    .expect("write the alternates file");
+    repo.move_main(&commits[0]);
+    repo.commits = commits;
+    Some(repo)
 }
 
 /// One version of a crate in the registry source cache.

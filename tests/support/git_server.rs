@@ -40,15 +40,19 @@ fn wait_for_port(addr: SocketAddr, child: &mut Child) {
     panic!("git daemon did not listen on {addr} within 10s");
 }
 
-/// `git daemon` exporting every repository under a base path.
+/// `git daemon` exporting every repository under a base path. It logs
+/// each request (`--verbose`) to a file, so a test or the benchmark can
+/// count what a client asked for.
 pub struct GitDaemon {
     child: Child,
     port: u16,
+    log: tempfile::NamedTempFile,
 }
 
 impl GitDaemon {
     pub fn start(base_path: &Path) -> Self {
         let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("git daemon log file");
         let mut child = Command::new("git")
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -56,6 +60,7 @@ impl GitDaemon {
                 "daemon",
                 "--reuseaddr",
                 "--export-all",
+                "--verbose",
                 "--listen=127.0.0.1",
             ])
             .arg(format!("--port={port}"))
@@ -63,11 +68,21 @@ impl GitDaemon {
             .arg(base_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.reopen().expect("git daemon log file"))
             .spawn()
             .expect("start git daemon");
         wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), &mut child);
-        GitDaemon { child, port }
+        GitDaemon { child, port, log }
+    }
+
+    /// Requests served so far: each `git ls-remote` or `git fetch` is one
+    /// upload-pack request (protocol v2 asks once per connection).
+    pub fn request_count(&self) -> usize {
+        std::fs::read_to_string(self.log.path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Request upload-pack"))
+            .count()
     }
 
     /// `git://127.0.0.1:<port>/<name>`.
