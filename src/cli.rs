@@ -523,6 +523,25 @@ pub struct HttpArgs {
     #[arg(long, env = "PROJECTSYNC_HTTP_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
     pub http_auth: bool,
 
+    /// How the web page under /ui on the API listener authenticates:
+    /// `token` (sign in with a bearer token, kept in an HttpOnly cookie, or
+    /// send `Authorization: Bearer`; every page is then authorized with a
+    /// SubjectAccessReview) or `none` (everyone who reaches the listener
+    /// sees every resource and may use every control: a local quickstart
+    /// only, refused unless `--http-addr` is a loopback address).
+    #[arg(long, env = "PROJECTSYNC_UI_AUTH", value_enum, default_value_t = crate::http::ui::UiAuth::Token)]
+    pub ui_auth: crate::http::ui::UiAuth,
+
+    /// Allows `--ui-auth=none` on a listener that is not loopback. Anyone
+    /// who reaches it can read every mirror and suspend, sync or restore
+    /// every resource.
+    #[arg(
+        long,
+        env = "PROJECTSYNC_INSECURE_UI_AUTH_NONE_ON_ANY_ADDRESS",
+        default_value_t = false
+    )]
+    pub insecure_ui_auth_none_on_any_address: bool,
+
     /// Seconds a client may take to send a request's headers (and to start
     /// the next request on a kept-alive connection) on both listeners.
     #[arg(

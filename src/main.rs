@@ -76,6 +76,11 @@ fn print_crd(args: &CrdArgs) -> Result<(), commands::CommandError> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    http::ui::check_ui_auth(
+        args.http.ui_auth,
+        args.http_addr,
+        args.http.insecure_ui_auth_none_on_any_address,
+    )?;
     let install_id = args
         .install_id
         .clone()
@@ -142,13 +147,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         keep_alive: ApiState::keep_alive_for(api_limits.idle_timeout),
     };
+    let ui_state = http::ui::UiState {
+        api: ApiState {
+            auth: match args.http.ui_auth {
+                // One cache of decisions for the API and the page.
+                http::ui::UiAuth::Token if api_state.auth.enabled() => api_state.auth.clone(),
+                http::ui::UiAuth::Token => Authorizer::new(client.clone(), metrics.clone()),
+                http::ui::UiAuth::None => Authorizer::disabled(metrics.clone()),
+            },
+            ..api_state.clone()
+        },
+        store: store.clone(),
+    };
+    if args.http.ui_auth == http::ui::UiAuth::None {
+        tracing::warn!("--ui-auth=none: the web page is open to anyone who reaches the API port");
+    }
     let probe_state = ProbeState {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
     };
     let api_server = tokio::spawn(http::serve(
         listener,
-        http::api_router(api_state),
+        http::api_router(api_state).merge(http::ui::router(ui_state)),
         api_limits,
         "api",
         metrics.clone(),

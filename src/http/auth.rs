@@ -185,6 +185,17 @@ impl Authorizer {
         }
     }
 
+    /// Authenticates the bearer token in `headers` only (signing in to the
+    /// web page): who the caller is, without asking for any access.
+    pub async fn identify(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        let Some(client) = &self.client else {
+            return Ok(Caller::Anonymous);
+        };
+        let token = bearer_token(headers).ok_or(AuthError::MissingToken)?;
+        let user = self.authenticate(client, token).await?;
+        Ok(Caller::User(user.username.unwrap_or_default()))
+    }
+
     async fn authenticate(&self, client: &Client, token: &str) -> Result<UserInfo, AuthError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(cached) = lock(&self.identities).get(&key, Instant::now()) {

@@ -92,6 +92,15 @@ impl ResourceIndex {
         true
     }
 
+    /// Every served ProjectSync (the web page's overview filters them by
+    /// what the caller may list).
+    pub fn list(&self) -> Vec<Arc<ProjectSync>> {
+        self.scopes
+            .iter()
+            .flat_map(|(_, store)| store.state())
+            .collect()
+    }
+
     /// The ProjectSync `namespace/name`, if it exists and is served here.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<ProjectSync>> {
         let (_, store) = self

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cache;
 pub mod index;
 pub mod limits;
+pub mod ui;
 
 use std::{
     convert::Infallible,
@@ -143,7 +144,7 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
 /// as the API server would answer, so a caller without access learns
 /// nothing about which resources exist), the resource must exist (404), and
 /// the hub must have room (503).
-async fn events(
+pub(crate) async fn events(
     Path((namespace, name)): Path<(String, String)>,
     State(state): State<ApiState>,
     headers: HeaderMap,

@@ -94,3 +94,61 @@ pub async fn grant_get(ns: &TestNamespace, account_namespace: &str, account: &st
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A Role in `ns` granting `verbs` on every ProjectSync to the
+/// ServiceAccount `account` of `account_namespace`; waits until the
+/// authorizer allows each verb.
+pub async fn grant(ns: &TestNamespace, account_namespace: &str, account: &str, verbs: &[&str]) {
+    let role_name = format!("{}-{account}", verbs.join("-"));
+    let role: Role = serde_json::from_value(json!({
+        "metadata": { "name": role_name },
+        "rules": [{ "apiGroups": ["projectsync.dev"], "resources": ["projectsyncs"], "verbs": verbs }],
+    }))
+    .expect("manifest");
+    Api::<Role>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("create Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": role_name },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name },
+        "subjects": [{ "kind": "ServiceAccount", "name": account, "namespace": account_namespace }],
+    }))
+    .expect("manifest");
+    Api::<RoleBinding>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create RoleBinding");
+    let user = format!("system:serviceaccount:{account_namespace}:{account}");
+    for verb in verbs {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let review = SubjectAccessReview {
+                spec: k8s_openapi::api::authorization::v1::SubjectAccessReviewSpec {
+                    user: Some(user.clone()),
+                    resource_attributes: Some(ResourceAttributes {
+                        verb: Some(verb.to_string()),
+                        group: Some("projectsync.dev".into()),
+                        resource: Some("projectsyncs".into()),
+                        namespace: Some(ns.name.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let answer = Api::<SubjectAccessReview>::all(ns.client.clone())
+                .create(&PostParams::default(), &review)
+                .await
+                .expect("SubjectAccessReview");
+            if answer.status.is_some_and(|s| s.allowed) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Role for {verb} did not take effect within 10s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
