@@ -81,7 +81,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .filter(|id| !id.trim().is_empty())
         .unwrap_or_else(|| format!("{}/{}", args.lease_namespace, args.lease_name));
-    let store = Store::connect_with(&args.database.database_url, args.database.limits())
+    let store = Store::connect_with(args.database.url()?, args.database.limits())
         .await
         .context("connecting to Postgres")?
         .with_owner(&install_id);
@@ -140,6 +140,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             index.clone(),
             metrics.clone(),
         ),
+        store: store.clone(),
+        actions: http::actions::Actions::new(client.clone(), &identity),
         keep_alive: ApiState::keep_alive_for(api_limits.idle_timeout),
     };
     let probe_state = ProbeState {

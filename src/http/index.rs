@@ -100,4 +100,20 @@ impl ResourceIndex {
             .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))?;
         store.get(&ObjectRef::new(name).within(namespace))
     }
+
+    /// The ProjectSyncs of `namespace` served here, in no particular order.
+    pub fn list(&self, namespace: &str) -> Vec<Arc<ProjectSync>> {
+        let Some((_, store)) = self
+            .scopes
+            .iter()
+            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
+        else {
+            return Vec::new();
+        };
+        store
+            .state()
+            .into_iter()
+            .filter(|obj| obj.metadata.namespace.as_deref() == Some(namespace))
+            .collect()
+    }
 }
