@@ -86,7 +86,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .filter(|id| !id.trim().is_empty())
         .unwrap_or_else(|| format!("{}/{}", args.lease_namespace, args.lease_name));
-    let store = Store::connect_with(&args.database.database_url, args.database.limits())
+    let store = Store::connect_with(args.database.url()?, args.database.limits())
         .await
         .context("connecting to Postgres")?
         .with_owner(&install_id);
@@ -145,6 +145,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             index.clone(),
             metrics.clone(),
         ),
+        store: store.clone(),
+        actions: http::actions::Actions::new(client.clone(), &identity),
         keep_alive: ApiState::keep_alive_for(api_limits.idle_timeout),
     };
     let ui_state = http::ui::UiState {
@@ -157,7 +159,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
             ..api_state.clone()
         },
-        store: store.clone(),
     };
     if args.http.ui_auth == http::ui::UiAuth::None {
         tracing::warn!("--ui-auth=none: the web page is open to anyone who reaches the API port");

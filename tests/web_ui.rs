@@ -18,7 +18,7 @@ use projectsync::api::ProjectSync;
 use serde_json::{Value, json};
 use support::{
     TestNamespace,
-    access::{grant, service_account_token},
+    access::{grant_verbs, service_account_token},
     browser::Browser,
     fresh_database, fresh_namespace,
     git_server::GitDaemon,
@@ -129,9 +129,16 @@ async fn an_editor_watches_a_sync_restores_a_run_and_a_reader_sees_no_controls()
     )
     .await;
     let editor = service_account_token(&ns, "editor").await;
-    grant(&ns, &ns.name, "editor", &["get", "list", "patch"]).await;
+    grant_verbs(
+        &ns,
+        &ns.name,
+        "editor",
+        "ui-editor",
+        &["get", "list", "patch"],
+    )
+    .await;
     let reader = service_account_token(&ns, "reader").await;
-    grant(&ns, &ns.name, "reader", &["get", "list"]).await;
+    grant_verbs(&ns, &ns.name, "reader", "ui-reader", &["get", "list"]).await;
 
     let browser = Browser::start(1280, 860).await;
     sign_in(&browser, &operator, &editor).await;
@@ -195,6 +202,14 @@ async fn an_editor_watches_a_sync_restores_a_run_and_a_reader_sees_no_controls()
         "the page shows the synced commit"
     );
     let first_run = wait_for_completed_runs(&browser, &url, 1).await[0].clone();
+    // A second resource that cannot sync, for the overview's failure column.
+    create(
+        &api,
+        "broken",
+        json!({ "source": { "git": { "url": daemon.url("app") } }, "branch": "no-such-branch",
+                "interval": "1h" }),
+    )
+    .await;
 
     // A second commit: 500 files gone, one new.
     for i in 0..500 {
@@ -258,6 +273,22 @@ async fn an_editor_watches_a_sync_restores_a_run_and_a_reader_sees_no_controls()
 
     browser.goto(&format!("http://{}/ui", operator.addr)).await;
     browser.wait_for("#overview", Duration::from_secs(5)).await;
+    wait_until(
+        &api,
+        "broken",
+        || operator.log_tail(),
+        "failed",
+        |o| o.status.as_ref().and_then(|s| s.phase) == Some(projectsync::api::Phase::Failed),
+    )
+    .await;
+    browser.goto(&format!("http://{}/ui", operator.addr)).await;
+    let failure = browser
+        .text_of("tr.resource[data-name=broken] .failure .reason")
+        .await;
+    assert!(
+        !failure.is_empty(),
+        "the overview shows why a resource fails"
+    );
     save_screenshot("ui-overview.png", &browser.screenshot().await);
 
     // A reader: the same pages, no controls.
@@ -327,9 +358,16 @@ async fn pages_are_authorized_per_verb_and_writes_need_patch_and_the_same_origin
         .await;
     }
     let reader = service_account_token(&a, "reader").await;
-    grant(&a, &a.name, "reader", &["get", "list"]).await;
+    grant_verbs(&a, &a.name, "reader", "ui-reader", &["get", "list"]).await;
     let editor = service_account_token(&a, "editor").await;
-    grant(&a, &a.name, "editor", &["get", "list", "patch"]).await;
+    grant_verbs(
+        &a,
+        &a.name,
+        "editor",
+        "ui-editor",
+        &["get", "list", "patch"],
+    )
+    .await;
     let stranger = service_account_token(&a, "stranger").await;
 
     let http = reqwest::Client::builder()

@@ -95,23 +95,28 @@ pub async fn grant_get(ns: &TestNamespace, account_namespace: &str, account: &st
     }
 }
 
-/// A Role in `ns` granting `verbs` on every ProjectSync to the
+/// A Role `role` in `ns` granting `verbs` on every ProjectSync there to the
 /// ServiceAccount `account` of `account_namespace`; waits until the
-/// authorizer allows each verb.
-pub async fn grant(ns: &TestNamespace, account_namespace: &str, account: &str, verbs: &[&str]) {
-    let role_name = format!("{}-{account}", verbs.join("-"));
-    let role: Role = serde_json::from_value(json!({
-        "metadata": { "name": role_name },
-        "rules": [{ "apiGroups": ["projectsync.dev"], "resources": ["projectsyncs"], "verbs": verbs }],
-    }))
-    .expect("manifest");
+/// authorizer allows the first verb.
+pub async fn grant_verbs(
+    ns: &TestNamespace,
+    account_namespace: &str,
+    account: &str,
+    role: &str,
+    verbs: &[&str],
+) {
+    let rule =
+        json!({ "apiGroups": ["projectsync.dev"], "resources": ["projectsyncs"], "verbs": verbs });
+    let manifest: Role =
+        serde_json::from_value(json!({ "metadata": { "name": role }, "rules": [rule] }))
+            .expect("manifest");
     Api::<Role>::namespaced(ns.client.clone(), &ns.name)
-        .create(&PostParams::default(), &role)
+        .create(&PostParams::default(), &manifest)
         .await
         .expect("create Role");
     let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": { "name": role_name },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name },
+        "metadata": { "name": role },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role },
         "subjects": [{ "kind": "ServiceAccount", "name": account, "namespace": account_namespace }],
     }))
     .expect("manifest");
@@ -120,35 +125,33 @@ pub async fn grant(ns: &TestNamespace, account_namespace: &str, account: &str, v
         .await
         .expect("create RoleBinding");
     let user = format!("system:serviceaccount:{account_namespace}:{account}");
-    for verb in verbs {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let review = SubjectAccessReview {
-                spec: k8s_openapi::api::authorization::v1::SubjectAccessReviewSpec {
-                    user: Some(user.clone()),
-                    resource_attributes: Some(ResourceAttributes {
-                        verb: Some(verb.to_string()),
-                        group: Some("projectsync.dev".into()),
-                        resource: Some("projectsyncs".into()),
-                        namespace: Some(ns.name.clone()),
-                        ..Default::default()
-                    }),
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let review = SubjectAccessReview {
+            spec: k8s_openapi::api::authorization::v1::SubjectAccessReviewSpec {
+                user: Some(user.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: verbs.first().map(|v| v.to_string()),
+                    group: Some("projectsync.dev".into()),
+                    resource: Some("projectsyncs".into()),
+                    namespace: Some(ns.name.clone()),
                     ..Default::default()
-                },
+                }),
                 ..Default::default()
-            };
-            let answer = Api::<SubjectAccessReview>::all(ns.client.clone())
-                .create(&PostParams::default(), &review)
-                .await
-                .expect("SubjectAccessReview");
-            if answer.status.is_some_and(|s| s.allowed) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the Role for {verb} did not take effect within 10s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            },
+            ..Default::default()
+        };
+        let answer = Api::<SubjectAccessReview>::all(ns.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .expect("SubjectAccessReview");
+        if answer.status.is_some_and(|s| s.allowed) {
+            return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "the Role did not take effect within 10s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

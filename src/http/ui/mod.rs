@@ -8,6 +8,7 @@
 //! I/O against the API server (reviews) and Postgres (history, files,
 //! search); the markup is built by pure functions in [`views`].
 
+mod actions;
 mod assets;
 mod model;
 mod pages;
@@ -26,7 +27,6 @@ use axum::{
 use maud::Markup;
 
 use super::ApiState;
-use crate::store::Store;
 
 pub use session::COOKIE;
 
@@ -68,10 +68,10 @@ pub fn check_ui_auth(
 /// What the page's handlers share.
 #[derive(Clone)]
 pub struct UiState {
-    /// The progress hub, the resource index and the page's own authorizer
-    /// (disabled with `--ui-auth=none`, whatever `--http-auth` says).
+    /// The progress hub, the resource index, the store, the actions and
+    /// the page's own authorizer (disabled with `--ui-auth=none`, whatever
+    /// `--http-auth` says).
     pub api: ApiState,
-    pub store: Store,
 }
 
 impl UiState {
@@ -96,6 +96,10 @@ pub fn router(state: UiState) -> Router {
         .route(&format!("{resource}/syncs/{{sync}}"), get(pages::run))
         .route(&format!("{resource}/search"), get(pages::search))
         .route(&format!("{resource}/events"), get(pages::events))
+        .route(
+            &format!("{resource}/actions/{{action}}"),
+            post(actions::act),
+        )
         .route("/ui/assets/{file}", get(assets::asset))
         .layer(middleware::map_response(harden))
         .with_state(state)

@@ -54,6 +54,8 @@ pub struct ResourceRow {
     pub interval: String,
     /// The commit `spec.commit` pins, if any.
     pub pinned: Option<String>,
+    /// The run `spec.restore` holds the mirror at, if any.
+    pub restore: Option<String>,
 }
 
 /// Builds the overview row of `obj` from its spec and status.
@@ -96,6 +98,7 @@ pub fn build_resource_row(obj: &ProjectSync) -> ResourceRow {
         suspended: obj.spec.suspend,
         interval: obj.spec.interval.clone(),
         pinned: obj.spec.commit.clone(),
+        restore: obj.spec.restore.as_ref().map(|r| r.sync_id.clone()),
     }
 }
 
@@ -249,6 +252,12 @@ fn time_text(time: &Time) -> String {
     format!("{:.0}", time.0)
 }
 
+/// The last 8 characters of a run id: ids are UUIDv7, whose first
+/// characters are a timestamp shared by runs close in time.
+pub fn short_run(id: &str) -> &str {
+    id.get(id.len().saturating_sub(8)..).unwrap_or(id)
+}
+
 /// The first 7 characters of a SHA, as `git log --oneline` shows it.
 pub fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
@@ -313,5 +322,9 @@ mod tests {
         assert_eq!(cut("abc", 3), "abc");
         assert_eq!(short("abcdef0123"), "abcdef0");
         assert_eq!(short("abc"), "abc");
+        assert_eq!(
+            short_run("0190f3a2-7c1e-7b8a-9d2e-3f4a5b6c7d8e"),
+            "5b6c7d8e"
+        );
     }
 }

@@ -157,7 +157,7 @@ pub async fn overview(State(state): State<UiState>, headers: HeaderMap, uri: Uri
         return starting(&viewer);
     }
     let mut by_namespace: BTreeMap<String, Vec<std::sync::Arc<ProjectSync>>> = BTreeMap::new();
-    for obj in state.api.index.list() {
+    for obj in state.api.index.list_all() {
         by_namespace
             .entry(obj.metadata.namespace.clone().unwrap_or_default())
             .or_default()
@@ -217,13 +217,7 @@ pub async fn namespace_overview(
     if !state.api.index.is_ready() {
         return starting(&visit.viewer);
     }
-    let objs: Vec<_> = state
-        .api
-        .index
-        .list()
-        .into_iter()
-        .filter(|o| o.metadata.namespace.as_deref() == Some(namespace.as_str()))
-        .collect();
+    let objs = state.api.index.list(&namespace);
     let rows = build_rows(objs.iter());
     html_response(
         StatusCode::OK,
@@ -275,7 +269,7 @@ impl Resource {
     /// The resource's project in the store (`None` before its first run).
     async fn project(&self, state: &UiState) -> Result<Option<Project>, StoreError> {
         let key = crate::controller::dereference::project_key(&self.obj);
-        state.store.find_project(&key).await
+        state.api.store.find_project(&key).await
     }
 }
 
@@ -318,7 +312,7 @@ pub async fn project(
     };
     let mut notice = notice_for(query.done.as_deref());
     let history = match resource.project(&state).await {
-        Ok(Some(project)) => match state.store.history(project.id, HISTORY_ROWS).await {
+        Ok(Some(project)) => match state.api.store.history(project.id, HISTORY_ROWS).await {
             Ok(runs) => runs.iter().map(model::build_run_row).collect(),
             Err(error) => {
                 notice = Some(store_unavailable(&error));
@@ -398,7 +392,7 @@ pub async fn run(
             );
         }
     };
-    let record = match state.store.get_sync(sync_id).await {
+    let record = match state.api.store.get_sync(sync_id).await {
         // A run of another resource is not found here, whoever may read it.
         Ok(record) if record.project == project.id => record,
         Ok(_) | Err(StoreError::SyncNotFound { .. }) => return run_missing(),
@@ -413,7 +407,7 @@ pub async fn run(
     };
     let row = model::build_run_row(&record);
     let files = if row.readable {
-        match state.store.files_at(sync_id).await {
+        match state.api.store.files_at(sync_id).await {
             Ok(files) => Ok(model::build_file_page(
                 &files,
                 &prefix,
@@ -470,6 +464,7 @@ pub async fn search(
     } else {
         match resource.project(&state).await {
             Ok(Some(project)) => match state
+                .api
                 .store
                 .search_text(project.id, q.trim(), SEARCH_HITS)
                 .await

@@ -92,8 +92,6 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-// Used by the controls (actions.rs), which build on the API's actions.
-#[allow(dead_code)]
 /// Whether a write with credentials from `source` needs the same-origin
 /// check: anything a browser adds by itself does.
 pub fn needs_origin_check(source: Source, auth_enabled: bool) -> bool {

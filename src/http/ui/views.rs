@@ -7,7 +7,7 @@
 
 use maud::{DOCTYPE, Markup, html};
 
-use super::model::{FilePage, HitRow, ResourceRow, RunRow, short};
+use super::model::{FilePage, HitRow, ResourceRow, RunRow, short, short_run};
 
 /// Who is looking, for the header.
 #[derive(Debug, Clone, Default)]
@@ -186,6 +186,11 @@ fn controls(row: &ResourceRow) -> Markup {
                     button #suspend type="submit" { "Suspend" }
                 }
             }
+            @if row.restore.is_some() {
+                form.inline method="post" action={ (base) "/actions/lift-restore" } {
+                    button #lift-restore type="submit" { "Follow the branch again" }
+                }
+            }
         }
     }
 }
@@ -202,7 +207,7 @@ fn history_table(row: &ResourceRow, runs: &[RunRow], can_patch: bool) -> Markup 
             tbody {
                 @for run in runs {
                     tr.run data-sync=(run.id) data-status=(run.status) {
-                        td { a.run-link href={ (base) "/syncs/" (run.id) } { code { (short(&run.id)) } } }
+                        td { a.run-link href={ (base) "/syncs/" (run.id) } { code { (short_run(&run.id)) } } }
                         td.status { (run.status) @if let Some(stage) = &run.stage { " (" (stage) ")" } }
                         td { @if let Some(c) = &run.commit { code title=(c) { (short(c)) } } }
                         td.trigger { (run.trigger) }
@@ -248,6 +253,7 @@ fn resource_header(row: &ResourceRow) -> Markup {
             dt { "Synced commit" }
             dd { @if let Some(c) = &row.commit { code #commit { (c) } } @else { "none yet" } }
             @if let Some(pin) = &row.pinned { dt { "Pinned to" } dd { code #pinned { (pin) } } }
+            @if let Some(held) = &row.restore { dt { "Held at run" } dd { code #restore-held { (held) } } }
             dt { "Interval" } dd { (row.interval) }
             dt { "Last sync" }
             dd { @if let Some(t) = &row.last_sync { time datetime=(t) { (t) } } @else { "never" } }
@@ -308,7 +314,7 @@ pub fn run(
             Ok(page) => { (file_browser(&base, run, page)) }
         }
     };
-    layout(&format!("Run {}", short(&run.id)), viewer, body)
+    layout(&format!("Run {}", short_run(&run.id)), viewer, body)
 }
 
 fn file_browser(base: &str, run: &RunRow, page: &FilePage) -> Markup {
@@ -400,6 +406,7 @@ mod tests {
             suspended: false,
             interval: "5m".into(),
             pinned: None,
+            restore: None,
         }
     }
 
