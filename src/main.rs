@@ -142,6 +142,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         store: store.clone(),
         actions: http::actions::Actions::new(client.clone(), &identity),
+        client: client.clone(),
+        egress: args.egress.policy(),
         keep_alive: ApiState::keep_alive_for(api_limits.idle_timeout),
     };
     let probe_state = ProbeState {
