@@ -147,6 +147,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         store: store.clone(),
         actions: http::actions::Actions::new(client.clone(), &identity),
+        client: client.clone(),
+        egress: args.egress.policy(),
         keep_alive: ApiState::keep_alive_for(api_limits.idle_timeout),
     };
     let ui_state = http::ui::UiState {

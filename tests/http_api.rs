@@ -15,7 +15,8 @@ use kube::{Api, api::ListParams};
 use projectsync::api::{ProjectSync, REQUESTED_AT_ANNOTATION};
 use serde_json::{Value, json};
 use support::{
-    access::{grant_verbs, service_account_token},
+    access::{grant_get, grant_verbs, service_account_token},
+    embed_server::EmbedServer,
     fresh_database, fresh_namespace,
     git_server::GitDaemon,
     operator::{Operator, OperatorConfig},
@@ -160,8 +161,30 @@ async fn the_api_answers_each_caller_by_its_rbac_and_shows_nothing_of_other_name
     )
     .await;
 
+    // A resource with embeddings, for a vector search through the API.
+    let embedder = EmbedServer::start().await;
+    embedder.require_api_key("embed-key-value");
+    a.apply_secret("embed-key", json!({ "token": "embed-key-value" }))
+        .await;
+    let mut vec_spec = spec.clone();
+    vec_spec["embedding"] = json!({
+        "provider": "OpenAI", "endpoint": embedder.endpoint(), "model": "test-model",
+        "secretRef": { "name": "embed-key", "key": "token" },
+    });
+    create(&api_a, "vec", vec_spec).await;
+    wait_until(
+        &api_a,
+        "vec",
+        || operator.log_tail(),
+        "synced with embeddings",
+        synced_at(second.clone()),
+    )
+    .await;
+
     // Identities, granted before their first request (decisions are cached).
     let nobody = service_account_token(&a, "nobody").await;
+    let one = service_account_token(&a, "one").await;
+    grant_get(&a, &a.name, "one", &["app"]).await;
     let reader = service_account_token(&a, "reader").await;
     let editor = service_account_token(&a, "editor").await;
     grant_verbs(&a, &a.name, "reader", "reader", &["get", "list"]).await;
@@ -243,6 +266,20 @@ async fn the_api_answers_each_caller_by_its_rbac_and_shows_nothing_of_other_name
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["spec"]["suspend"], json!(false), "{body}");
     wait_for_event(&a.client, &a.name, "app", "ResumeRequested", &editor_name).await;
+    // A restore through the API sets spec.restore and names the user; the
+    // hold itself is tests/operator_restore.rs's.
+    let (status, body) = editor
+        .post(&format!("{app}/restore"), Some(json!({"syncId": newest})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["spec"]["restore"]["syncId"], json!(newest), "{body}");
+    wait_for_event(&a.client, &a.name, "app", "RestoreRequested", &editor_name).await;
+    let (status, body) = editor
+        .send(reqwest::Method::DELETE, &format!("{app}/restore"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["spec"].get("restore").is_none(), "{body}");
+    wait_for_event(&a.client, &a.name, "app", "RestoreLifted", &editor_name).await;
     let (status, _) = editor.post(&format!("{app}/sync"), None).await;
     assert_eq!(status, 200);
     let obj = api_a.get("app").await.expect("get");
@@ -281,6 +318,18 @@ async fn the_api_answers_each_caller_by_its_rbac_and_shows_nothing_of_other_name
         .await;
     assert_eq!(status, 403, "no list in b");
     assert_eq!(editor.post(&format!("{b_app}/suspend"), None).await.0, 403);
+    // Without list, the listing shows what the caller may get, and only that.
+    let (status, listing) = as_(Some(&one))
+        .get(&format!("/api/v1/namespaces/{}/projectsyncs", a.name))
+        .await;
+    assert_eq!(status, 200, "{listing}");
+    let names: Vec<&str> = listing["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, ["app"], "{listing}");
     // In a, a made-up name is a 404 for someone allowed to look.
     assert_eq!(reader.get(&resource(&a.name, "ghost")).await.0, 404);
 
@@ -355,6 +404,29 @@ async fn the_api_answers_each_caller_by_its_rbac_and_shows_nothing_of_other_name
     assert_eq!(files["items"][0]["path"], json!("src/lib.rs"), "{files}");
     let (_, hits) = reader.get(&format!("{app}/search?q=NEEDLE")).await;
     assert_eq!(hits["items"][0]["path"], json!("README.md"), "{hits}");
+    // Vector search: the query embedded with the resource's own spec (its
+    // endpoint, model and Secret), ranked among that model's vectors.
+    let before = embedder.request_count();
+    let vec_path = resource(&a.name, "vec");
+    let (status, hits) = reader
+        .get(&format!(
+            "{vec_path}/search?q=where%20is%20main&mode=vector&limit=2"
+        ))
+        .await;
+    assert_eq!(status, 200, "{hits}");
+    assert_eq!(hits["mode"], json!("vector"));
+    assert_eq!(hits["model"], json!("test-model"));
+    let items = hits["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{hits}");
+    assert!(items[0]["score"].as_f64().is_some(), "{hits}");
+    let asked = embedder.requests();
+    assert_eq!(asked.len(), before + 1, "one request for the query");
+    assert_eq!(
+        asked.last().map(|r| r.inputs.clone()),
+        Some(vec!["where is main".to_string()])
+    );
+    let (status, answer) = reader.get(&format!("{app}/search?q=x&mode=vector")).await;
+    assert_eq!(status, 400, "no spec.embedding: {answer}");
 
     // Hostile parameters: 400 with a message, checked before any review.
     let long_q = "x".repeat(300);

@@ -2,8 +2,9 @@
 //! active memory only (the latest completed sync's picture; superseded
 //! entries never show), by case-insensitive text, or with `--vector` by
 //! cosine similarity to the embedded query. Reads the store (or, with
-//! `--server`, the operator's API: text only); `--vector` also calls the
-//! embedding endpoint.
+//! `--server`, the operator's API, which embeds a `--vector` query with the
+//! ProjectSync's own `spec.embedding`); `--vector` also calls the embedding
+//! endpoint.
 
 use serde::Serialize;
 
@@ -80,22 +81,24 @@ pub async fn run(args: &SearchArgs) -> Result<(), CommandError> {
         return Err(CommandError::Usage("the query is empty".into()));
     }
     if let Some(remote) = Remote::connect(&args.server).await? {
-        if args.vector {
+        if args.embedding.endpoint.is_some() {
             return Err(CommandError::Usage(
-                "--vector is not served through --server yet: search by vector against the database (--database-url)".into(),
+                "--endpoint and --model do not apply with --server: the operator embeds the query with the ProjectSync's spec.embedding".into(),
             ));
         }
         let path = format!("{}/search", resource_path(&args.project)?);
+        let mode = if args.vector { "vector" } else { "text" };
         let query = [
             ("q", args.query.clone()),
             ("limit", args.limit.clamp(1, 100).to_string()),
+            ("mode", mode.to_string()),
         ];
         let answer: SearchView = remote.get(&path, &query).await?;
         let report = SearchReport {
             project: args.project.clone(),
             query: answer.query,
-            mode: "text",
-            model: None,
+            mode,
+            model: answer.model,
             hits: answer.items.into_iter().map(HitRow::from).collect(),
         };
         return emit(args.output.format, &report, build_table);

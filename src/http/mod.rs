@@ -85,6 +85,10 @@ pub struct ApiState {
     pub store: Store,
     /// The patches of the API's actions.
     pub actions: actions::Actions,
+    /// Reads the one Secret a vector search needs (`spec.embedding.secretRef`).
+    pub client: kube::Client,
+    /// Where a vector search may connect (the operator's egress policy).
+    pub egress: crate::egress::EgressPolicy,
     /// Interval of SSE keep-alive comments (below the idle timeout).
     pub keep_alive: Duration,
 }

@@ -27,6 +27,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A server the operator called for the caller failed (the embedding
+    /// endpoint of a vector search).
+    #[error("{0}")]
+    Upstream(String),
     // Boxed: the database's and the API server's errors are large, and
     // every handler returns this type.
     #[error("store: {0}")]
@@ -64,6 +68,7 @@ impl ApiError {
                 (StatusCode::NOT_FOUND, "NotFound")
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "BadGateway"),
             ApiError::Store(_) | ApiError::Action(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
             }

@@ -141,6 +141,15 @@ pub fn build_document() -> Value {
         "`text` (vector search is served by the CLI against the database)",
         json!({"type": "string", "enum": ["text", "vector"]}),
     ));
+    let mut search = operation(
+        "searchMemory",
+        "Search the active memory entries",
+        "get",
+        search_params,
+        json_response("the hits", "Search"),
+    );
+    search["responses"]["502"] =
+        json_response("the embedding endpoint of a vector search failed", "Status");
     let mut list_params = vec![path_param("namespace", "the namespace")];
     list_params.extend(page_params(params::MAX_LIMIT));
     let mut history_params = resource_params();
@@ -172,8 +181,7 @@ pub fn build_document() -> Value {
                 run_params(), json_response("the run", "Run"))},
             format!("{resource}/syncs/{{id}}/files"): {"get": operation("listRunFiles", "The files of a completed run's picture, by path", "get",
                 files_params, json_response("a page of files", "FilePage"))},
-            format!("{resource}/search"): {"get": operation("searchMemory", "Search the active memory entries", "get",
-                search_params, json_response("the hits", "Search"))},
+            format!("{resource}/search"): {"get": search},
             format!("{resource}/branches"): {"get": operation("listBranches", "The repository's branches as last discovered (at most 100)", "get",
                 resource_params(), json_response("the branches", "BranchPage"))},
             format!("{resource}/sync"): {"post": action("syncProjectSync", "Sync now (sets the projectsync.dev/requested-at annotation)")},
