@@ -47,8 +47,10 @@ pub enum Command {
     /// Apply the database migrations and exit.
     Migrate(MigrateArgs),
     /// Make an earlier completed sync's files and memory current again (as a
-    /// new run). While the branch moves on, the next sync supersedes it:
-    /// suspend the ProjectSync or pin `spec.commit` to keep it.
+    /// new run). With --server, declaratively: the operator sets
+    /// `spec.restore` and holds the sync until it is lifted (`--lift`);
+    /// with the database, once: the next sync of a moved branch supersedes
+    /// it.
     Restore(RestoreArgs),
     /// List the branches of a repository, or of a ProjectSync's repository.
     Branches(BranchesArgs),
@@ -183,6 +185,8 @@ pub struct BranchesArgs {
     #[arg(value_name = "NAMESPACE/NAME", required_unless_present_any = ["github", "git"], conflicts_with_all = ["github", "git"])]
     pub project: Option<String>,
     #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
     pub repository: RepositoryArgs,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -191,6 +195,8 @@ pub struct BranchesArgs {
 /// Settings of `projectsync history`.
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// The project, as namespace/name.
@@ -225,6 +231,8 @@ pub struct EmbeddingArgs {
 /// Settings of `projectsync search`.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// The project, as namespace/name.
@@ -317,22 +325,51 @@ pub struct SyncArgs {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
     pub database: DatabaseArgs,
     /// The ProjectSync, as namespace/name.
     #[arg(value_name = "NAMESPACE/NAME")]
     pub project: String,
     /// The id of the completed sync to restore (see `projectsync history`).
-    pub sync: String,
+    #[arg(required_unless_present = "lift")]
+    pub sync: Option<String>,
+    /// With --server: remove `spec.restore`, so the resource follows its
+    /// branch again.
+    #[arg(long, conflicts_with = "sync")]
+    pub lift: bool,
+    /// With --server: how long to wait for the operator to hold the restored
+    /// sync (0: do not wait).
+    #[arg(long, default_value = "2m", value_parser = parse_flag_duration)]
+    pub wait: std::time::Duration,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// The operator's API, for the commands that can go through it instead of
+/// the database.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The operator's API, such as http://localhost:8080 (a port-forward of
+    /// its Service) or https://projectsync.example.com: the command goes
+    /// through it as you (your kubeconfig's token) and needs no database
+    /// URL. Without it the command reads Postgres directly.
+    #[arg(long, env = "PROJECTSYNC_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The bearer token for --server (default: the kubeconfig user's
+    /// `token` or `tokenFile`; for client certificates or exec plugins pass
+    /// one, e.g. `$(kubectl create token NAME)`).
+    #[arg(long, env = "PROJECTSYNC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Where the store is, and the limits of its connections.
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
-    /// Postgres connection URL.
+    /// Postgres connection URL (required unless the command goes through
+    /// the operator's API with --server).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Option<String>,
 
     /// Postgres `statement_timeout` of every connection: a statement
     /// running longer is cancelled (and the run retried). `0` for none.
@@ -352,6 +389,14 @@ pub struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
+    /// The database URL, or the error that asks for one.
+    pub fn url(&self) -> Result<&str, crate::commands::CommandError> {
+        self.database_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
+            .ok_or(crate::commands::CommandError::NoDatabase)
+    }
+
     /// The connection limits these flags ask for.
     pub fn limits(&self) -> crate::store::ConnectionLimits {
         crate::store::ConnectionLimits {
@@ -522,6 +567,25 @@ pub struct HttpArgs {
     /// only, never on a shared cluster.
     #[arg(long, env = "PROJECTSYNC_HTTP_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
     pub http_auth: bool,
+
+    /// How the web page under /ui on the API listener authenticates:
+    /// `token` (sign in with a bearer token, kept in an HttpOnly cookie, or
+    /// send `Authorization: Bearer`; every page is then authorized with a
+    /// SubjectAccessReview) or `none` (everyone who reaches the listener
+    /// sees every resource and may use every control: a local quickstart
+    /// only, refused unless `--http-addr` is a loopback address).
+    #[arg(long, env = "PROJECTSYNC_UI_AUTH", value_enum, default_value_t = crate::http::ui::UiAuth::Token)]
+    pub ui_auth: crate::http::ui::UiAuth,
+
+    /// Allows `--ui-auth=none` on a listener that is not loopback. Anyone
+    /// who reaches it can read every mirror and suspend, sync or restore
+    /// every resource.
+    #[arg(
+        long,
+        env = "PROJECTSYNC_INSECURE_UI_AUTH_NONE_ON_ANY_ADDRESS",
+        default_value_t = false
+    )]
+    pub insecure_ui_auth_none_on_any_address: bool,
 
     /// Seconds a client may take to send a request's headers (and to start
     /// the next request on a kept-alive connection) on both listeners.

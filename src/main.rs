@@ -76,12 +76,17 @@ fn print_crd(args: &CrdArgs) -> Result<(), commands::CommandError> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    http::ui::check_ui_auth(
+        args.http.ui_auth,
+        args.http_addr,
+        args.http.insecure_ui_auth_none_on_any_address,
+    )?;
     let install_id = args
         .install_id
         .clone()
         .filter(|id| !id.trim().is_empty())
         .unwrap_or_else(|| format!("{}/{}", args.lease_namespace, args.lease_name));
-    let store = Store::connect_with(&args.database.database_url, args.database.limits())
+    let store = Store::connect_with(args.database.url()?, args.database.limits())
         .await
         .context("connecting to Postgres")?
         .with_owner(&install_id);
@@ -140,15 +145,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             index.clone(),
             metrics.clone(),
         ),
+        store: store.clone(),
+        actions: http::actions::Actions::new(client.clone(), &identity),
+        client: client.clone(),
+        egress: args.egress.policy(),
         keep_alive: ApiState::keep_alive_for(api_limits.idle_timeout),
     };
+    let ui_state = http::ui::UiState {
+        api: ApiState {
+            auth: match args.http.ui_auth {
+                // One cache of decisions for the API and the page.
+                http::ui::UiAuth::Token if api_state.auth.enabled() => api_state.auth.clone(),
+                http::ui::UiAuth::Token => Authorizer::new(client.clone(), metrics.clone()),
+                http::ui::UiAuth::None => Authorizer::disabled(metrics.clone()),
+            },
+            ..api_state.clone()
+        },
+    };
+    if args.http.ui_auth == http::ui::UiAuth::None {
+        tracing::warn!("--ui-auth=none: the web page is open to anyone who reaches the API port");
+    }
     let probe_state = ProbeState {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
     };
     let api_server = tokio::spawn(http::serve(
         listener,
-        http::api_router(api_state),
+        http::api_router(api_state).merge(http::ui::router(ui_state)),
         api_limits,
         "api",
         metrics.clone(),

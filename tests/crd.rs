@@ -636,6 +636,7 @@ async fn kubectl_get_psync_prints_the_columns() {
         "STAGE",
         "INTERVAL",
         "SUSPENDED",
+        "RESTORE",
         "MESSAGE",
     ] {
         assert!(header.contains(column), "-o wide lacks {column}: {header}");

@@ -43,6 +43,26 @@ pub mod reason {
         /// Event: a run completed.
         SYNC_SUCCEEDED = "SyncSucceeded";
 
+        // Actions through the operator's HTTP API (events naming the user).
+        /// Event: a user asked for a sync now (the request annotation).
+        SYNC_REQUESTED = "SyncRequested";
+        /// Event: a user suspended the resource (`spec.suspend: true`).
+        SUSPEND_REQUESTED = "SuspendRequested";
+        /// Event: a user resumed the resource (`spec.suspend: false`).
+        RESUME_REQUESTED = "ResumeRequested";
+        /// Event: a user set `spec.restore` to hold the mirror at a sync.
+        RESTORE_REQUESTED = "RestoreRequested";
+        /// Event: a user removed `spec.restore`; the branch is followed again.
+        RESTORE_LIFTED = "RestoreLifted";
+
+        // Declarative restore (`spec.restore`).
+        /// Ready reason and event: the mirror holds the sync `spec.restore`
+        /// names; no polls or runs until the field is removed.
+        RESTORE_HELD = "RestoreHeld";
+        /// `spec.restore` names a sync that is not a completed, unpruned run
+        /// of this resource.
+        RESTORE_TARGET_INVALID = "RestoreTargetInvalid";
+
         // The spec and its Secrets.
         /// The spec cannot be acted on as written.
         INVALID_SPEC = "InvalidSpec";

@@ -13,7 +13,8 @@ use kube::CustomResourceExt;
 
 pub use spec::{
     DeletionPolicy, EmbeddingProvider, EmbeddingReuseScope, EmbeddingSpec, GitHubSource, GitSource,
-    LocalSecretRef, ProjectSync, ProjectSyncSpec, SecretKeyRef, SourceSpec, WebhookSpec,
+    LocalSecretRef, ProjectSync, ProjectSyncSpec, RestoreSpec, SecretKeyRef, SourceSpec,
+    WebhookSpec,
 };
 pub use status::{
     FileCounts, ObservedInputs, Phase, Progress, ProjectSyncStatus, StageDurations, SyncSummary,

@@ -87,6 +87,13 @@ use super::status::ProjectSyncStatus;
         priority = 1
     ),
     printcolumn(
+        name = "Restore",
+        type_ = "string",
+        json_path = ".spec.restore.syncId",
+        priority = 1,
+        description = "the sync the resource is held at (spec.restore); the phase is Restored meanwhile"
+    ),
+    printcolumn(
         name = "Message",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].message",
@@ -159,6 +166,15 @@ pub struct ProjectSyncSpec {
     #[serde(default)]
     pub suspend: bool,
 
+    /// Hold the mirror at an earlier completed sync: while set, the
+    /// operator makes that sync's files and memory current again (once, by
+    /// recording a new run with its content) and then neither polls nor
+    /// syncs, so new commits and the interval do not undo the restore.
+    /// Remove the field to follow `branch` again. Committable to a GitOps
+    /// repository; `status.phase` is `Restored` while it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
+
     /// Only files whose path matches one of these globs are synced (all files
     /// when empty). Globs use `**` for any number of directories, e.g. `src/**/*.rs`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -207,6 +223,19 @@ pub struct ProjectSyncSpec {
     /// `branch` (see docs/webhooks.md). Without it, those paths answer 404.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
+}
+
+/// The sync a resource is held at (`spec.restore`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// The id of a completed sync of this resource (`status.history[].id`,
+    /// `projectsync history`), a UUID.
+    #[schemars(length(min = 36, max = 36))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')"
+    ).message("restore.syncId must be the id of a sync run, a UUID such as 0190f3a2-7c1e-7b8a-9d2e-3f4a5b6c7d8e"))]
+    pub sync_id: String,
 }
 
 /// The webhook receiver of one ProjectSync.

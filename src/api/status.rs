@@ -18,7 +18,8 @@ pub struct ProjectSyncStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// A one-word summary for humans: Pending, Syncing, Synced, Failed or Suspended.
+    /// A one-word summary for humans: Pending, Syncing, Synced, Failed,
+    /// Suspended or Restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
 
@@ -106,6 +107,9 @@ pub enum Phase {
     Failed,
     /// `spec.suspend` is true.
     Suspended,
+    /// `spec.restore` holds the mirror at an earlier sync; no polls or runs
+    /// until it is removed.
+    Restored,
 }
 
 /// One sync run, as shown in `lastSync` and `history`.

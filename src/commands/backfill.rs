@@ -49,7 +49,7 @@ pub struct BackfillReport {
 }
 
 pub async fn run(args: &BackfillArgs) -> Result<(), CommandError> {
-    let store = Store::connect_with(&args.database.database_url, args.database.limits()).await?;
+    let store = Store::connect_with(args.database.url()?, args.database.limits()).await?;
     let project = find_project(&store, &args.project).await?;
     let embedder = build_embedder(&args.embedding, &args.project).await?;
     let endpoint = match &args.embedding.endpoint {

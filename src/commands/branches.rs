@@ -1,15 +1,21 @@
 //! `projectsync branches`: the branches of a repository and their head
 //! commits, either named with flags or read from a ProjectSync's spec (with
 //! the credentials of its Secret). I/O against the provider and, for a
-//! ProjectSync, the API server.
+//! ProjectSync, the API server; with `--server`, the branches the operator
+//! last discovered, through its API (no Secret read by the user).
 
 use serde::Serialize;
 
-use crate::{cli::BranchesArgs, controller::dereference::describe_repository};
+use crate::{
+    cli::BranchesArgs,
+    controller::dereference::describe_repository,
+    http::api::model::{BranchView, Page, ProjectSyncView},
+};
 
 use super::{
     CommandError, cluster,
     output::{Table, emit},
+    remote::{Remote, resource_path},
     repository::{CacheDir, build_source},
 };
 
@@ -33,6 +39,25 @@ pub struct BranchRow {
 
 /// Lists the branches.
 pub async fn run(args: &BranchesArgs) -> Result<(), CommandError> {
+    if let (Some(key), Some(remote)) = (&args.project, Remote::connect(&args.server).await?) {
+        let path = resource_path(key)?;
+        let view: ProjectSyncView = remote.get(&path, &[]).await?;
+        let page: Page<BranchView> = remote.get(&format!("{path}/branches"), &[]).await?;
+        let report = BranchesReport {
+            repository: describe_repository(&view.spec.source),
+            branches: page
+                .items
+                .into_iter()
+                .map(|b| BranchRow {
+                    name: b.name,
+                    // The operator keeps names only; heads are the source's.
+                    commit: "-".into(),
+                    tracked: b.tracked,
+                })
+                .collect(),
+        };
+        return emit(args.output.format, &report, build_table);
+    }
     let cache = CacheDir::new(args.repository.cache_dir.as_ref())?;
     let (source, tracked, repository) = match &args.project {
         Some(key) => {

@@ -1,19 +1,21 @@
 //! `projectsync history NAMESPACE/NAME`: the runs of a project from Postgres,
 //! newest first, with status, commit, trigger, file counts, durations and
 //! the error of failed runs. Also the row format `restore` prints. Reads the
-//! store.
+//! store, or with `--server` the operator's API.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::{
     cli::HistoryArgs,
+    http::api::model::{Page, RunView},
     store::{Store, SyncRecord},
 };
 
 use super::{
     CommandError, find_project,
     output::{Table, emit, human_duration, short_commit, truncate_to_width},
+    remote::{Remote, resource_path},
 };
 
 /// One run, as printed.
@@ -130,10 +132,82 @@ pub async fn fetch_history(
     })
 }
 
+/// The runs of the resource through the operator's API, page by page.
+pub async fn fetch_remote_history(
+    remote: &Remote,
+    key: &str,
+    limit: u32,
+) -> Result<HistoryReport, CommandError> {
+    let path = format!("{}/history", resource_path(key)?);
+    let mut runs = Vec::new();
+    let mut token: Option<String> = None;
+    // Bounded: each page brings up to 500 runs, and `limit` caps the total.
+    while runs.len() < limit as usize {
+        let want = (limit as usize - runs.len()).min(500);
+        let mut query = vec![("limit", want.to_string())];
+        if let Some(token) = &token {
+            query.push(("continue", token.clone()));
+        }
+        let page: Page<RunView> = remote.get(&path, &query).await?;
+        runs.extend(page.items.iter().map(RunRow::from));
+        match page.continue_token {
+            Some(next) if !page.items.is_empty() => token = Some(next),
+            _ => break,
+        }
+    }
+    runs.truncate(limit as usize);
+    Ok(HistoryReport {
+        project: key.to_string(),
+        runs,
+    })
+}
+
 pub async fn run(args: &HistoryArgs) -> Result<(), CommandError> {
-    let store = Store::connect_with(&args.database.database_url, args.database.limits()).await?;
-    let report = fetch_history(&store, &args.project, args.limit).await?;
+    let report = match Remote::connect(&args.server).await? {
+        Some(remote) => fetch_remote_history(&remote, &args.project, args.limit).await?,
+        None => {
+            let store = Store::connect_with(args.database.url()?, args.database.limits()).await?;
+            fetch_history(&store, &args.project, args.limit).await?
+        }
+    };
     emit(args.output.format, &report, |r| build_runs_table(&r.runs))
+}
+
+/// A run as the API answers it, printed as the database mode prints it.
+impl From<&RunView> for RunRow {
+    fn from(run: &RunView) -> Self {
+        RunRow {
+            id: run.id.clone(),
+            status: run.status.clone(),
+            stage: run.stage.clone(),
+            branch: run.branch.clone(),
+            commit: run.commit.clone(),
+            trigger: run.trigger.clone(),
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            duration_ms: run.duration_ms,
+            files: FileCountsRow {
+                added: run.counts.added,
+                modified: run.counts.modified,
+                deleted: run.counts.deleted,
+                unchanged: run.counts.unchanged,
+                skipped: run.counts.skipped,
+                total: run.counts.total,
+            },
+            memory_entries_written: run.memory_entries_written,
+            bytes_fetched: run.bytes_fetched,
+            api_calls: run.api_calls,
+            stage_durations_ms: StageDurationsRow {
+                prepare: run.durations.prepare_ms,
+                scan: run.durations.scan_ms,
+                import: run.durations.import_ms,
+                finalize: run.durations.finalize_ms,
+            },
+            restored_from: run.restored_from.clone(),
+            content_pruned: run.content_pruned,
+            error: run.error.clone(),
+        }
+    }
 }
 
 /// `SYNC STARTED STATUS COMMIT TRIGGER +ADD ~MOD -DEL =SAME TOTAL DURATION ERROR`.

@@ -22,7 +22,7 @@ pub struct MigrateReport {
 }
 
 pub async fn run(args: &MigrateArgs) -> Result<(), CommandError> {
-    let store = Store::connect_with(&args.database.database_url, args.database.limits()).await?;
+    let store = Store::connect_with(args.database.url()?, args.database.limits()).await?;
     // A fresh database has no bookkeeping table yet: nothing applied.
     let before = store.applied_migrations().await.unwrap_or_default();
     store.migrate().await?;

@@ -12,6 +12,7 @@ pub mod embedder;
 pub mod history;
 pub mod migrate;
 pub mod output;
+pub mod remote;
 pub mod repository;
 pub mod restore;
 pub mod search;
@@ -78,6 +79,18 @@ pub enum CommandError {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot reach the operator's API at {url}")]
+    Remote {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the operator's API answered {status}: {message}")]
+    Api { status: u16, message: String },
+    #[error(
+        "no database: pass --database-url or set DATABASE_URL (or use --server for the operator's API)"
+    )]
+    NoDatabase,
     #[error("cannot read the kubeconfig")]
     Kubeconfig(#[source] kube::Error),
     #[error("cannot {action}")]
@@ -109,10 +122,13 @@ impl CommandError {
             | CommandError::Usage(_)
             | CommandError::MissingEnv { .. }
             | CommandError::Spec(_)
+            | CommandError::NoDatabase
+            | CommandError::Api { status: 400, .. }
             | CommandError::NoEmbeddingSpec(_) => EXIT_USAGE,
             CommandError::UnknownProject(_)
             | CommandError::ProjectSyncNotFound { .. }
             | CommandError::WrongProject { .. }
+            | CommandError::Api { status: 404, .. }
             | CommandError::Store(
                 StoreError::SyncNotFound { .. } | StoreError::ProjectNotFound { .. },
             ) => EXIT_NOT_FOUND,
@@ -135,6 +151,15 @@ impl CommandError {
                 "retention removed it: raise spec.historyLimit to keep more runs restorable".into()
             }
             CommandError::Kubeconfig(_) => "set KUBECONFIG or run inside a cluster".into(),
+            CommandError::Api { status: 401, .. } => {
+                "the operator needs a bearer token: pass --token (e.g. `kubectl create token ...`) or use a kubeconfig user with a token".into()
+            }
+            CommandError::Api { status: 403, .. } => {
+                "your identity lacks RBAC for this: reads need get (and list) on projectsyncs, actions need patch".into()
+            }
+            CommandError::Remote { .. } => {
+                "check --server (e.g. `kubectl -n projectsync port-forward svc/projectsync 8080` and --server http://localhost:8080)".into()
+            }
             CommandError::Kube { source: kube::Error::Api(status), .. } if status.code == 403 => {
                 "your identity lacks RBAC for this: it needs get on projectsyncs and secrets in that namespace".into()
             }

@@ -1,13 +1,16 @@
 //! `projectsync search NAMESPACE/NAME QUERY`: finds chunks in a project's
 //! active memory only (the latest completed sync's picture; superseded
 //! entries never show), by case-insensitive text, or with `--vector` by
-//! cosine similarity to the embedded query. Reads the store; `--vector`
-//! also calls the embedding endpoint.
+//! cosine similarity to the embedded query. Reads the store (or, with
+//! `--server`, the operator's API, which embeds a `--vector` query with the
+//! ProjectSync's own `spec.embedding`); `--vector` also calls the embedding
+//! endpoint.
 
 use serde::Serialize;
 
 use crate::{
     cli::SearchArgs,
+    http::api::model::{HitView, SearchView},
     store::{MemoryHit, ProjectId, Store},
 };
 
@@ -16,6 +19,7 @@ use super::{
     embedder::build_embedder,
     find_project,
     output::{Table, emit, truncate_to_width},
+    remote::{Remote, resource_path},
 };
 
 /// What `search` prints.
@@ -44,6 +48,20 @@ pub struct HitRow {
     pub content: String,
 }
 
+impl From<HitView> for HitRow {
+    fn from(hit: HitView) -> Self {
+        HitRow {
+            path: hit.path,
+            chunk_index: hit.chunk_index,
+            start_line: hit.start_line,
+            end_line: hit.end_line,
+            language: hit.language,
+            score: hit.score,
+            content: hit.content,
+        }
+    }
+}
+
 impl From<MemoryHit> for HitRow {
     fn from(hit: MemoryHit) -> Self {
         HitRow {
@@ -62,7 +80,30 @@ pub async fn run(args: &SearchArgs) -> Result<(), CommandError> {
     if args.query.trim().is_empty() {
         return Err(CommandError::Usage("the query is empty".into()));
     }
-    let store = Store::connect_with(&args.database.database_url, args.database.limits()).await?;
+    if let Some(remote) = Remote::connect(&args.server).await? {
+        if args.embedding.endpoint.is_some() {
+            return Err(CommandError::Usage(
+                "--endpoint and --model do not apply with --server: the operator embeds the query with the ProjectSync's spec.embedding".into(),
+            ));
+        }
+        let path = format!("{}/search", resource_path(&args.project)?);
+        let mode = if args.vector { "vector" } else { "text" };
+        let query = [
+            ("q", args.query.clone()),
+            ("limit", args.limit.clamp(1, 100).to_string()),
+            ("mode", mode.to_string()),
+        ];
+        let answer: SearchView = remote.get(&path, &query).await?;
+        let report = SearchReport {
+            project: args.project.clone(),
+            query: answer.query,
+            mode,
+            model: answer.model,
+            hits: answer.items.into_iter().map(HitRow::from).collect(),
+        };
+        return emit(args.output.format, &report, build_table);
+    }
+    let store = Store::connect_with(args.database.url()?, args.database.limits()).await?;
     let project = find_project(&store, &args.project).await?;
     let report = if args.vector {
         let embedder = build_embedder(&args.embedding, &args.project).await?;

@@ -74,7 +74,7 @@ pub async fn run(args: &SyncArgs) -> Result<(), CommandError> {
 
     // Its own owner: no operator's recovery fails this run, and this
     // process recovers none of theirs.
-    let store = Store::connect_with(&args.database.database_url, args.database.limits())
+    let store = Store::connect_with(args.database.url()?, args.database.limits())
         .await?
         .with_owner(&format!("sync-once/{}", uuid::Uuid::new_v4()));
     // Idempotent, under the same advisory lock the operator takes.

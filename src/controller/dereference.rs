@@ -202,6 +202,45 @@ pub async fn dereference(client: &Client, obj: &ProjectSync) -> Result<Dereferen
     })
 }
 
+/// The embedding provider of `obj` alone, with the API key of
+/// `spec.embedding.secretRef` (the only Secret read), connecting only where
+/// `egress` allows: what the HTTP API embeds a search query with.
+pub async fn resolve_embedder(
+    client: &Client,
+    obj: &ProjectSync,
+    egress: &crate::egress::EgressPolicy,
+) -> Result<Arc<dyn Embedder>, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let field = "spec.embedding.secretRef";
+    let api_key = match obj
+        .spec
+        .embedding
+        .as_ref()
+        .and_then(|e| e.secret_ref.as_ref())
+    {
+        Some(r) => {
+            let (data, _) = fetch_secret(&secrets, &namespace, &r.name, field).await?;
+            match build_credentials_from_secret(&data, Some(&r.key))
+                .map_err(|source| invalid_secret(&namespace, &r.name, field, source))?
+            {
+                Credentials::Token(key) => Some(key),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    build_embedder_config(obj.spec.embedding.as_ref(), api_key)
+        .map(|mut config| {
+            if let crate::embed::EmbedderConfig::OpenAi(openai) = &mut config {
+                openai.egress = egress.clone();
+            }
+            config
+        })
+        .and_then(build_embedder)
+        .map_err(Error::Embedding)
+}
+
 /// Builds the source and the embedding provider from what the Secrets held,
 /// with `timeout` (the validated `spec.timeout`) on every request. No
 /// network I/O (a git source prepares its cache with a local `git init`).

@@ -82,6 +82,11 @@ pub enum Error {
     )]
     EmbeddingReuseNotAllowed,
 
+    #[error(
+        "spec.restore.syncId {sync}: {problem}; pick a COMPLETED run of this resource from its history, or remove spec.restore"
+    )]
+    RestoreTarget { sync: String, problem: String },
+
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -111,6 +116,7 @@ impl Error {
             Error::Cancelled => reason::PROGRESSING_WITH_RETRY,
             Error::RunDeadlineExceeded { .. } => reason::RUN_DEADLINE_EXCEEDED,
             Error::EmbeddingReuseNotAllowed => reason::EMBEDDING_REUSE_SCOPE_NOT_ALLOWED,
+            Error::RestoreTarget { .. } => reason::RESTORE_TARGET_INVALID,
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
@@ -127,7 +133,8 @@ impl Error {
             | Error::SecretNotFound { .. }
             | Error::InvalidSecret { .. }
             | Error::InvalidProxySecret { .. }
-            | Error::EmbeddingReuseNotAllowed => Retry::Stalled,
+            | Error::EmbeddingReuseNotAllowed
+            | Error::RestoreTarget { .. } => Retry::Stalled,
             Error::Source(e) => e.retry(),
             Error::Pipeline(e) => e.retry(),
             Error::Embedding(e) => e.retry(),

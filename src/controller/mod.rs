@@ -10,6 +10,7 @@ pub mod git_cache;
 pub mod leader;
 pub mod limits;
 pub mod reconcile;
+pub mod restore;
 pub mod status;
 pub mod sync;
 pub mod triggers;

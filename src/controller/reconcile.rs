@@ -1,6 +1,7 @@
 //! One reconcile of a ProjectSync: hand over to kube-runtime's finalizer
 //! helper, which calls [`apply`] (decide → validate → dereference → run the
-//! pipeline, in [`super::sync`] → report) or [`cleanup`] (the Kubernetes
+//! pipeline, in [`super::sync`] → report; or hold a restored sync, in
+//! [`super::restore`]) or [`cleanup`] (the Kubernetes
 //! finalizer branch, on delete). Errors go through [`error_policy`], the one
 //! place that decides between stalling, waiting and backing off.
 
@@ -33,6 +34,7 @@ use super::{
     error::{Error, REQUEUE_BACKOFF},
     git_cache,
     limits::NAMESPACE_WAIT,
+    restore,
     status::{self, StatusWriter},
     sync::{self, history_limit},
     triggers::{self, Decision, Trigger},
@@ -104,6 +106,9 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
             status::mark_suspended(&mut status, obj.metadata.generation);
             Ok(Action::await_change())
         }
+        Decision::Restore(target) => restore::hold(&ctx, &obj, &key, &target, &mut status)
+            .await
+            .map_err(Failed::from),
         Decision::Check(trigger) => {
             // A namespace at its limit waits without holding a global slot:
             // one tenant's many resources cannot starve the others.

@@ -270,6 +270,41 @@ pub fn mark_failed(
     }
 }
 
+/// `spec.restore` holds the mirror at `target`, whose picture `current`
+/// (the target itself, or the restore run that copied it) made current.
+pub fn mark_restored(
+    status: &mut ProjectSyncStatus,
+    current: &SyncRecord,
+    target: &str,
+    history: &[SyncRecord],
+    generation: Option<i64>,
+) {
+    let now = now();
+    let summary = build_summary(current);
+    let message = truncate(&format!(
+        "held at sync {target} (commit {}, {} files) by spec.restore: no polls or runs until it is removed",
+        summary.short_commit, summary.files.total
+    ));
+    status.phase = Some(Phase::Restored);
+    status.last_synced_commit = Some(summary.commit.clone());
+    status.last_checked_time = Some(now.clone());
+    status.history = history.iter().map(build_summary).collect();
+    status.last_sync = Some(summary);
+    status.progress = None;
+    status.observed_generation = generation;
+    conditions::set_condition(
+        &mut status.conditions,
+        READY,
+        Status::True,
+        reason::RESTORE_HELD,
+        &message,
+        generation,
+        &now,
+    );
+    conditions::remove_condition(&mut status.conditions, RECONCILING);
+    conditions::remove_condition(&mut status.conditions, STALLED);
+}
+
 /// `spec.suspend` is set.
 pub fn mark_suspended(status: &mut ProjectSyncStatus, generation: Option<i64>) {
     status.phase = Some(Phase::Suspended);

@@ -2,7 +2,8 @@
 //! user asked with the `projectsync.dev/requested-at` annotation (or a
 //! webhook did, through the same annotation), a user asked for a full
 //! re-import with `projectsync.dev/reindex`, the interval elapsed, or the
-//! resource is suspended. Pure functions of the object.
+//! resource is suspended or held at a restored sync (`spec.restore`). Pure
+//! functions of the object.
 
 use kube::ResourceExt;
 
@@ -13,6 +14,9 @@ use crate::api::{ObservedInputs, ProjectSync, REINDEX_ANNOTATION, REQUESTED_AT_A
 pub enum Decision {
     /// `spec.suspend` is set: touch nothing, only report it.
     Suspended,
+    /// `spec.restore` names a sync: make its picture current (once) and
+    /// hold it; no polls, no runs.
+    Restore(String),
     /// Check the source and sync if anything changed.
     Check(Trigger),
 }
@@ -55,6 +59,11 @@ impl Trigger {
 pub fn decide(obj: &ProjectSync) -> Decision {
     if obj.spec.suspend {
         return Decision::Suspended;
+    }
+    // A hold wins over requests, reindexes and the interval: nothing the
+    // branch does may undo it until the field is removed.
+    if let Some(restore) = &obj.spec.restore {
+        return Decision::Restore(restore.sync_id.clone());
     }
     let status = obj.status.as_ref();
     // A reindex includes everything a plain request would do.
@@ -187,6 +196,24 @@ mod tests {
             decide(&obj),
             Decision::Check(Trigger::Requested("t1".into()))
         );
+    }
+
+    #[test]
+    fn a_restore_holds_against_requests_and_spec_changes_but_not_suspend() {
+        let mut obj = object(3, Some(synced(2)));
+        obj.spec.restore = Some(crate::api::RestoreSpec {
+            sync_id: "0190f3a2-7c1e-7b8a-9d2e-3f4a5b6c7d8e".into(),
+        });
+        obj.annotations_mut()
+            .insert(REQUESTED_AT_ANNOTATION.into(), "t1".into());
+        obj.annotations_mut()
+            .insert(REINDEX_ANNOTATION.into(), "r1".into());
+        assert_eq!(
+            decide(&obj),
+            Decision::Restore("0190f3a2-7c1e-7b8a-9d2e-3f4a5b6c7d8e".into())
+        );
+        obj.spec.suspend = true;
+        assert_eq!(decide(&obj), Decision::Suspended);
     }
 
     #[test]

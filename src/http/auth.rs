@@ -152,6 +152,18 @@ impl Authorizer {
         self.client.is_some()
     }
 
+    /// Authenticates the bearer token in `headers` only: for answers that
+    /// depend on no resource (an unknown id), which still owe a caller
+    /// without a valid token its 401, and for signing in to the web page.
+    pub async fn identify(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        let Some(client) = &self.client else {
+            return Ok(Caller::Anonymous);
+        };
+        let token = bearer_token(headers).ok_or(AuthError::MissingToken)?;
+        let user = self.authenticate(client, token).await?;
+        Ok(Caller::User(user.username.unwrap_or_default()))
+    }
+
     /// Authenticates the bearer token in `headers`, then authorizes `access`
     /// for the user it names.
     pub async fn authorize(

@@ -92,6 +92,15 @@ impl ResourceIndex {
         true
     }
 
+    /// Every served ProjectSync (the web page's overview filters them by
+    /// what the caller may list).
+    pub fn list_all(&self) -> Vec<Arc<ProjectSync>> {
+        self.scopes
+            .iter()
+            .flat_map(|(_, store)| store.state())
+            .collect()
+    }
+
     /// The ProjectSync `namespace/name`, if it exists and is served here.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<ProjectSync>> {
         let (_, store) = self
@@ -99,5 +108,21 @@ impl ResourceIndex {
             .iter()
             .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))?;
         store.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The ProjectSyncs of `namespace` served here, in no particular order.
+    pub fn list(&self, namespace: &str) -> Vec<Arc<ProjectSync>> {
+        let Some((_, store)) = self
+            .scopes
+            .iter()
+            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
+        else {
+            return Vec::new();
+        };
+        store
+            .state()
+            .into_iter()
+            .filter(|obj| obj.metadata.namespace.as_deref() == Some(namespace))
+            .collect()
     }
 }

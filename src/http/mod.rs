@@ -1,16 +1,20 @@
 //! The operator's two HTTP listeners. The probe listener (`--probe-addr`)
 //! serves `/healthz`, `/readyz` and `/metrics` and nothing a tenant may
-//! reach; the API listener (`--http-addr`) serves
-//! `/api/v1/events/project-sync/{namespace}/{name}`, which streams the live
-//! progress of a resource's run as Server-Sent Events to callers allowed to
-//! `get` that ProjectSync ([`auth`]), plus the webhook receiver's
-//! `/hooks/...` routes ([`crate::webhook`]). Both run under the connection
-//! limits of [`limits`]. Does network I/O.
+//! reach; the API listener (`--http-addr`) serves the JSON API of [`api`]
+//! under `/api/v1/` (reads, the [`actions`], the OpenAPI document), among
+//! it `/api/v1/events/project-sync/{namespace}/{name}`, which streams the
+//! live progress of a resource's run as Server-Sent Events to callers
+//! allowed to `get` that ProjectSync ([`auth`]), plus the webhook
+//! receiver's `/hooks/...` routes ([`crate::webhook`]). Both run under the
+//! connection limits of [`limits`]. Does network I/O.
 
+pub mod actions;
+pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod index;
 pub mod limits;
+pub mod ui;
 
 use std::{
     convert::Infallible,
@@ -35,7 +39,7 @@ use axum::{
 use futures::{StreamExt, future, stream};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::{metrics::Metrics, pipeline::SyncEvent, progress::ProgressHub, webhook};
+use crate::{metrics::Metrics, pipeline::SyncEvent, progress::ProgressHub, store::Store, webhook};
 
 pub use self::{
     auth::{AuthError, Authorizer, Caller, ResourceAccess},
@@ -77,6 +81,14 @@ pub struct ApiState {
     pub auth: Authorizer,
     pub index: ResourceIndex,
     pub webhooks: webhook::Receiver,
+    /// The runs, files and memory the API reads.
+    pub store: Store,
+    /// The patches of the API's actions.
+    pub actions: actions::Actions,
+    /// Reads the one Secret a vector search needs (`spec.embedding.secretRef`).
+    pub client: kube::Client,
+    /// Where a vector search may connect (the operator's egress policy).
+    pub egress: crate::egress::EgressPolicy,
     /// Interval of SSE keep-alive comments (below the idle timeout).
     pub keep_alive: Duration,
 }
@@ -99,16 +111,10 @@ pub fn probe_router(state: ProbeState) -> Router {
         .with_state(state)
 }
 
-/// The API routes: progress streams and webhooks.
+/// The API routes (JSON API and progress streams) and webhooks.
 pub fn api_router(state: ApiState) -> Router {
     let hooks = webhook::router(state.webhooks.clone());
-    Router::new()
-        .route(
-            "/api/v1/events/project-sync/{namespace}/{name}",
-            get(events),
-        )
-        .with_state(state)
-        .merge(hooks)
+    api::build_router(state).merge(hooks)
 }
 
 /// Binds a listener.
@@ -143,7 +149,7 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
 /// as the API server would answer, so a caller without access learns
 /// nothing about which resources exist), the resource must exist (404), and
 /// the hub must have room (503).
-async fn events(
+pub(crate) async fn events(
     Path((namespace, name)): Path<(String, String)>,
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -205,7 +211,7 @@ async fn events(
         .into_response()
 }
 
-fn sse_event(name: &str, event: &SyncEvent) -> Event {
+pub(crate) fn sse_event(name: &str, event: &SyncEvent) -> Event {
     Event::default()
         .event(name)
         .json_data(event)

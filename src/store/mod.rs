@@ -19,6 +19,7 @@ mod lookup;
 mod memory;
 mod migrate;
 mod model;
+mod pages;
 mod projects;
 mod restore;
 mod retention;
@@ -39,6 +40,7 @@ pub use model::{
     PruneReport, Rename, ReuseScope, RunMetrics, SourceMemory, SyncDiff, SyncFailure, SyncRecord,
     SyncStatus,
 };
+pub use pages::RunCursor;
 
 /// Handle on the Postgres store. Cheap to clone (a pool inside).
 #[derive(Debug, Clone)]

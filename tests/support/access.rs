@@ -94,3 +94,64 @@ pub async fn grant_get(ns: &TestNamespace, account_namespace: &str, account: &st
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A Role `role` in `ns` granting `verbs` on every ProjectSync there to the
+/// ServiceAccount `account` of `account_namespace`; waits until the
+/// authorizer allows the first verb.
+pub async fn grant_verbs(
+    ns: &TestNamespace,
+    account_namespace: &str,
+    account: &str,
+    role: &str,
+    verbs: &[&str],
+) {
+    let rule =
+        json!({ "apiGroups": ["projectsync.dev"], "resources": ["projectsyncs"], "verbs": verbs });
+    let manifest: Role =
+        serde_json::from_value(json!({ "metadata": { "name": role }, "rules": [rule] }))
+            .expect("manifest");
+    Api::<Role>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &manifest)
+        .await
+        .expect("create Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": role },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role },
+        "subjects": [{ "kind": "ServiceAccount", "name": account, "namespace": account_namespace }],
+    }))
+    .expect("manifest");
+    Api::<RoleBinding>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create RoleBinding");
+    let user = format!("system:serviceaccount:{account_namespace}:{account}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let review = SubjectAccessReview {
+            spec: k8s_openapi::api::authorization::v1::SubjectAccessReviewSpec {
+                user: Some(user.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: verbs.first().map(|v| v.to_string()),
+                    group: Some("projectsync.dev".into()),
+                    resource: Some("projectsyncs".into()),
+                    namespace: Some(ns.name.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = Api::<SubjectAccessReview>::all(ns.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .expect("SubjectAccessReview");
+        if answer.status.is_some_and(|s| s.allowed) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Role did not take effect within 10s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -11,6 +11,7 @@
 //! test panics with the command that fixes it.
 
 pub mod access;
+pub mod browser;
 pub mod chart_install;
 pub mod cli;
 pub mod controlplane;

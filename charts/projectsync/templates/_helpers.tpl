@@ -64,7 +64,9 @@ namespaces) and the per-namespace Roles (watchNamespaces).
   receiver's lookup of one resource (a list with a metadata.name field
   selector; no get).
 - projectsyncs patch: adding and removing the operator's finalizer (a JSON
-  patch on the object), and the webhook receiver's request annotation. No update, and no projectsyncs/finalizers: that
+  patch on the object), the webhook receiver's request annotation, and the
+  API's actions (sync now, suspend/resume, spec.restore; each only after the
+  caller's own SubjectAccessReview for patch). No update, and no projectsyncs/finalizers: that
   subresource only guards ownerReferences with blockOwnerDeletion, which the
   operator never sets.
 - projectsyncs/status patch: status by server-side apply.
