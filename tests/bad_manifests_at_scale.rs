@@ -112,6 +112,7 @@ fn base_manifest(git: bool) -> Value {
             "timeout": "60s",
             "proxySecretRef": { "name": "egress" },
             "suspend": false,
+            "restore": { "syncId": "0190f3a2-7c1e-7b8a-9d2e-3f4a5b6c7d8e" },
             "include": ["src/**"],
             "exclude": ["target/**"],
             "maxFileSize": "1Mi",
@@ -185,6 +186,12 @@ fn cel_violators(path: &str) -> Option<Vec<Value>> {
             json!("a[b"),
             json!("a\\b"),
             json!("tab\there"),
+        ],
+        // 36 characters (the length bounds pass), not a UUID.
+        "spec.restore.syncId" => vec![
+            json!("0190f3a2_7c1e_7b8a_9d2e_3f4a5b6c7d8e"),
+            json!("'; DROP TABLE project_syncs; --aaaaa"),
+            json!("0190f3a2-7c1e-7b8a-9d2e-3f4a5b6c7d8g"),
         ],
         "spec.commit" => vec![
             json!("abc1234"),

@@ -496,3 +496,96 @@ async fn the_api_answers_each_caller_by_its_rbac_and_shows_nothing_of_other_name
         operator.log_tail()
     );
 }
+
+#[tokio::test]
+async fn a_runs_stream_by_id_follows_the_live_run_to_its_end() {
+    let ns = fresh_namespace("api-live").await;
+    let db = fresh_database("http_api_live").await;
+    let repo = TestRepo::new("big");
+    let head = support::convergence::generate_repo(&repo, "refs/heads/main", 3000);
+    let daemon = GitDaemon::start(repo.root());
+    let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
+    let token = service_account_token(&ns, "watcher").await;
+    grant_verbs(&ns, &ns.name, "watcher", "watcher", &["get"]).await;
+    let api: Api<ProjectSync> = Api::namespaced(ns.client.clone(), &ns.name);
+    create(
+        &api,
+        "big",
+        json!({ "source": { "git": { "url": daemon.url("big") } }, "branch": "main", "interval": "1h" }),
+    )
+    .await;
+    let running = wait_until(
+        &api,
+        "big",
+        || operator.log_tail(),
+        "running",
+        |o: &ProjectSync| {
+            o.status
+                .as_ref()
+                .is_some_and(|s| s.progress.is_some() || s.last_sync.is_some())
+        },
+    )
+    .await;
+    let status = running.status.expect("status");
+    let live = status.progress.is_some();
+    let sync_id = match (&status.progress, &status.last_sync) {
+        (Some(progress), _) => progress.sync_id.clone(),
+        (None, Some(last)) => last.id.clone(),
+        (None, None) => unreachable!("the wait above"),
+    };
+    let mut response = reqwest::Client::new()
+        .get(format!(
+            "http://{}/api/v1/events/project-sync/{sync_id}",
+            operator.addr
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("the operator answers");
+    assert_eq!(response.status().as_u16(), 200);
+    let mut text = String::new();
+    let names = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(chunk) = response.chunk().await.expect("chunk") {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text.lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("the stream ends with the run within 90s");
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("completed"),
+        "the stream ends with the run's completion: {names:?}"
+    );
+    eprintln!(
+        "run {sync_id} (live when opened: {live}): {} events, the last {:?}",
+        names.len(),
+        names.last()
+    );
+    if live {
+        assert!(
+            names.len() > 1 && names.iter().any(|n| n == "progress" || n == "snapshot"),
+            "a live run streams its progress before the end: {names:?}"
+        );
+    }
+    let data = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .next_back()
+        .expect("data");
+    assert!(
+        data.contains(&sync_id),
+        "the final event names the run: {data}"
+    );
+    wait_until(
+        &api,
+        "big",
+        || operator.log_tail(),
+        "synced",
+        synced_at(head),
+    )
+    .await;
+}

@@ -36,7 +36,7 @@ use axum::{
     },
     routing::get,
 };
-use futures::{StreamExt, future, stream};
+use futures::{StreamExt, stream};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::{metrics::Metrics, pipeline::SyncEvent, progress::ProgressHub, store::Store, webhook};
@@ -191,24 +191,31 @@ pub(crate) async fn events(
             .last
             .map(|event| Ok::<_, Infallible>(sse_event("snapshot", &event))),
     );
-    let live = subscription.live.scan(false, |done, item| {
-        if *done {
-            return future::ready(None);
-        }
-        let event = match item {
-            Ok(event) => {
-                *done = event.is_terminal();
-                sse_event(event.name(), &event)
-            }
-            Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                Event::default().comment(format!("lagged: {missed} events dropped"))
-            }
-        };
-        future::ready(Some(Ok(event)))
-    });
+    let live = live_until_terminal(subscription.live);
     Sse::new(snapshot.chain(live))
         .keep_alive(KeepAlive::new().interval(state.keep_alive))
         .into_response()
+}
+
+/// The live events of a subscription as SSE events, ending right after the
+/// run's final event (`completed`, `failed` or `unchanged`): the stream
+/// closes then, rather than at the next run's first event.
+pub(crate) fn live_until_terminal(
+    live: crate::progress::Live,
+) -> impl futures::Stream<Item = Result<Event, Infallible>> {
+    stream::unfold((live, false), |(mut live, done)| async move {
+        if done {
+            return None;
+        }
+        let (event, terminal) = match live.next().await? {
+            Ok(event) => (sse_event(event.name(), &event), event.is_terminal()),
+            Err(BroadcastStreamRecvError::Lagged(missed)) => (
+                Event::default().comment(format!("lagged: {missed} events dropped")),
+                false,
+            ),
+        };
+        Some((Ok(event), (live, terminal)))
+    })
 }
 
 pub(crate) fn sse_event(name: &str, event: &SyncEvent) -> Event {

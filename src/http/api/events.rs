@@ -16,12 +16,11 @@ use axum::{
         sse::{Event, KeepAlive, Sse},
     },
 };
-use futures::{StreamExt, future, stream};
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use futures::{StreamExt, stream};
 
 use super::{error::ApiError, model::RunView, params};
 use crate::{
-    http::{ApiState, AuthError, ResourceAccess, sse_event},
+    http::{ApiState, AuthError, ResourceAccess, live_until_terminal, sse_event},
     pipeline::SyncEvent,
     store::{SyncRecord, SyncStatus},
 };
@@ -76,21 +75,7 @@ pub async fn run_events(
         .last
         .filter(|event| !event.is_terminal() || event_run(event) == Some(sync_id.as_str()))
         .map(|event| Ok::<_, Infallible>(sse_event("snapshot", &event)));
-    let live = subscription.live.scan(false, |done, item| {
-        if *done {
-            return future::ready(None);
-        }
-        let event = match item {
-            Ok(event) => {
-                *done = event.is_terminal();
-                sse_event(event.name(), &event)
-            }
-            Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                Event::default().comment(format!("lagged: {missed} events dropped"))
-            }
-        };
-        future::ready(Some(Ok(event)))
-    });
+    let live = live_until_terminal(subscription.live);
     Ok(Sse::new(stream::iter(snapshot).chain(live))
         .keep_alive(KeepAlive::new().interval(state.keep_alive))
         .into_response())
