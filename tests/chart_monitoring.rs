@@ -11,7 +11,7 @@ use projectsync::metrics::Metrics;
 use serde_yaml::Value;
 use support::{
     fresh_namespace,
-    helm::{documents, of_kind, template, to_yaml},
+    helm::{chart_dir, documents, helm, of_kind, template, to_yaml},
     kubectl,
     promtool::promtool,
     repo_root, unique_suffix,
@@ -89,6 +89,25 @@ fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
     assert!(
         out.success,
         "promtool test rules failed:\n{}{}",
+        out.stdout, out.stderr
+    );
+}
+
+#[test]
+fn helm_lint_passes_with_the_monitoring_on() {
+    let chart = chart_dir();
+    let out = helm(&[
+        "lint",
+        "--strict",
+        chart.to_str().expect("utf-8 path"),
+        "--set",
+        "serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true",
+        "--set",
+        "prometheusRule.runbookBaseUrl=https://runbooks.example,grafanaDashboard.namespace=grafana",
+    ]);
+    assert!(
+        out.success,
+        "helm lint failed:\n{}{}",
         out.stdout, out.stderr
     );
 }
