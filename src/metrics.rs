@@ -2,17 +2,25 @@
 //! at `/metrics`, and the rules that turn what the operator sees (run events,
 //! source request counts, failed reconciles) into them. Labels are short
 //! static categories (results, stages, change types, error reasons), never
-//! free text, so cardinality stays bounded. No I/O.
+//! free text, so cardinality stays bounded; the per-resource gauges
+//! ([`resource`]) add `namespace` and `name`, for a bounded number of
+//! resources. No I/O.
+
+pub mod resource;
+
+use std::{cell::RefCell, sync::Arc};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Registry, TextEncoder, core::Collector,
 };
 
 use crate::{
     pipeline::SyncEvent,
     source::{SourceStats, github::MINT_ENDPOINT},
 };
+
+pub use resource::{MAX_RESOURCES, ResourceGauges, ResourceState, build_resource_state};
 
 /// Every metric the operator exports.
 #[derive(Clone)]
@@ -73,7 +81,14 @@ pub struct Metrics {
     pub git_cache_bytes: IntGauge,
     /// Git caches removed to stay under `--git-cache-max-size`.
     pub git_cache_evictions: IntCounter,
+    /// Each resource's conditions, sync times, run duration and interval.
+    pub resources: ResourceGauges,
+    /// The name of every metric family, as exported.
+    names: Arc<Vec<String>>,
 }
+
+/// The prefix of every metric name.
+const PREFIX: &str = "projectsync";
 
 const DURATION_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
@@ -82,29 +97,37 @@ const DURATION_BUCKETS: &[f64] = &[
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("projectsync".into()), None)
+        Self::with_resource_limit(MAX_RESOURCES)
+    }
+
+    /// Creates and registers every metric, keeping per-resource series for
+    /// at most `resource_limit` resources.
+    pub fn with_resource_limit(resource_limit: usize) -> Self {
+        let registry = Registry::new_custom(Some(PREFIX.into()), None)
             .expect("static registry prefix is valid");
+        let names = RefCell::new(Vec::new());
+        // Registers `metric` and remembers its name.
+        let register = |metric: Box<dyn Collector>| {
+            names
+                .borrow_mut()
+                .extend(metric.desc().iter().map(|d| d.fq_name.clone()));
+            registry.register(metric).expect("metric registered once");
+        };
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let metric = IntCounterVec::new(Opts::new(name, help), labels)
                 .expect("static metric definition");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("metric registered once");
+            register(Box::new(metric.clone()));
             metric
         };
         let counter = |name: &str, help: &str| {
             let metric = IntCounter::new(name, help).expect("static metric definition");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("metric registered once");
+            register(Box::new(metric.clone()));
             metric
         };
         let histogram_vec = |name: &str, help: &str, labels: &[&str]| {
             let opts = HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec());
             let metric = HistogramVec::new(opts, labels).expect("static metric definition");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("metric registered once");
+            register(Box::new(metric.clone()));
             metric
         };
         let runs = counter_vec(
@@ -149,15 +172,11 @@ impl Metrics {
             &["source"],
         )
         .expect("static metric definition");
-        registry
-            .register(Box::new(rate_limit_remaining.clone()))
-            .expect("metric registered once");
+        register(Box::new(rate_limit_remaining.clone()));
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let metric =
                 IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("metric registered once");
+            register(Box::new(metric.clone()));
             metric
         };
         let github_rate_limit_remaining = gauge_vec(
@@ -183,9 +202,7 @@ impl Metrics {
         );
         let running_syncs = IntGauge::new("running_syncs", "Sync runs in progress.")
             .expect("static metric definition");
-        registry
-            .register(Box::new(running_syncs.clone()))
-            .expect("metric registered once");
+        register(Box::new(running_syncs.clone()));
         let webhook_requests = counter_vec(
             "webhook_requests_total",
             "Webhook deliveries by result.",
@@ -210,9 +227,7 @@ impl Metrics {
             "Total size of the git caches at the last measurement.",
         )
         .expect("static metric definition");
-        registry
-            .register(Box::new(git_cache_bytes.clone()))
-            .expect("metric registered once");
+        register(Box::new(git_cache_bytes.clone()));
         let git_objects_fetched = counter(
             "git_objects_fetched_total",
             "Git objects that fetches added to the git caches.",
@@ -230,8 +245,12 @@ impl Metrics {
             "git_cache_evictions_total",
             "Git caches evicted (least recently used) to stay under the size limit.",
         );
+        let mut names = names.into_inner();
+        let resources = ResourceGauges::new(&registry, &mut names, resource_limit);
         Metrics {
             registry,
+            resources,
+            names: Arc::new(names),
             runs,
             no_change_polls,
             run_duration,
@@ -363,9 +382,34 @@ impl Metrics {
         }
     }
 
+    /// Exports what the status of resource `key` (`namespace/name`) says.
+    pub fn record_resource(&self, key: &str, state: &ResourceState) {
+        if let Some((namespace, name)) = key.split_once('/') {
+            self.resources.record(namespace, name, state);
+        }
+    }
+
+    /// Exports how many reconciles of resource `key` failed in a row.
+    pub fn record_resource_failures(&self, key: &str, failures: u32) {
+        if let Some((namespace, name)) = key.split_once('/') {
+            self.resources.record_failures(namespace, name, failures);
+        }
+    }
+
+    /// The names of every metric family the operator exports (histograms
+    /// add `_bucket`, `_sum` and `_count` to theirs), whether or not it has
+    /// a series yet: what dashboards and alert rules may refer to.
+    pub fn family_names(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .map(|name| format!("{PREFIX}_{name}"))
+            .collect()
+    }
+
     /// Drops the series of a deleted resource (`namespace/name`).
     pub fn forget_resource(&self, key: &str) {
         if let Some((namespace, name)) = key.split_once('/') {
+            self.resources.forget(namespace, name);
             // Absent for git sources and resources that never synced.
             let _ = self
                 .github_rate_limit_remaining

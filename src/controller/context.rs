@@ -13,10 +13,10 @@ use std::{
 use kube::{Client, runtime::events::Recorder};
 
 use crate::{
-    api::ObservedInputs,
+    api::{ObservedInputs, ProjectSyncStatus},
     chunk::ChunkerConfig,
     embed::Embedder,
-    metrics::Metrics,
+    metrics::{Metrics, build_resource_state},
     progress::ProgressHub,
     source::{HeadCache, Source, SourceHints, SourceStats},
     store::{ProjectId, SourceMemory, Store, StoreError},
@@ -105,15 +105,24 @@ impl Context {
 
     /// Counts a failure; returns how many in a row.
     pub fn record_failure(&self, key: &str) -> u32 {
-        self.with(key, |m| {
+        let failures = self.with(key, |m| {
             m.failures = m.failures.saturating_add(1);
             m.failures
-        })
+        });
+        self.metrics.record_resource_failures(key, failures);
+        failures
     }
 
     /// A success resets the backoff.
     pub fn record_success(&self, key: &str) {
         self.with(key, |m| m.failures = 0);
+        self.metrics.record_resource_failures(key, 0);
+    }
+
+    /// Exports what `status` says of resource `key` as its gauges.
+    pub fn export_status(&self, key: &str, status: &ProjectSyncStatus, suspended: bool) {
+        let state = build_resource_state(status, suspended, self.interval(key));
+        self.metrics.record_resource(key, &state);
     }
 
     /// Remembers the interval a reconcile validated (or `None` for a spec

@@ -137,6 +137,9 @@ pub async fn run(
         Ok(_) => {}
         Err(error) => tracing::error!(%error, "could not mark unfinished runs FAILED"),
     }
+    // Only a replica that reconciles may show per-resource gauges: a
+    // frozen copy on a replica that stopped would mislead alerts.
+    ctx.metrics.resources.forget_all();
     if let Some(election) = election {
         election.release().await;
     }

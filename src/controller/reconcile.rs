@@ -136,6 +136,7 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
     match result {
         Ok(action) => {
             ctx.record_success(&key);
+            ctx.export_status(&key, &status, obj.spec.suspend);
             writer.write(&status).await.map_err(|source| Error::Kube {
                 action: "write status",
                 source,
@@ -155,6 +156,7 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
                 history.as_deref(),
                 obj.metadata.generation,
             );
+            ctx.export_status(&key, &status, obj.spec.suspend);
             if let Err(write_error) = writer.write(&status).await {
                 tracing::warn!(%write_error, "could not write the failure to status");
             }

@@ -187,6 +187,7 @@ async fn follow(
                     started_at: status::now(),
                 };
                 status::mark_syncing(status, progress, &commit, generation);
+                ctx.export_status(key, status, obj.spec.suspend);
                 if let Err(error) = writer.write(status).await {
                     tracing::warn!(%error, "could not write progress to status");
                 }

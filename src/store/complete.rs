@@ -276,18 +276,21 @@ async fn supersede_replaced(
     if ids.is_empty() {
         return Ok((0, 0));
     }
+    // The project pins both updates to its partition (0010).
     sqlx::query!(
-        "UPDATE repository_files SET superseded_sync_id = $1 WHERE id = ANY($2)",
+        "UPDATE repository_files SET superseded_sync_id = $1 WHERE project_id = $3 AND id = ANY($2)",
         sync.0,
-        &ids
+        &ids,
+        project.0
     )
     .execute(&mut *conn)
     .await
     .map_err(db("supersede replaced file versions"))?;
     let entries = sqlx::query!(
-        "UPDATE memory_entries SET superseded_sync_id = $1 WHERE file_id = ANY($2)",
+        "UPDATE memory_entries SET superseded_sync_id = $1 WHERE project_id = $3 AND file_id = ANY($2)",
         sync.0,
-        &ids
+        &ids,
+        project.0
     )
     .execute(&mut *conn)
     .await

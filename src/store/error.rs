@@ -158,11 +158,22 @@ fn is_transient_sqlstate(code: &str) -> bool {
         || matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03")
 }
 
-/// The name of the constraint a statement violated, if that is what failed.
+/// The name of the constraint a statement violated, if that is what failed:
+/// the key's own name when a partition's copy of it reported the violation.
 pub(crate) fn violated_constraint(error: &sqlx::Error) -> Option<&str> {
     match error {
-        sqlx::Error::Database(db) => db.constraint(),
+        sqlx::Error::Database(db) => db.constraint().map(key_of_partition_constraint),
         _ => None,
+    }
+}
+
+/// `repository_files_sync_path_key` for `repository_files_sync_path_key_p07`:
+/// the partitions of a partitioned table (0010) name their copies of its
+/// keys `<key>_pNN`, and Postgres reports the copy that was violated.
+fn key_of_partition_constraint(name: &str) -> &str {
+    match name.rsplit_once("_p") {
+        Some((key, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => key,
+        _ => name,
     }
 }
 
@@ -178,6 +189,13 @@ pub(crate) fn duplicate_path_from_detail(detail: &str) -> Option<String> {
     let end = detail.rfind(") already exists")?;
     let values = detail.get(start..end)?;
     let (_sync, path) = values.split_once(", ")?;
+    // Since the tables are partitioned by project (0010) the key ends with
+    // the project id; a path may hold ", " itself, the id never does.
+    let path = if detail.starts_with("Key (introduced_sync_id, path, project_id)=(") {
+        path.rsplit_once(", ")?.0
+    } else {
+        path
+    };
     Some(path.to_string())
 }
 
@@ -222,7 +240,33 @@ mod tests {
             duplicate_path_from_detail(detail).as_deref(),
             Some("src/a, b.rs")
         );
+        let partitioned = "Key (introduced_sync_id, path, project_id)=(0191e1b2-0000-7000-8000-000000000000, \
+                           src/a, b.rs, 42) already exists.";
+        assert_eq!(
+            duplicate_path_from_detail(partitioned).as_deref(),
+            Some("src/a, b.rs")
+        );
         assert_eq!(duplicate_path_from_detail("something else"), None);
+    }
+
+    #[test]
+    fn a_partition_copy_of_a_key_maps_to_the_key() {
+        assert_eq!(
+            key_of_partition_constraint("repository_files_sync_path_key_p07"),
+            "repository_files_sync_path_key"
+        );
+        assert_eq!(
+            key_of_partition_constraint("memory_entries_file_chunk_key_p15"),
+            "memory_entries_file_chunk_key"
+        );
+        for unchanged in [
+            "project_syncs_chain_seq_key",
+            "project_syncs_previous_sync_id_key",
+            "a_p",
+            "x_pkey",
+        ] {
+            assert_eq!(key_of_partition_constraint(unchanged), unchanged);
+        }
     }
 
     #[test]

@@ -73,6 +73,8 @@ impl Store {
                          AS u(file_id, chunk_index, start_line, end_line, language, content,
                               content_hash, model, emb_off, emb_len, endpoint)
                   JOIN repository_files f ON f.id = u.file_id AND f.introduced_sync_id = $1
+                                          -- the run's partition only (0010)
+                                          AND f.project_id = (SELECT project_id FROM project_syncs WHERE id = $1)
                  WHERE EXISTS (SELECT 1 FROM project_syncs WHERE id = $1 AND status = 'IN_PROGRESS')
                 "#,
                 sync.0,

@@ -25,6 +25,7 @@ pub mod kube;
 pub mod kubectl;
 pub mod operator;
 pub mod postgres;
+pub mod promtool;
 pub mod proxy;
 pub mod psync;
 pub mod repo;
