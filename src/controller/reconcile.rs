@@ -43,6 +43,9 @@ use super::{
 /// `spec.deletionPolicy`.
 pub const FINALIZER: &str = "projectsync.dev/cleanup";
 
+/// When a reconcile cut off by the fence is asked again.
+const FENCED_RETRY: Duration = Duration::from_secs(5);
+
 /// Interval used when a spec is too broken to read one.
 const FALLBACK_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -63,7 +66,10 @@ pub async fn reconcile(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Actio
                 shard = ticket.shard(),
                 "the resource's shard is no longer held here: stopped its reconcile"
             );
-            Ok(Action::await_change())
+            // Asked again shortly: if the shard is still (or again) ours by
+            // then, the reconcile runs; if not, it is dropped at once and
+            // the new holder reconciles it when it takes the shard.
+            Ok(Action::requeue(FENCED_RETRY))
         }
     }
 }

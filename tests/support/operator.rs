@@ -40,6 +40,8 @@ pub struct OperatorConfig<'a> {
     pub lease_namespace: Option<&'a str>,
     /// Extra environment variables (e.g. `SSL_CERT_FILE` for a test CA).
     pub env: Vec<(String, String)>,
+    /// `--lease-duration` in seconds (6 unless a test needs more slack).
+    pub lease_duration_secs: u64,
 }
 
 impl<'a> OperatorConfig<'a> {
@@ -60,6 +62,7 @@ impl<'a> OperatorConfig<'a> {
             kubeconfig: None,
             lease_namespace: None,
             env: Vec::new(),
+            lease_duration_secs: 6,
         }
     }
 }
@@ -104,7 +107,7 @@ impl Operator {
                 "--lease-namespace",
                 config.lease_namespace.unwrap_or(config.namespace),
             ])
-            .args(["--lease-duration", "6"])
+            .args(["--lease-duration", &config.lease_duration_secs.to_string()])
             .args(["--identity", config.identity])
             .args(["--cache-dir", cache.path().to_str().expect("utf-8 path")])
             .args(["--shutdown-grace", "10"])

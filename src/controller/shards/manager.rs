@@ -214,8 +214,6 @@ impl ShardManager {
     async fn tick(&self) {
         let now = Timestamp::now();
         let t0 = Instant::now();
-        let valid_until =
-            t0 + self.settings.lease_duration - fence_margin(self.settings.lease_duration);
         for shard in self.shards.expired(t0) {
             tracing::warn!(
                 shard,
@@ -285,28 +283,36 @@ impl ShardManager {
                 self.shards.drain(*shard);
             }
         }
-        for shard in plan.renew {
-            let Some(lease) = self.find(&leases, shard) else {
-                continue;
-            };
+        // Renewals at once, not one after another: under a slow API server
+        // a sequence of them could outlast a shard's validity.
+        let renewals = plan.renew.iter().filter_map(|&shard| {
+            let lease = self.find(&leases, shard)?;
             if !plan.release.contains(&shard) && self.shards.is_draining(shard) {
                 tracing::info!(shard, "sharding: keeping the shard after all");
                 self.shards.undrain(shard);
             }
-            if self.shards.is_draining(shard) && self.shards.in_flight(shard) == 0 {
-                self.hand_back(shard, lease, now).await;
-            } else {
-                self.renew(shard, lease, now, valid_until).await;
-            }
-        }
+            Some(async move {
+                if self.shards.is_draining(shard) && self.shards.in_flight(shard) == 0 {
+                    self.hand_back(shard, lease, Timestamp::now()).await;
+                } else {
+                    self.renew(shard, lease).await;
+                }
+            })
+        });
+        futures::future::join_all(renewals).await;
         for shard in plan.acquire {
-            self.acquire(shard, self.find(&leases, shard), now, valid_until)
-                .await;
+            self.acquire(shard, self.find(&leases, shard)).await;
         }
         let owned = self.shards.owned_now().len();
         self.metrics
             .shards_owned
             .set(i64::try_from(owned).unwrap_or(i64::MAX));
+    }
+
+    /// Until when a Lease renewed (or taken) at `start` is ours to act on:
+    /// one renewal period before it could expire in another's eyes.
+    fn valid_from(&self, start: Instant) -> Instant {
+        start + self.settings.lease_duration - fence_margin(self.settings.lease_duration)
     }
 
     fn find<'a>(&self, leases: &'a [Lease], shard: u32) -> Option<&'a Lease> {
@@ -407,7 +413,12 @@ impl ShardManager {
         }
     }
 
-    async fn renew(&self, shard: u32, lease: &Lease, now: Timestamp, valid_until: Instant) {
+    /// Renews one shard Lease. The validity counts from this call (the
+    /// renewTime written is taken with it), not from the tick's start: a
+    /// slow tick must not leave a renewal looking older than it is.
+    async fn renew(&self, shard: u32, lease: &Lease) {
+        let now = Timestamp::now();
+        let valid_until = self.valid_from(Instant::now());
         let mut lease = lease.clone();
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         spec.renew_time = Some(MicroTime(now));
@@ -459,13 +470,9 @@ impl ShardManager {
         }
     }
 
-    async fn acquire(
-        &self,
-        shard: u32,
-        lease: Option<&Lease>,
-        now: Timestamp,
-        valid_until: Instant,
-    ) {
+    async fn acquire(&self, shard: u32, lease: Option<&Lease>) {
+        let now = Timestamp::now();
+        let valid_until = self.valid_from(Instant::now());
         let name = self.settings.shard_lease(shard);
         let spec = |previous: Option<&LeaseSpec>| LeaseSpec {
             holder_identity: Some(self.settings.identity.clone()),
