@@ -468,6 +468,21 @@ pub struct RunArgs {
     #[arg(long, env = "PROJECTSYNC_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
 
+    /// Split the resources into this many shards, each a Lease held by one
+    /// replica: every replica reconciles the resources of its fair share of
+    /// shards (a stable hash of the resource's UID picks its shard). 1
+    /// (the default) is one leader for everything (`--leader-election`).
+    /// All replicas of an install must run with the same count.
+    #[arg(long, env = "PROJECTSYNC_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub shards: u32,
+
+    /// Watch only ProjectSyncs whose labels match this selector (Kubernetes
+    /// syntax, e.g. `sharding.projectsync.dev/key in (a,b)`): several
+    /// installs split the resources between them, or a canary install takes
+    /// a few. Checked against the API server at start-up.
+    #[arg(long, env = "PROJECTSYNC_WATCH_LABEL_SELECTOR")]
+    pub watch_label_selector: Option<String>,
+
     /// Namespace of the leader Lease (in a cluster: the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,

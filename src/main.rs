@@ -10,10 +10,12 @@ use projectsync::{
     chunk::ChunkerConfig,
     cli::{Cli, Command, CrdArgs, ManifestFormat, RunArgs},
     commands,
-    controller::{self, Context, LeaseSettings, Options, RunLimits, SourceSettings},
+    controller::{
+        self, Context, LeaseSettings, Options, RunLimits, ShardSettings, Shards, SourceSettings,
+    },
     http::{self, ApiState, Authorizer, ProbeState, Readiness, ResourceIndex, ServeLimits},
     metrics::Metrics,
-    progress::ProgressHub,
+    progress::{ProgressHub, relay::Relay},
     source::git::cache::GitCache,
     store::Store,
 };
@@ -98,8 +100,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(default_identity);
 
     let metrics = Metrics::new();
-    let hub = ProgressHub::default();
-    let readiness = Readiness::default();
+    // Progress of this replica's runs goes to the others through Postgres,
+    // and theirs comes here: any replica serves any resource's stream.
+    let relay = Relay::default();
+    let (relay_queue, relayed) = Relay::queue();
+    let hub = ProgressHub::default().with_relay(relay_queue);
+    tokio::spawn(relay.clone().send(store.pool().clone(), relayed));
+    let shards = if args.shards > 1 {
+        Shards::fenced(args.shards, Some(metrics.clone()))
+    } else {
+        Shards::single()
+    };
+    let readiness = Readiness::default()
+        .with_relay(relay.status())
+        .with_shards(shards.clone());
     let listener = http::bind(args.http_addr)
         .await
         .with_context(|| format!("binding {}", args.http_addr))?;
@@ -126,6 +140,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let index = ResourceIndex::spawn(client.clone(), &args.namespaces);
+    tokio::spawn({
+        let index = index.clone();
+        relay.listen(store.pool().clone(), hub.clone(), move |namespace, name| {
+            index.get(namespace, name).is_some()
+        })
+    });
     let limits = |max_connections| ServeLimits {
         header_read_timeout: Duration::from_secs(args.http.http_header_read_timeout.max(1)),
         idle_timeout: Duration::from_secs(args.http.http_idle_timeout.max(1)),
@@ -228,14 +248,30 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             usize::from(args.namespace_concurrency.max(1)),
             args.max_run_duration.max(Duration::from_secs(1)),
             args.allow_cluster_embedding_reuse,
-        )),
+        ))
+        .with_shards(shards),
     );
+    let label_selector = controller::check_label_selector(
+        &ctx.client,
+        &args.namespaces,
+        args.watch_label_selector.as_deref(),
+    )
+    .await?;
     let options = Options {
+        label_selector,
+        shards: (args.shards > 1).then(|| ShardSettings {
+            namespace: args.lease_namespace.clone(),
+            lease_name: args.lease_name.clone(),
+            identity: identity.clone(),
+            count: args.shards,
+            lease_duration: Duration::from_secs(args.lease_duration.max(5)),
+        }),
         namespaces: args.namespaces.clone(),
         // Room for resources waiting for a run slot and for polls; the runs
         // themselves are bounded by the RunLimits above.
         concurrency: args.concurrency.max(1).saturating_mul(4),
-        lease: args.leader_election.then(|| LeaseSettings {
+        // Shards replace the one leader: each replica holds its share.
+        lease: (args.leader_election && args.shards <= 1).then(|| LeaseSettings {
             namespace: args.lease_namespace.clone(),
             name: args.lease_name.clone(),
             identity: identity.clone(),

@@ -85,6 +85,15 @@ pub struct Metrics {
     pub resources: ResourceGauges,
     /// The name of every metric family, as exported.
     names: Arc<Vec<String>>,
+    /// Shards this replica owns now (`--shards`; 1 or 0 with one shard).
+    pub shards_owned: IntGauge,
+    /// Shard ownership changes of this replica, by `change`: `acquired`,
+    /// `released` (handed back after draining), `lost` (fenced: the Lease
+    /// could not be renewed in time).
+    pub shard_handovers: IntCounterVec,
+    /// Reconciles of each shard's resources in progress or waiting for a
+    /// run slot, by `shard` (its number, bounded by `--shards`).
+    pub shard_queue_depth: IntGaugeVec,
 }
 
 /// The prefix of every metric name.
@@ -245,6 +254,23 @@ impl Metrics {
             "git_cache_evictions_total",
             "Git caches evicted (least recently used) to stay under the size limit.",
         );
+        let shards_owned = IntGauge::new("shards_owned", "Shards this replica owns.")
+            .expect("static metric definition");
+        register(Box::new(shards_owned.clone()));
+        let shard_handovers = counter_vec(
+            "shard_handovers_total",
+            "Shard ownership changes of this replica (acquired, released, lost).",
+            &["change"],
+        );
+        let shard_queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "shard_queue_depth",
+                "Reconciles of a shard's resources in progress or waiting for a run slot.",
+            ),
+            &["shard"],
+        )
+        .expect("static metric definition");
+        register(Box::new(shard_queue_depth.clone()));
         let mut names = names.into_inner();
         let resources = ResourceGauges::new(&registry, &mut names, resource_limit);
         Metrics {
@@ -276,6 +302,9 @@ impl Metrics {
             http_connections_rejected,
             git_cache_bytes,
             git_cache_evictions,
+            shards_owned,
+            shard_handovers,
+            shard_queue_depth,
         }
     }
 

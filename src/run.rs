@@ -7,10 +7,10 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The four stages of a run, in order.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     /// Resolve the commit and the base sync; open the run.
@@ -54,7 +54,7 @@ impl fmt::Display for Stage {
 }
 
 /// How a run's scan found what changed.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub enum ScanRoute {
     /// The source's change set between the base commit and the new one:
     /// cost follows the changed paths.
@@ -85,7 +85,7 @@ impl ScanRoute {
 
 /// The route a run's scan took and, for a full diff, why (one of the
 /// scan reasons of [`crate::api::conditions::reason`]).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ScanChoice {
     pub route: ScanRoute,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,7 +111,7 @@ impl ScanChoice {
 }
 
 /// What a git source's fetches added to its cache during a run.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct GitTransfer {
     pub objects: u64,
@@ -119,7 +119,7 @@ pub struct GitTransfer {
 }
 
 /// Files of a run by change against its base sync.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct FileCounts {
     pub added: u64,
@@ -140,7 +140,7 @@ pub struct FileCounts {
 /// Milliseconds per stage; `None` for a stage that was not measured (the
 /// stages of a run that failed before completing, and finalize in the store,
 /// which completes the run before finalize ends).
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct StageDurations {
     pub prepare_ms: Option<u64>,

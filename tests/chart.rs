@@ -263,8 +263,27 @@ async fn optional_resources_render_and_the_api_server_accepts_them() {
         "serviceMonitor.enabled=true",
         "networkPolicy.enabled=true",
         "networkPolicy.from[0].namespaceSelector.matchLabels.team=monitoring",
+        "sharding.shards=6",
     ];
     let docs = documents(&template(&release, &ns.name, &sets));
+    // Shards: the Lease Role also lists, replaces and deletes Leases.
+    let lease_verbs: Vec<&str> = of_kind(&docs, "Role")
+        .iter()
+        .filter(|r| {
+            r["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-leader-election"))
+        })
+        .flat_map(|r| r["rules"].as_sequence().into_iter().flatten())
+        .flat_map(|rule| rule["verbs"].as_sequence().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    for verb in ["list", "update", "delete"] {
+        assert!(
+            lease_verbs.contains(&verb),
+            "{verb} missing: {lease_verbs:?}"
+        );
+    }
     assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
     let policy = of_kind(&docs, "NetworkPolicy");
     assert_eq!(policy.len(), 1);
@@ -312,6 +331,10 @@ fn values_that_cannot_work_fail_with_a_message_that_names_the_fix() {
         (
             "database.existingSecret=",
             "database.existingSecret is required",
+        ),
+        (
+            "sharding.shards=0",
+            "sharding.shards must be between 1 and 256",
         ),
         (
             "serviceAccount.create=false",
@@ -382,6 +405,8 @@ fn every_setting_the_deployment_passes_is_one_the_binary_reads() {
             "watchNamespaces={a}",
             "extraEnv[0].name=HTTPS_PROXY",
             "extraEnv[0].value=x",
+            "sharding.shards=6",
+            "sharding.watchLabelSelector=sharding.projectsync.dev/key=a",
         ],
     ));
     let container = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];

@@ -22,7 +22,7 @@ use crate::{
     store::{ProjectId, SourceMemory, Store, StoreError},
 };
 
-use super::{dereference::SourceSettings, limits::RunLimits};
+use super::{dereference::SourceSettings, limits::RunLimits, shards::Shards};
 
 /// Shared by all reconciles.
 pub struct Context {
@@ -35,6 +35,8 @@ pub struct Context {
     pub chunker: ChunkerConfig,
     /// Run slots (global and per namespace) and the other limits of a run.
     pub limits: Arc<RunLimits>,
+    /// The shards this replica holds: which resources it may reconcile.
+    pub shards: Shards,
     resources: Mutex<HashMap<String, ResourceMemory>>,
 }
 
@@ -85,6 +87,7 @@ impl Context {
             settings,
             chunker,
             limits: Arc::new(RunLimits::default()),
+            shards: Shards::single(),
             resources: Mutex::default(),
         }
     }
@@ -92,6 +95,13 @@ impl Context {
     /// The same context with these limits instead of the defaults.
     pub fn with_limits(mut self, limits: RunLimits) -> Self {
         self.limits = Arc::new(limits);
+        self
+    }
+
+    /// The same context reconciling only the resources of the shards it
+    /// holds in `shards`.
+    pub fn with_shards(mut self, shards: Shards) -> Self {
+        self.shards = shards;
         self
     }
 

@@ -45,11 +45,38 @@ use super::{
 /// `spec.deletionPolicy`.
 pub const FINALIZER: &str = "projectsync.dev/cleanup";
 
+/// When a reconcile cut off by the fence is asked again.
+const FENCED_RETRY: Duration = Duration::from_secs(5);
+
 /// Interval used when a spec is too broken to read one.
 const FALLBACK_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Reconciles one resource.
+/// Reconciles one resource, when its shard is this replica's. A resource of
+/// another replica's shard is left alone until a shard change triggers it
+/// here; a reconcile whose shard is lost (or about to lapse) is cancelled
+/// before another replica could take the shard, and the run it left open is
+/// failed by the next holder.
 pub async fn reconcile(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(ticket) = ctx.shards.admit(&obj) else {
+        return Ok(Action::await_change());
+    };
+    tokio::select! {
+        result = reconcile_owned(obj.clone(), ctx.clone()) => result,
+        () = ticket.fenced() => {
+            tracing::warn!(
+                resource = %project_key(&obj),
+                shard = ticket.shard(),
+                "the resource's shard is no longer held here: stopped its reconcile"
+            );
+            // Asked again shortly: if the shard is still (or again) ours by
+            // then, the reconcile runs; if not, it is dropped at once and
+            // the new holder reconciles it when it takes the shard.
+            Ok(Action::requeue(FENCED_RETRY))
+        }
+    }
+}
+
+async fn reconcile_owned(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = tracing::info_span!(
         "reconcile",
         namespace = %obj.namespace().unwrap_or_default(),
@@ -118,6 +145,11 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
                 return Ok(Action::requeue(NAMESPACE_WAIT));
             };
             let _slot = ctx.limits.acquire(share).await;
+            // The shard may be handed back while this waited for a slot:
+            // its new holder reconciles the resource.
+            if !ctx.shards.may_start(&obj) {
+                return Ok(Action::await_change());
+            }
             check(&obj, &ctx, &key, trigger, &mut status, &mut writer).await
         }
     };

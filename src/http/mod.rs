@@ -39,7 +39,14 @@ use axum::{
 use futures::{StreamExt, stream};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::{metrics::Metrics, pipeline::SyncEvent, progress::ProgressHub, store::Store, webhook};
+use crate::{
+    controller::Shards,
+    metrics::Metrics,
+    pipeline::SyncEvent,
+    progress::{ProgressHub, relay::RelayStatus},
+    store::Store,
+    webhook,
+};
 
 pub use self::{
     auth::{AuthError, Authorizer, Caller, ResourceAccess},
@@ -51,19 +58,64 @@ pub use self::{
 /// proxies and the idle timeout from closing a quiet stream).
 const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// Whether the operator can do its job; `/readyz` answers from it.
+/// Whether the operator can do its job, and what this replica serves;
+/// `/readyz` answers from it.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    relay: Option<RelayStatus>,
+    shards: Option<Shards>,
+}
 
 impl Readiness {
+    /// Reports whether the other replicas' progress reaches this one.
+    pub fn with_relay(mut self, relay: RelayStatus) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    /// Reports the shards this replica reconciles.
+    pub fn with_shards(mut self, shards: Shards) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
     /// Marks the operator ready (store migrated, controller watching) or not.
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.ready.store(ready, Ordering::SeqCst);
     }
 
     /// Whether the operator is ready.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// What this replica can serve now, as `/readyz` shows it: the API
+    /// (streams and webhooks) once ready; progress of every replica's runs
+    /// while the relay listens, else only of its own; the shards it
+    /// reconciles (all of them under one leader: `leader`).
+    pub fn describe(&self) -> serde_json::Value {
+        let ready = self.get();
+        let progress = match &self.relay {
+            Some(relay) if relay.is_listening() => "allReplicas",
+            _ => "thisReplica",
+        };
+        let reconciles = match &self.shards {
+            Some(shards) if shards.is_sharded() => serde_json::json!({
+                "shards": shards.count(),
+                "owned": shards.owned_now(),
+            }),
+            _ => serde_json::json!("leader"),
+        };
+        serde_json::json!({
+            "ready": ready,
+            "serves": {
+                "progressStreams": ready,
+                "webhooks": ready,
+                "progress": progress,
+            },
+            "reconciles": reconciles,
+        })
     }
 }
 
@@ -134,11 +186,12 @@ async fn metrics(State(state): State<ProbeState>) -> Response {
 }
 
 async fn readyz(State(state): State<ProbeState>) -> Response {
-    if state.readiness.get() {
-        (StatusCode::OK, "ready").into_response()
+    let code = if state.readiness.get() {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(state.readiness.describe())).into_response()
 }
 
 /// The SSE stream of one resource: first a `snapshot` of the last event (if

@@ -2,12 +2,12 @@
 //! stream: they feed the resource status, the metrics and the live SSE
 //! stream. Pure types, serialized as the SSE payload.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::run::{FileCounts, GitTransfer, ScanChoice, Stage, StageDurations};
 
 /// What a completed run did.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
     pub sync_id: String,
@@ -31,7 +31,7 @@ pub struct RunSummary {
 /// One step of a run.
 // A handful per run, moved once: boxing the summary buys nothing.
 #[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(
     tag = "event",
     rename_all = "camelCase",

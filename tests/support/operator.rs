@@ -43,6 +43,8 @@ pub struct OperatorConfig<'a> {
     /// The cache directory (`--cache-dir`) to keep across operators, as a
     /// persistent volume would; a fresh temporary one when `None`.
     pub cache_dir: Option<&'a Path>,
+    /// `--lease-duration` in seconds (6 unless a test needs more slack).
+    pub lease_duration_secs: u64,
 }
 
 impl<'a> OperatorConfig<'a> {
@@ -64,6 +66,7 @@ impl<'a> OperatorConfig<'a> {
             lease_namespace: None,
             env: Vec::new(),
             cache_dir: None,
+            lease_duration_secs: 6,
         }
     }
 }
@@ -108,7 +111,7 @@ impl Operator {
                 "--lease-namespace",
                 config.lease_namespace.unwrap_or(config.namespace),
             ])
-            .args(["--lease-duration", "6"])
+            .args(["--lease-duration", &config.lease_duration_secs.to_string()])
             .args(["--identity", config.identity])
             .arg("--cache-dir")
             .arg(config.cache_dir.unwrap_or(cache.path()))

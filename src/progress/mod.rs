@@ -1,6 +1,8 @@
 //! The live progress hub: the pipeline publishes each run's events under the
-//! resource's `namespace/name`, and SSE clients subscribe. In-memory only
-//! (per replica); a late subscriber gets the last event as a snapshot.
+//! resource's `namespace/name`, and SSE clients subscribe. In memory, per
+//! replica; with a [`relay`] every event also reaches the other replicas
+//! (Postgres `LISTEN/NOTIFY`), so any replica serves any resource's
+//! stream. A late subscriber gets the last event as a snapshot.
 //!
 //! Bounded: at most [`MAX_CHANNELS`] channels and [`MAX_SUBSCRIBERS`]
 //! subscribers. A subscriber's channel is created only for a key the caller
@@ -18,8 +20,10 @@ use std::{
     task::{Context, Poll},
 };
 
+pub mod relay;
+
 use futures::Stream;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
 use crate::pipeline::SyncEvent;
@@ -38,6 +42,8 @@ pub struct ProgressHub {
     subscribers: Arc<AtomicUsize>,
     max_channels: usize,
     max_subscribers: usize,
+    /// Where published events go for the other replicas, if anywhere.
+    relay: Option<mpsc::Sender<(String, SyncEvent)>>,
 }
 
 impl Default for ProgressHub {
@@ -119,7 +125,16 @@ impl ProgressHub {
             subscribers: Arc::default(),
             max_channels: max_channels.max(1),
             max_subscribers: max_subscribers.max(1),
+            relay: None,
         }
+    }
+
+    /// The same hub, also handing every published event to `relay` (never
+    /// waiting: when the relay falls behind, events are dropped for the
+    /// other replicas, not for this one).
+    pub fn with_relay(mut self, relay: mpsc::Sender<(String, SyncEvent)>) -> Self {
+        self.relay = Some(relay);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
@@ -132,6 +147,31 @@ impl ProgressHub {
     /// come from resources that exist, so publishing is never refused; the
     /// channel goes with [`Self::remove`] when the resource is deleted.
     pub fn publish(&self, key: &str, event: SyncEvent) {
+        if let Some(relay) = &self.relay
+            && relay.try_send((key.to_string(), event.clone())).is_err()
+        {
+            tracing::debug!(
+                resource = key,
+                "progress relay behind: event not sent to other replicas"
+            );
+        }
+        self.deliver_local(key, event);
+    }
+
+    /// Delivers `event` of `key` from another replica to this replica's
+    /// subscribers. The caller must have checked that the resource exists;
+    /// a new channel is made only within the bound on channels.
+    pub fn deliver(&self, key: &str, event: SyncEvent) {
+        {
+            let channels = self.lock();
+            if !channels.contains_key(key) && channels.len() >= self.max_channels {
+                return;
+            }
+        }
+        self.deliver_local(key, event);
+    }
+
+    fn deliver_local(&self, key: &str, event: SyncEvent) {
         let mut channels = self.lock();
         let channel = channels.entry(key.to_string()).or_insert_with(Channel::new);
         channel.last = Some(event.clone());
