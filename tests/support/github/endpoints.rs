@@ -198,9 +198,15 @@ pub(super) fn tree(inner: &Inner, base: &str, spec: &str, recursive: bool) -> Re
             "tree" => {
                 item["url"] = json!(format!("{base}/git/trees/{}", entry.sha));
                 if recursive {
-                    let (_, children) = cat
-                        .tree_with_sizes(&entry.sha)
-                        .expect("a listed tree exists");
+                    // A listed tree exists; a failed read means the helper
+                    // process died or lost its place: start a new one once.
+                    let children = cat.tree_with_sizes(&entry.sha).or_else(|| {
+                        *cat = CatFile::spawn(&inner.git_dir);
+                        cat.tree_with_sizes(&entry.sha)
+                    });
+                    let Some((_, children)) = children else {
+                        return Reply::error(500, "cannot read a listed tree", "/git/trees");
+                    };
                     stack.push((path, children.into_iter()));
                 }
             }
@@ -608,9 +614,13 @@ impl CatFile {
         }
         writeln!(self.stdin, "flush").ok()?;
         self.stdin.flush().ok()?;
-        shas.iter()
+        // Every answer is read, even after a bad one, so the next request
+        // starts at its own answer.
+        let sizes: Vec<Option<u64>> = shas
+            .iter()
             .map(|_| self.header().map(|(_, _, size)| size as u64))
-            .collect()
+            .collect();
+        sizes.into_iter().collect()
     }
 }
 
