@@ -73,6 +73,10 @@ pub struct Metrics {
     pub git_cache_bytes: IntGauge,
     /// Git caches removed to stay under `--git-cache-max-size`.
     pub git_cache_evictions: IntCounter,
+    /// Child processes running, by `kind`: `git_helper` (the pooled
+    /// `cat-file` processes, at most `--git-helpers`) and `git_command`
+    /// (one-off fetch, ls-remote, ls-tree, ...).
+    pub child_processes: IntGaugeVec,
 }
 
 const DURATION_BUCKETS: &[f64] = &[
@@ -230,6 +234,20 @@ impl Metrics {
             "git_cache_evictions_total",
             "Git caches evicted (least recently used) to stay under the size limit.",
         );
+        let child_processes = IntGaugeVec::new(
+            Opts::new(
+                "child_processes",
+                "Child processes running, by kind (git_helper, git_command).",
+            ),
+            &["kind"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(child_processes.clone()))
+            .expect("metric registered once");
+        for kind in ["git_helper", "git_command"] {
+            child_processes.with_label_values(&[kind]).set(0);
+        }
         Metrics {
             registry,
             runs,
@@ -257,6 +275,22 @@ impl Metrics {
             http_connections_rejected,
             git_cache_bytes,
             git_cache_evictions,
+            child_processes,
+        }
+    }
+
+    /// The helper pool's settings with this registry's gauges of child
+    /// processes.
+    pub fn git_helper_settings(
+        &self,
+        max_helpers: usize,
+        idle_timeout: std::time::Duration,
+    ) -> crate::source::git::PoolSettings {
+        crate::source::git::PoolSettings {
+            max_helpers,
+            idle_timeout,
+            helpers_gauge: Some(self.child_processes.with_label_values(&["git_helper"])),
+            commands_gauge: Some(self.child_processes.with_label_values(&["git_command"])),
         }
     }
 

@@ -20,7 +20,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use futures::{FutureExt, StreamExt, future};
 use kube::{
-    Api,
+    Api, ResourceExt,
     runtime::{Controller, WatchStreamExt, predicates, reflector, utils::Predicate, watcher},
 };
 
@@ -167,8 +167,12 @@ fn build_controllers(
         // Status writes do not trigger reconciles: only spec (generation),
         // annotations (the request annotation) and finalizers do, plus the
         // interval requeue.
+        // managedFields are dropped before the store keeps the object: the
+        // controller never reads them, and they are a large part of each
+        // object (thousands of resources per replica).
         let changes = watcher(resources, watcher::Config::default())
             .default_backoff()
+            .modify(|obj| obj.managed_fields_mut().clear())
             .reflect(writer)
             .applied_objects()
             .predicate_filter(
