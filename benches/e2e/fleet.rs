@@ -23,7 +23,7 @@ use support::{
 use crate::lab::{Lab, spec};
 use crate::measure::{Proc, StoreCounts};
 use crate::report::{Measurement, Route};
-use crate::repos::{BareRepo, Shape, generate};
+use crate::repos::{BareRepo, Shape, change_files, generate};
 
 /// Distinct repositories the resources share, and files in each.
 const REPOS: usize = 5;
@@ -34,6 +34,17 @@ const DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// The operator's idle timeout of git helpers in the fleet (shorter than
 /// the default so that the idle measurement comes sooner).
 const HELPER_IDLE: Duration = Duration::from_secs(10);
+
+/// How the fleet runs beyond its size and route.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FleetOptions {
+    /// Every stand-in answer waits this long first (GitHub route only):
+    /// a realistic per-request latency.
+    pub latency: Option<Duration>,
+    /// After the poll, change one file of every repository and request a
+    /// sync of all: the throughput of changes.
+    pub change: bool,
+}
 
 /// Which source the fleet's resources read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +86,10 @@ pub struct Capacity {
     pub db_bytes: i64,
     /// Rows the poll of all wrote (none: nothing changed).
     pub poll_rows: i64,
+    /// With [`FleetOptions::change`]: from the request until every
+    /// resource synced the changed commit.
+    pub change_after: Option<Duration>,
+    pub latency: Option<Duration>,
 }
 
 async fn database_bytes(lab: &Lab) -> i64 {
@@ -92,7 +107,8 @@ pub struct FleetResult {
     pub capacity: Capacity,
 }
 
-/// Polls (bounded by [`DEADLINE`], once a second) until every resource
+/// Polls (bounded by [`DEADLINE`]; once a second, less often for
+/// thousands of resources, whose list is megabytes) until every resource
 /// satisfies `done`.
 async fn wait_all(lab: &Lab, count: usize, what: &str, done: impl Fn(&ProjectSync) -> bool) {
     let deadline = Instant::now() + DEADLINE;
@@ -111,7 +127,8 @@ async fn wait_all(lab: &Lab, count: usize, what: &str, done: impl Fn(&ProjectSyn
             "only {ready} of {count} resources {what} within {DEADLINE:?}:\n{}",
             lab.operator.log_tail()
         );
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let every = (count as u64 / 2).clamp(1_000, 3_000);
+        tokio::time::sleep(Duration::from_millis(every)).await;
     }
 }
 
@@ -176,14 +193,7 @@ enum Served {
 
 impl Served {
     async fn start(route: FleetRoute) -> Self {
-        let repos = (0..REPOS).map(|i| {
-            let name = format!("fleet{i}");
-            let shape = Shape {
-                files: FILES,
-                seed: 7_000 + i as u64,
-            };
-            generate(&name, shape).0
-        });
+        let repos = (0..REPOS).map(|i| generate(&format!("fleet{i}"), shape(i)).0);
         match route {
             FleetRoute::GitHub => Served::GitHub(
                 futures::future::join_all(repos.map(|repo| async move {
@@ -221,6 +231,19 @@ impl Served {
         }
     }
 
+    /// Commits a change of one file to every repository; returns the new heads.
+    fn change_all(&mut self) -> Vec<String> {
+        let repos: Vec<&mut BareRepo> = match self {
+            Served::GitHub(repos) => repos.iter_mut().map(|(r, _)| r).collect(),
+            Served::Git(repos) => repos.iter_mut().map(|(r, _)| r).collect(),
+        };
+        repos
+            .into_iter()
+            .enumerate()
+            .map(|(i, repo)| change_files(repo, shape(i), 1, 1))
+            .collect()
+    }
+
     /// Statuses of the requests the stand-ins answered so far (none for git).
     fn statuses(&self) -> Vec<Vec<u16>> {
         match self {
@@ -233,8 +256,20 @@ impl Served {
     }
 }
 
-pub async fn run(count: usize, route: FleetRoute) -> FleetResult {
-    let served = Served::start(route).await;
+fn shape(i: usize) -> Shape {
+    Shape {
+        files: FILES,
+        seed: 7_000 + i as u64,
+    }
+}
+
+pub async fn run(count: usize, route: FleetRoute, options: FleetOptions) -> FleetResult {
+    let mut served = Served::start(route).await;
+    if let (Some(latency), Served::GitHub(repos)) = (options.latency, &served) {
+        for (_, standin) in repos {
+            standin.set_fault(support::github::Fault::Delay(latency), None);
+        }
+    }
     let idle = format!("{}s", HELPER_IDLE.as_secs());
     let lab = Lab::start_with("e2e-fleet", &["--git-helper-idle-timeout", &idle]).await;
     let names: Vec<String> = (0..count).map(|i| format!("r{i:04}")).collect();
@@ -254,6 +289,8 @@ pub async fn run(count: usize, route: FleetRoute) -> FleetResult {
         rows: 0,
         db_bytes: 0,
         poll_rows: 0,
+        change_after: None,
+        latency: options.latency,
     };
     let empty_db = database_bytes(&lab).await;
     let scenario_first = format!("{count} resources ({}): create, all Ready", route.label());
@@ -334,6 +371,26 @@ pub async fn run(count: usize, route: FleetRoute) -> FleetResult {
             capacity.idle_children = children;
         }
     }
+    if options.change {
+        let heads = served.change_all();
+        let start = Instant::now();
+        futures::stream::iter(&names)
+            .for_each_concurrent(IN_FLIGHT, |name| {
+                let lab = &lab;
+                async move { request_sync(&lab.api, name, "fleet-change").await }
+            })
+            .await;
+        wait_all(&lab, count, "synced the change", |o| {
+            o.status.as_ref().is_some_and(|s| {
+                s.last_handled_requested_at.as_deref() == Some("fleet-change")
+                    && s.last_synced_commit
+                        .as_ref()
+                        .is_some_and(|c| heads.contains(c))
+            })
+        })
+        .await;
+        capacity.change_after = Some(start.elapsed());
+    }
     FleetResult {
         count,
         peak_rss: lab.proc.peak_rss().max(capacity.ready_peak_rss),
@@ -344,6 +401,27 @@ pub async fn run(count: usize, route: FleetRoute) -> FleetResult {
 
 /// The capacity table of `BENCH_E2E_FLEET_ONLY` runs.
 pub fn capacity_markdown(rows: &[Capacity]) -> String {
+    let mut out = capacity_table(rows);
+    let changes: Vec<&Capacity> = rows.iter().filter(|c| c.change_after.is_some()).collect();
+    if !changes.is_empty() {
+        out.push_str("\n| route | resources | per-request latency | one-file change of every resource, all synced after | changes per second |\n| --- | ---: | ---: | ---: | ---: |\n");
+        for c in changes {
+            let wall = c.change_after.unwrap_or_default().as_secs_f64();
+            out.push_str(&format!(
+                "| {} | {} | {} | {:.0} s | {:.1} |\n",
+                c.route.label(),
+                c.count,
+                c.latency
+                    .map_or("none".to_string(), |l| format!("{} ms", l.as_millis())),
+                wall,
+                c.count as f64 / wall.max(0.001),
+            ));
+        }
+    }
+    out
+}
+
+fn capacity_table(rows: &[Capacity]) -> String {
     let mib = |b: Option<u64>| {
         b.map_or("–".to_string(), |b| {
             format!("{:.0} MiB", b as f64 / 1048576.0)

@@ -57,7 +57,9 @@ async fn main() {
     // Only the fleet, for the capacity of one replica:
     // `BENCH_E2E_FLEET_ONLY=5000 cargo bench --bench e2e` runs both routes
     // (`BENCH_E2E_FLEET_ROUTES=github` or `git` for one) and writes
-    // `bench-results/fleet-<count>.md`.
+    // `bench-results/fleet-<count>.md`. `BENCH_E2E_FLEET_LATENCY_MS=100`
+    // delays every stand-in answer; `BENCH_E2E_FLEET_CHANGE=1` adds a
+    // one-file change of every resource.
     if let Some(count) = std::env::var("BENCH_E2E_FLEET_ONLY")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -72,7 +74,14 @@ async fn main() {
                 other => panic!("BENCH_E2E_FLEET_ROUTES: {other:?} is not github or git"),
             };
             let start = Instant::now();
-            let fleet = fleet::run(count, route).await;
+            let options = fleet::FleetOptions {
+                latency: std::env::var("BENCH_E2E_FLEET_LATENCY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .map(std::time::Duration::from_millis),
+                change: std::env::var("BENCH_E2E_FLEET_CHANGE").is_ok_and(|v| v == "1"),
+            };
+            let fleet = fleet::run(count, route, options).await;
             eprintln!(
                 "{} resources ({}): done in {}, operator peak RSS {} MiB",
                 fleet.count,
@@ -199,6 +208,7 @@ async fn main() {
     let fleet = fleet::run(
         if mode == Mode::Full { 500 } else { 50 },
         fleet::FleetRoute::GitHub,
+        fleet::FleetOptions::default(),
     )
     .await;
     rows.extend(fleet.measurements);
