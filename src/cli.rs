@@ -523,6 +523,22 @@ pub struct RunArgs {
     )]
     pub git_cache_max_size: u64,
 
+    /// Git helper processes (`git cat-file --batch-command`, which read
+    /// blobs) alive at most, shared by every git resource: opened on demand,
+    /// kept per cache repository while idle, the least recently used closed
+    /// to make room. A read waits (up to `spec.timeout`) for a free one.
+    #[arg(
+        long,
+        env = "PROJECTSYNC_GIT_HELPERS",
+        default_value_t = crate::source::git::pool::DEFAULT_MAX_HELPERS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096)
+    )]
+    pub git_helpers: usize,
+
+    /// An idle git helper process is closed after this long.
+    #[arg(long, env = "PROJECTSYNC_GIT_HELPER_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_flag_duration)]
+    pub git_helper_idle_timeout: std::time::Duration,
+
     /// Ceiling on `spec.maxTreeEntries`: no resource may list a tree with
     /// more entries than this, whatever its spec says (its run ends Stalled
     /// with TreeTooLarge, naming the limit).

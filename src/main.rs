@@ -216,6 +216,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("removing the git caches of deleted resources")?;
 
+    // One pool of cat-file helpers for every git resource.
+    let git_helpers = projectsync::source::git::GitHelpers::new(metrics.git_helper_settings(
+        args.git_helpers,
+        args.git_helper_idle_timeout.max(Duration::from_millis(100)),
+    ));
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -234,6 +239,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 cache_dir: args.cache_dir.clone(),
                 allow_file_urls: args.allow_file_urls,
                 git_cache: Some(git_cache),
+                git_helpers,
                 max_tree_entries: args.max_tree_entries,
                 fetch_budget: projectsync::pipeline::FetchBudget::new(
                     args.max_inflight_bytes,

@@ -94,6 +94,10 @@ pub struct Metrics {
     /// Reconciles of each shard's resources in progress or waiting for a
     /// run slot, by `shard` (its number, bounded by `--shards`).
     pub shard_queue_depth: IntGaugeVec,
+    /// Child processes running, by `kind`: `git_helper` (the pooled
+    /// `cat-file` processes, at most `--git-helpers`) and `git_command`
+    /// (one-off fetch, ls-remote, ls-tree, ...).
+    pub child_processes: IntGaugeVec,
 }
 
 /// The prefix of every metric name.
@@ -254,6 +258,18 @@ impl Metrics {
             "git_cache_evictions_total",
             "Git caches evicted (least recently used) to stay under the size limit.",
         );
+        let child_processes = IntGaugeVec::new(
+            Opts::new(
+                "child_processes",
+                "Child processes running, by kind (git_helper, git_command).",
+            ),
+            &["kind"],
+        )
+        .expect("static metric definition");
+        register(Box::new(child_processes.clone()));
+        for kind in ["git_helper", "git_command"] {
+            child_processes.with_label_values(&[kind]).set(0);
+        }
         let shards_owned = IntGauge::new("shards_owned", "Shards this replica owns.")
             .expect("static metric definition");
         register(Box::new(shards_owned.clone()));
@@ -305,6 +321,22 @@ impl Metrics {
             shards_owned,
             shard_handovers,
             shard_queue_depth,
+            child_processes,
+        }
+    }
+
+    /// The helper pool's settings with this registry's gauges of child
+    /// processes.
+    pub fn git_helper_settings(
+        &self,
+        max_helpers: usize,
+        idle_timeout: std::time::Duration,
+    ) -> crate::source::git::PoolSettings {
+        crate::source::git::PoolSettings {
+            max_helpers,
+            idle_timeout,
+            helpers_gauge: Some(self.child_processes.with_label_values(&["git_helper"])),
+            commands_gauge: Some(self.child_processes.with_label_values(&["git_command"])),
         }
     }
 

@@ -131,9 +131,16 @@ impl Target<'_> {
 
 impl Lab {
     pub async fn start(label: &str) -> Self {
+        Self::start_with(label, &[]).await
+    }
+
+    /// [`Self::start`] with extra flags for the operator.
+    pub async fn start_with(label: &str, extra_args: &[&str]) -> Self {
         let ns = fresh_namespace(label).await;
         let db = fresh_database(label).await;
-        let operator = Operator::start(OperatorConfig::new(&ns.name, &db.url)).await;
+        let mut config = OperatorConfig::new(&ns.name, &db.url);
+        config.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        let operator = Operator::start(config).await;
         let proc = Proc(operator.pid().expect("the operator runs"));
         let api = Api::namespaced(ns.client.clone(), &ns.name);
         Lab {

@@ -34,6 +34,9 @@ use std::time::Instant;
 use report::{RepoLine, duration, markdown};
 use repos::{Shape, find_real_crate, generate, real_history, real_project, replay_history};
 
+/// What the fleet's resources read, for the capacity table.
+const REPOS_NOTE: &str = "the resources share 5 generated repositories of 20 files; default flags but `--git-helper-idle-timeout 10s`; idle figures once the operator has no child process left (or 40 s after the last sync).";
+
 /// Which scenarios run.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -59,18 +62,56 @@ async fn main() {
         env.kubeconfig.display()
     );
 
-    // Only the fleet, for profiling the operator's memory with many
-    // resources: `BENCH_E2E_FLEET_ONLY=500 cargo bench --bench e2e`.
+    // Only the fleet, for the capacity of one replica:
+    // `BENCH_E2E_FLEET_ONLY=5000 cargo bench --bench e2e` runs both routes
+    // (`BENCH_E2E_FLEET_ROUTES=github` or `git` for one) and writes
+    // `bench-results/fleet-<count>.md`. `BENCH_E2E_FLEET_LATENCY_MS=100`
+    // delays every stand-in answer; `BENCH_E2E_FLEET_CHANGE=1` adds a
+    // one-file change of every resource.
     if let Some(count) = std::env::var("BENCH_E2E_FLEET_ONLY")
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        let fleet = fleet::run(count).await;
-        eprintln!(
-            "{} resources: operator peak RSS {} MiB",
-            fleet.count,
-            fleet.peak_rss.map_or(0, |b| b >> 20)
+        let routes =
+            std::env::var("BENCH_E2E_FLEET_ROUTES").unwrap_or_else(|_| "github,git".into());
+        let mut capacity = Vec::new();
+        for route in routes.split(',').map(str::trim) {
+            let route = match route {
+                "github" => fleet::FleetRoute::GitHub,
+                "git" => fleet::FleetRoute::Git,
+                other => panic!("BENCH_E2E_FLEET_ROUTES: {other:?} is not github or git"),
+            };
+            let start = Instant::now();
+            let options = fleet::FleetOptions {
+                latency: std::env::var("BENCH_E2E_FLEET_LATENCY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .map(std::time::Duration::from_millis),
+                change: std::env::var("BENCH_E2E_FLEET_CHANGE").is_ok_and(|v| v == "1"),
+            };
+            let fleet = fleet::run(count, route, options).await;
+            eprintln!(
+                "{} resources ({}): done in {}, operator peak RSS {} MiB",
+                fleet.count,
+                route.label(),
+                duration(start.elapsed()),
+                fleet.peak_rss.map_or(0, |b| b >> 20)
+            );
+            capacity.push(fleet.capacity);
+        }
+        let text = format!(
+            "## One replica, {count} resources\n\n`BENCH_E2E_FLEET_ONLY={count} cargo bench --bench e2e` on {} cores; {REPOS_NOTE}\n\n{}",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            fleet::capacity_markdown(&capacity),
         );
+        let dir = measure::results_dir();
+        std::fs::create_dir_all(&dir).expect("results directory");
+        let md = dir.join(format!("fleet-{count}.md"));
+        std::fs::write(&md, &text).expect("write the fleet results");
+        eprintln!("wrote {}", md.display());
+        println!("{text}");
         return;
     }
 
@@ -211,7 +252,12 @@ async fn main() {
     }
     drop(lab);
 
-    let fleet = fleet::run(if mode == Mode::Full { 500 } else { 50 }).await;
+    let fleet = fleet::run(
+        if mode == Mode::Full { 500 } else { 50 },
+        fleet::FleetRoute::GitHub,
+        fleet::FleetOptions::default(),
+    )
+    .await;
     rows.extend(fleet.measurements);
 
     let verdicts = scenarios::verdicts(&rows, &copies, &replays, fleet.count, fleet.peak_rss);

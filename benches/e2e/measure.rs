@@ -62,6 +62,46 @@ impl Proc {
     pub fn peak_rss(self) -> Option<u64> {
         status_kib(self.0, "VmHWM:").map(|kib| kib * 1024)
     }
+
+    /// VmRSS: the resident set now.
+    pub fn rss(self) -> Option<u64> {
+        status_kib(self.0, "VmRSS:").map(|kib| kib * 1024)
+    }
+
+    /// Processes descending from this one that are alive (not zombies):
+    /// its git helpers, git commands and their own helpers.
+    pub fn descendants(self) -> usize {
+        let mut parents = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let mut fields = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest)
+                .unwrap_or("")
+                .split_whitespace();
+            let state = fields.next().unwrap_or("Z");
+            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppid) = ppid
+                && state != "Z"
+                && state != "X"
+            {
+                parents.push((pid, ppid));
+            }
+        }
+        let mut tree = vec![self.0];
+        let mut count = 0;
+        while let Some(parent) = tree.pop() {
+            for (pid, _) in parents.iter().filter(|(_, ppid)| *ppid == parent) {
+                count += 1;
+                tree.push(*pid);
+            }
+        }
+        count
+    }
 }
 
 fn status_kib(pid: u32, key: &str) -> Option<u64> {

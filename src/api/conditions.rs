@@ -167,6 +167,8 @@ pub mod reason {
         REMOTE_UNREACHABLE = "RemoteUnreachable";
         /// A git command outlived `spec.timeout`.
         GIT_TIMEOUT = "GitTimeout";
+        /// Every git helper process stayed busy for `spec.timeout`.
+        GIT_HELPERS_BUSY = "GitHelpersBusy";
         /// git failed with a message the operator does not classify.
         GIT_COMMAND_FAILED = "GitCommandFailed";
         /// git printed something the operator could not parse.

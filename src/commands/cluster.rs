@@ -52,6 +52,7 @@ pub async fn resolve_project_sync(
         cache_dir: cache_dir.to_path_buf(),
         allow_file_urls: true,
         git_cache: None,
+        git_helpers: crate::source::git::GitHelpers::default(),
         max_tree_entries: crate::source::tree::DEFAULT_TREE_ENTRIES_CEILING,
         fetch_budget: crate::pipeline::FetchBudget::default(),
         // The user's own command, from the user's own network position.

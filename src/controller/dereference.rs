@@ -14,7 +14,7 @@ use crate::{
     source::{
         Credentials, CredentialsError, Source, TreeLimit, build_credentials_from_secret,
         build_github_credentials_from_secret,
-        git::{GitConfig, GitRemote, cache::GitCache},
+        git::{GitConfig, GitHelpers, GitRemote, cache::GitCache},
         github::{GitHubConfig, GitHubRepo},
         proxy::{ProxySettings, build_proxy_from_secret},
     },
@@ -33,6 +33,8 @@ pub struct SourceSettings {
     /// The size-bounded registry of those caches (the operator); `None`
     /// leaves them unbounded (one-off CLI commands).
     pub git_cache: Option<Arc<GitCache>>,
+    /// The `cat-file` helper processes every git source shares.
+    pub git_helpers: GitHelpers,
     /// The operator's ceiling on `spec.maxTreeEntries`.
     pub max_tree_entries: usize,
     /// Content bytes runs may hold in flight (the operator's and each run's).
@@ -281,6 +283,7 @@ pub fn build_clients(
             config.max_cache_bytes = settings.git_cache.as_ref().map(|c| c.max_bytes());
             config.tree_limit = tree_limit;
             config.egress = settings.egress.clone();
+            config.helpers = settings.git_helpers.clone();
             Arc::new(GitRemote::new(config).map_err(|e| Error::Source(e.into()))?)
         }
         SourceSpec {

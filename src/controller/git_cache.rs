@@ -25,12 +25,13 @@ pub fn lease_for(ctx: &Context, obj: &ProjectSync) -> Option<CacheLease> {
 }
 
 /// Measures the caches and evicts idle ones over the limit; drops the built
-/// sources of evicted caches (their `cat-file` processes hold the deleted
-/// packs open). A failure is logged: it never fails a run.
+/// sources of evicted caches and closes their idle `cat-file` helpers (they
+/// hold the deleted packs open). A failure is logged: it never fails a run.
 pub async fn enforce_limit(ctx: &Context) {
     let Some(cache) = ctx.settings.git_cache.clone() else {
         return;
     };
+    let root = cache.root().to_path_buf();
     let result = tokio::task::spawn_blocking(move || cache.enforce_limit()).await;
     match result {
         Ok(Ok(eviction)) => {
@@ -38,6 +39,9 @@ pub async fn enforce_limit(ctx: &Context) {
             if !eviction.evicted.is_empty() {
                 tracing::info!(evicted = ?eviction.evicted, bytes = eviction.bytes, "evicted least recently used git caches");
                 ctx.forget_sources_with_cache(&eviction.evicted);
+                for name in &eviction.evicted {
+                    ctx.settings.git_helpers.discard(&git_dir_of(&root, name));
+                }
             }
         }
         Ok(Err(error)) => tracing::warn!(%error, "could not measure the git caches"),
@@ -45,12 +49,15 @@ pub async fn enforce_limit(ctx: &Context) {
     }
 }
 
-/// Removes a deleted resource's git cache.
+/// Removes a deleted resource's git cache and closes its idle helpers.
 pub async fn remove_for(ctx: &Context, obj: &ProjectSync) {
     let Some(cache) = ctx.settings.git_cache.clone() else {
         return;
     };
     let name = cache_name_for(obj);
+    ctx.settings
+        .git_helpers
+        .discard(&git_dir_of(cache.root(), &name));
     match tokio::task::spawn_blocking(move || cache.remove(&name)).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => {
@@ -104,6 +111,11 @@ pub async fn prune_git_cache(
         Err(error) => tracing::warn!(%error, "could not prune the git caches"),
     }
     Ok(())
+}
+
+/// The cache repository of cache `name` (the key of its helpers).
+fn git_dir_of(root: &std::path::Path, name: &str) -> std::path::PathBuf {
+    root.join(name).join("repo.git")
 }
 
 /// Publishes the cache's size and counts its evictions.

@@ -25,7 +25,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use futures::{FutureExt, StreamExt, future};
 use kube::{
-    Api,
+    Api, ResourceExt,
     runtime::{
         Controller, WatchStreamExt, predicates,
         reflector::{self, ObjectRef},
@@ -248,8 +248,12 @@ fn build_controllers(
             // Status writes do not trigger reconciles: only spec (generation),
             // annotations (the request annotation) and finalizers do, plus the
             // interval requeue and, with shards, the gain of a shard.
+            // managedFields are dropped before the store keeps the object: the
+            // controller never reads them, and they are a large part of each
+            // object (thousands of resources per replica).
             let changes = watcher(resources, config)
                 .default_backoff()
+                .modify(|obj| obj.managed_fields_mut().clear())
                 .reflect(writer)
                 .applied_objects()
                 .predicate_filter(

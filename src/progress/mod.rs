@@ -9,6 +9,11 @@
 //! vouches exists (the HTTP layer checks the resource first), and a channel
 //! that never carried an event is dropped with its last subscriber, so
 //! subscriptions alone never leave state behind.
+//!
+//! Small per resource: a resource that nobody watches keeps only its last
+//! event. The broadcast buffer (its [`CHANNEL_CAPACITY`] slots are
+//! allocated up front, tens of KiB) exists only while someone subscribes,
+//! so a replica with thousands of resources does not hold one per resource.
 
 use std::{
     collections::HashMap,
@@ -52,17 +57,16 @@ impl Default for ProgressHub {
     }
 }
 
+#[derive(Default)]
 struct Channel {
-    sender: broadcast::Sender<SyncEvent>,
+    /// Only while someone subscribes.
+    sender: Option<broadcast::Sender<SyncEvent>>,
     last: Option<SyncEvent>,
 }
 
 impl Channel {
-    fn new() -> Self {
-        Channel {
-            sender: broadcast::channel(CHANNEL_CAPACITY).0,
-            last: None,
-        }
+    fn receivers(&self) -> usize {
+        self.sender.as_ref().map_or(0, |s| s.receiver_count())
     }
 }
 
@@ -108,11 +112,13 @@ impl Drop for Slot {
         self.hub.subscribers.fetch_sub(1, Ordering::SeqCst);
         let mut channels = self.hub.lock();
         // Fields drop in order: the subscription's receiver is gone already.
-        if let Some(channel) = channels.get(&self.key)
-            && channel.last.is_none()
-            && channel.sender.receiver_count() == 0
+        if let Some(channel) = channels.get_mut(&self.key)
+            && channel.receivers() == 0
         {
-            channels.remove(&self.key);
+            channel.sender = None;
+            if channel.last.is_none() {
+                channels.remove(&self.key);
+            }
         }
     }
 }
@@ -173,10 +179,12 @@ impl ProgressHub {
 
     fn deliver_local(&self, key: &str, event: SyncEvent) {
         let mut channels = self.lock();
-        let channel = channels.entry(key.to_string()).or_insert_with(Channel::new);
-        channel.last = Some(event.clone());
-        // No receivers is fine: nobody is watching this resource.
-        let _ = channel.sender.send(event);
+        let channel = channels.entry(key.to_string()).or_default();
+        // Nobody watching this resource: only the snapshot is kept.
+        if let Some(sender) = &channel.sender {
+            let _ = sender.send(event.clone());
+        }
+        channel.last = Some(event);
     }
 
     /// The last event for `key` and a receiver for what comes next. The
@@ -195,11 +203,15 @@ impl ProgressHub {
             drop(channels);
             return Err(SubscribeError::TooManyChannels);
         }
-        let channel = channels.entry(key.to_string()).or_insert_with(Channel::new);
+        let channel = channels.entry(key.to_string()).or_default();
+        let sender = channel
+            .sender
+            .get_or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0);
+        let receiver = sender.subscribe();
         Ok(Subscription {
             last: channel.last.clone(),
             live: Live {
-                stream: BroadcastStream::new(channel.sender.subscribe()),
+                stream: BroadcastStream::new(receiver),
                 _slot: slot,
             },
         })
@@ -213,6 +225,11 @@ impl ProgressHub {
     /// Channels held now.
     pub fn channel_count(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Broadcast buffers held now (resources someone subscribes to).
+    pub fn buffer_count(&self) -> usize {
+        self.lock().values().filter(|c| c.sender.is_some()).count()
     }
 }
 
@@ -268,6 +285,36 @@ mod tests {
         hub.publish("ns/ran", SyncEvent::StageStarted { stage: Stage::Scan });
         drop(hub.subscribe("ns/ran").unwrap());
         assert_eq!(hub.channel_count(), 1, "a channel with events stays");
+    }
+
+    #[tokio::test]
+    async fn a_resource_nobody_watches_keeps_its_last_event_and_no_buffer() {
+        let hub = ProgressHub::default();
+        hub.publish("ns/a", SyncEvent::StageStarted { stage: Stage::Scan });
+        assert_eq!((hub.channel_count(), hub.buffer_count()), (1, 0));
+        let subscription = hub.subscribe("ns/a").unwrap();
+        assert_eq!(hub.buffer_count(), 1);
+        let mut live = subscription.live;
+        hub.publish(
+            "ns/a",
+            SyncEvent::StageStarted {
+                stage: Stage::Import,
+            },
+        );
+        assert_eq!(
+            live.next().await.unwrap().unwrap(),
+            SyncEvent::StageStarted {
+                stage: Stage::Import
+            }
+        );
+        drop(live);
+        assert_eq!((hub.channel_count(), hub.buffer_count()), (1, 0));
+        assert_eq!(
+            hub.subscribe("ns/a").unwrap().last,
+            Some(SyncEvent::StageStarted {
+                stage: Stage::Import
+            })
+        );
     }
 
     #[test]

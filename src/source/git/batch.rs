@@ -1,9 +1,12 @@
-//! One long-lived `git cat-file --batch-command` per source (I/O): blobs
-//! are read without a process per object, and `info` gives a blob's size
-//! before `contents` reads it, so an oversized blob is never loaded.
+//! A long-lived `git cat-file --batch-command` for one cache repository
+//! (I/O): blobs are read without a process per object, and `info` gives a
+//! blob's size before `contents` reads it, so an oversized blob is never
+//! loaded. The operator keeps these in [`super::pool`], a few dozen for
+//! all resources.
 
 use std::io;
 use std::process::Stdio;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -11,6 +14,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use super::command::GitRunner;
 use super::error::GitError;
+use super::pool::Helper;
 
 /// What reading one object gave.
 pub(crate) enum BlobRead {
@@ -22,7 +26,7 @@ pub(crate) enum BlobRead {
 
 #[derive(Debug)]
 pub(crate) struct CatFile {
-    _child: Child,
+    child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
@@ -40,7 +44,7 @@ impl CatFile {
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
         Ok(CatFile {
-            _child: child,
+            child,
             stdin,
             stdout,
         })
@@ -99,6 +103,26 @@ impl CatFile {
                 Ok(Some((kind.to_string(), size)))
             }
             _ => Err(io::Error::other(format!("bad cat-file header {line:?}"))),
+        }
+    }
+}
+
+impl Helper for CatFile {
+    /// End of input ends `cat-file`; one that does not exit within a
+    /// second is killed.
+    async fn close(self) {
+        let CatFile {
+            mut child,
+            stdin,
+            stdout,
+        } = self;
+        drop(stdin);
+        drop(stdout);
+        if tokio::time::timeout(Duration::from_secs(1), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
         }
     }
 }

@@ -22,6 +22,7 @@ use tokio::process::Command;
 
 use super::environment::build_environment;
 use super::error::{GitError, build_error_from_stderr};
+use super::pool::CommandRunning;
 use super::remote::{Transport, redact_url};
 use crate::egress::{EgressError, EgressPolicy};
 use crate::source::{Credentials, proxy::ProxySettings};
@@ -36,6 +37,8 @@ pub(crate) struct GitRunner {
     transport: Transport,
     proxy: Option<ProxySettings>,
     egress: EgressPolicy,
+    /// Counts the commands running (`projectsync_child_processes`).
+    commands_gauge: Option<prometheus::IntGauge>,
 }
 
 /// Shows no URL userinfo and no environment values (they hold secrets).
@@ -78,6 +81,7 @@ impl GitRunner {
                 .filter(|_| matches!(transport, Transport::Https | Transport::Http))
                 .cloned(),
             egress: EgressPolicy::default(),
+            commands_gauge: None,
         })
     }
 
@@ -86,6 +90,17 @@ impl GitRunner {
     pub fn with_egress(mut self, egress: EgressPolicy) -> Self {
         self.egress = egress;
         self
+    }
+
+    /// Counts this runner's commands in `gauge` while they run.
+    pub fn with_commands_gauge(mut self, gauge: Option<prometheus::IntGauge>) -> Self {
+        self.commands_gauge = gauge;
+        self
+    }
+
+    /// Marks one command running until the guard is dropped.
+    pub fn command_running(&self) -> CommandRunning {
+        CommandRunning::start(self.commands_gauge.as_ref())
     }
 
     /// The `-c` options that pin this remote operation to addresses the
@@ -228,6 +243,7 @@ impl GitRunner {
             source,
         };
         let mut child = cmd.spawn().map_err(io_err)?;
+        let _running = self.command_running();
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(input).await.map_err(io_err)?;
             drop(pipe);

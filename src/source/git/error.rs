@@ -66,6 +66,14 @@ pub enum GitError {
         operation: &'static str,
         seconds: u64,
     },
+    #[error(
+        "git {url}: all {max_helpers} git helper processes stayed busy for {seconds}s (--git-helpers); the read is retried, raise --git-helpers if this persists"
+    )]
+    HelpersBusy {
+        url: String,
+        max_helpers: usize,
+        seconds: u64,
+    },
     #[error("git {url}: {operation} failed ({status}): {detail}")]
     CommandFailed {
         url: String,
@@ -121,6 +129,7 @@ impl GitError {
             GitError::Unreachable { .. } => reason::REMOTE_UNREACHABLE,
             GitError::EgressDenied { .. } => reason::EGRESS_DENIED,
             GitError::Timeout { .. } => reason::GIT_TIMEOUT,
+            GitError::HelpersBusy { .. } => reason::GIT_HELPERS_BUSY,
             GitError::CommandFailed { .. } => reason::GIT_COMMAND_FAILED,
             GitError::InvalidOutput { .. } => reason::INVALID_GIT_OUTPUT,
             GitError::Io { .. } => reason::GIT_NOT_RUNNABLE,
@@ -135,6 +144,7 @@ impl GitError {
         match self {
             GitError::Unreachable { .. }
             | GitError::Timeout { .. }
+            | GitError::HelpersBusy { .. }
             | GitError::CommandFailed { .. }
             | GitError::InvalidOutput { .. }
             | GitError::ObjectNotFound { .. } => Retry::Transient,

@@ -74,12 +74,10 @@ impl GitRemote {
     }
 
     /// Empties the cache repository after a fetch too large for the cache:
-    /// neither its partial nor its complete pack may stay on disk. The
-    /// blob reader goes too (it has the old packs open).
+    /// neither its partial nor its complete pack may stay on disk. Idle
+    /// blob readers go too (they have the old packs open).
     pub(super) fn reset_cache(&self) {
-        if let Ok(mut slot) = self.cat_file.try_lock() {
-            *slot = None;
-        }
+        self.helpers.discard(&self.runner.git_dir);
         let _ = std::fs::remove_dir_all(&self.runner.git_dir);
         if let Err(error) = init_bare(&self.runner) {
             tracing::warn!(url = %self.runner.display_url, %error, "could not re-create the git cache after an oversized fetch");

@@ -46,6 +46,7 @@ impl GitRemote {
         let mut cmd = self.runner.command();
         cmd.args(["ls-tree", "-r", "-l", "-z", "--full-tree", commit]);
         let mut child = cmd.spawn().map_err(io_err)?;
+        let _running = self.runner.command_running();
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(io_err(std::io::Error::other("ls-tree pipes missing")));
         };

@@ -5,9 +5,9 @@
 //! tree, only the commit is fetched, shallow (`--depth 1` by default), into a
 //! bare cache repository per source; trees are read with
 //! `git ls-tree -r -l -z`, parsed as they stream and refused past the tree
-//! limit, and blobs through one long-lived
-//! `git cat-file --batch-command`, which checks a blob's size before
-//! reading it. `--filter=blob:none` is deliberately not used: `ls-tree -l`
+//! limit, and blobs through a long-lived
+//! `git cat-file --batch-command` taken from the operator's bounded pool of
+//! helpers ([`pool`]), which checks a blob's size before reading it. `--filter=blob:none` is deliberately not used: `ls-tree -l`
 //! needs every blob's size, which a partial clone would fetch lazily one
 //! object at a time. Changes between two cached commits come from
 //! `git diff-tree`, locally; every fetched commit stays under a ref, so
@@ -22,6 +22,7 @@ mod environment;
 mod error;
 mod fetch;
 mod listing;
+pub mod pool;
 mod remote;
 
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 
 pub use error::GitError;
+pub use pool::{GitHelpers, PoolSettings};
 pub use remote::{Transport, classify_url, is_valid_branch_name, redact_url};
 
 use self::batch::{BlobRead, CatFile};
@@ -72,6 +74,9 @@ pub struct GitConfig {
     /// Which addresses the remote and the proxy may resolve to (default:
     /// no internal ones); checked before every remote operation.
     pub egress: crate::egress::EgressPolicy,
+    /// Where blob reads take their `cat-file` helper: the operator shares
+    /// one pool among all sources; the default is a pool of this source's.
+    pub helpers: GitHelpers,
 }
 
 impl GitConfig {
@@ -88,6 +93,7 @@ impl GitConfig {
             max_cache_bytes: None,
             tree_limit: TreeLimit::default(),
             egress: crate::egress::EgressPolicy::default(),
+            helpers: GitHelpers::default(),
         }
     }
 }
@@ -103,7 +109,10 @@ pub struct GitRemote {
     tree_limit: TreeLimit,
     /// Serialises fetches into the cache (shallow file, pack writes).
     fetch_lock: Mutex<()>,
-    cat_file: Mutex<Option<CatFile>>,
+    /// Serialises blob reads: a source uses one helper at a time, so one
+    /// resource cannot take the whole pool.
+    read_lock: Mutex<()>,
+    helpers: GitHelpers,
     stats: StatsRecorder,
 }
 
@@ -129,7 +138,8 @@ impl GitRemote {
             config.proxy.as_ref(),
             config.timeout,
         )?
-        .with_egress(config.egress.clone());
+        .with_egress(config.egress.clone())
+        .with_commands_gauge(config.helpers.settings().commands_gauge.clone());
         if !git_dir.join("HEAD").exists() {
             init_bare(&runner)?;
         }
@@ -141,7 +151,8 @@ impl GitRemote {
             max_cache_bytes: config.max_cache_bytes,
             tree_limit: config.tree_limit,
             fetch_lock: Mutex::new(()),
-            cat_file: Mutex::new(None),
+            read_lock: Mutex::new(()),
+            helpers: config.helpers.clone(),
             stats: StatsRecorder::with_transfers(),
         })
     }
@@ -188,20 +199,36 @@ impl GitRemote {
                 what: sha.to_string(),
             });
         }
-        let mut slot = self.cat_file.lock().await;
+        let _turn = self.read_lock.lock().await;
         let (url, sha) = (self.url(), sha.to_string());
-        // The process is out of the slot while it answers: a read cut off
+        let timeout = self.runner.timeout;
+        // The helper is out of the pool while it answers: a read cut off
         // (the run aborted, its fetches with it) leaves a half-read answer
-        // in the pipe, so that process is dropped (and killed) and the next
-        // read starts a fresh one. A stream found broken is replaced once.
+        // in the pipe, so that helper is dropped (and killed), never given
+        // back, and the next read gets another. A stream found broken (the
+        // process died) is replaced once.
         let mut replaced = false;
         loop {
-            let mut cat_file = match slot.take() {
-                Some(cat_file) => cat_file,
-                None => CatFile::spawn(&self.runner)?,
+            let checkout = self
+                .helpers
+                .pool
+                .checkout(&self.runner.git_dir, timeout, || {
+                    CatFile::spawn(&self.runner)
+                })
+                .await;
+            let mut leased = match checkout {
+                Ok(Ok(leased)) => leased,
+                Ok(Err(error)) => return Err(error),
+                Err(busy) => {
+                    return Err(GitError::HelpersBusy {
+                        url,
+                        max_helpers: busy.max_helpers,
+                        seconds: timeout.as_secs(),
+                    });
+                }
             };
             let read =
-                tokio::time::timeout(self.runner.timeout, cat_file.read_blob(&sha, max_size)).await;
+                tokio::time::timeout(timeout, leased.helper().read_blob(&sha, max_size)).await;
             let answer = match read {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(_)) if !replaced => {
@@ -219,11 +246,11 @@ impl GitRemote {
                     return Err(GitError::Timeout {
                         url,
                         operation: "cat-file",
-                        seconds: self.runner.timeout.as_secs(),
+                        seconds: timeout.as_secs(),
                     });
                 }
             };
-            *slot = Some(cat_file);
+            leased.give_back();
             return match answer {
                 BlobRead::Blob(bytes) => Ok(bytes),
                 BlobRead::Missing => Err(GitError::ObjectNotFound { url, sha }),
