@@ -250,9 +250,13 @@ async fn an_editor_watches_a_sync_restores_a_run_and_a_reader_sees_no_controls()
         )
         .await;
     browser.click(&restore).await;
+    // The form posts and the browser follows the redirect: wait for the
+    // page that answers it.
+    let notice = browser.wait_for("#notice", Duration::from_secs(15)).await;
+    let notice = browser.text(&notice).await;
     assert!(
-        browser.text_of("#notice").await.contains("restore"),
-        "the page confirms the restore"
+        notice.contains("restore"),
+        "the page confirms the restore: {notice:?}"
     );
     let runs = wait_for_completed_runs(&browser, &url, 3).await;
     let restored = runs[0].clone();

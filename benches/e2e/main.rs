@@ -119,6 +119,10 @@ async fn main() {
     // `BENCH_E2E_PROFILE=gen-100k cargo bench --bench e2e` (or gen-10k), for
     // finding where a run's time goes without the baselines' hour.
     let profile = std::env::var("BENCH_E2E_PROFILE").ok();
+    // `BENCH_E2E_BASELINES=0`: every scenario on both of our routes and the
+    // COPY, without the naive re-imports and clones (most of a full run's
+    // time); the report says so in its header.
+    let baselines = profile.is_none() && std::env::var("BENCH_E2E_BASELINES").as_deref() != Ok("0");
 
     let lab = lab::Lab::start("e2e").await;
     let mut repos = Vec::new();
@@ -177,7 +181,7 @@ async fn main() {
             binary: stats.binary,
             build,
         });
-        let outcome = scenarios::generated(&lab, repo, shape, profile.is_none()).await;
+        let outcome = scenarios::generated(&lab, repo, shape, baselines).await;
         rows.extend(outcome.measurements);
         copies.extend(outcome.copies);
     }
@@ -204,7 +208,7 @@ async fn main() {
                 build,
             });
             let outcome =
-                scenarios::real(&lab, repo, &format!("crate {name}"), &listed, true).await;
+                scenarios::real(&lab, repo, &format!("crate {name}"), &listed, baselines).await;
             rows.extend(outcome.measurements);
             copies.extend(outcome.copies);
         }
@@ -262,7 +266,12 @@ async fn main() {
 
     let verdicts = scenarios::verdicts(&rows, &copies, &replays, fleet.count, fleet.peak_rss);
     let header = format!(
-        "## End-to-end benchmark ({label} run)\n\n`cargo bench --bench e2e{}` on {} cores; {}.",
+        "## End-to-end benchmark ({label} run)\n\n`{}cargo bench --bench e2e{}` on {} cores; {}.",
+        if baselines {
+            ""
+        } else {
+            "BENCH_E2E_BASELINES=0 "
+        },
         if mode == Mode::Quick {
             " -- --quick"
         } else {
