@@ -345,10 +345,13 @@ pub fn real_project() -> Option<PathBuf> {
 }
 
 /// The last `count` + 1 first-parent commits of `source`'s HEAD, oldest
-/// first, in a bare repository that borrows the source's objects (a
-/// `--shared` clone: nothing is copied, `git daemon` and the stand-in read
-/// through the alternate); `main` points at the oldest. The commits' real
-/// changes are what the replay measures.
+/// first, replayed as a linear history in a bare repository that borrows
+/// the source's objects (an alternate: nothing is copied; `git daemon` and
+/// the stand-in read through it); `main` points at the oldest. Each commit
+/// keeps its tree, except that blobs the source does not hold (a partial
+/// or shallow copy of a project) are left out of every tree, so both
+/// routes can serve every commit; their real changes are what the replay
+/// measures.
 pub fn replay_history(name: &str, source: &Path, count: usize) -> Option<BareRepo> {
     let mut repo = BareRepo::new(name);
     let listed = repo.git(
@@ -361,16 +364,88 @@ pub fn replay_history(name: &str, source: &Path, count: usize) -> Option<BareRep
         source,
         None,
     );
-    let mut commits: Vec<String> = listed.lines().map(str::to_string).collect();
-    if commits.len() < 2 {
+    let mut originals: Vec<String> = listed.lines().map(str::to_string).collect();
+    if originals.len() < 2 {
         return None;
     }
-    commits.reverse();
+    originals.reverse();
     std::fs::write(
         repo.git_dir().join("objects/info/alternates"),
         format!("{}\n", source.join("objects").display()),
     )
     .expect("write the alternates file");
+    let git_dir = repo.git_dir();
+    let index = repo.root.join("replay-index");
+    // `update-index` wants a work tree; an empty one, never read.
+    let work_tree = repo.root.join("replay-work-tree");
+    std::fs::create_dir_all(&work_tree).expect("an empty work tree");
+    let mut parent: Option<String> = None;
+    let mut commits = Vec::new();
+    for original in &originals {
+        let run = |args: &[&str], input: Option<&str>| -> String {
+            let mut cmd = Command::new("git");
+            cmd.current_dir(&git_dir)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_INDEX_FILE", &index)
+                .env("GIT_WORK_TREE", &work_tree)
+                .env("GIT_AUTHOR_NAME", "bench")
+                .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+                .env("GIT_COMMITTER_NAME", "bench")
+                .env("GIT_COMMITTER_EMAIL", "bench@example.com")
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = cmd.spawn().expect("git runs");
+            let mut stdin = child.stdin.take().expect("stdin");
+            let input = input.unwrap_or_default().to_string();
+            let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+            let out = child.wait_with_output().expect("git runs");
+            writer.join().expect("stdin writer").expect("write to git");
+            assert!(
+                out.status.success(),
+                "git {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        run(&["read-tree", original.as_str()], None);
+        // Entries whose blob is absent: `<mode> <sha> <stage>\t<path>`.
+        let staged = run(&["ls-files", "--stage", "-z"], None);
+        let entries: Vec<(&str, &str)> = staged
+            .split('\0')
+            .filter_map(|e| {
+                let (meta, path) = e.split_once('\t')?;
+                let sha = meta.split(' ').nth(1)?;
+                (!meta.starts_with("160000")).then_some((sha, path))
+            })
+            .collect();
+        let check: String = entries.iter().map(|(sha, _)| format!("{sha}\n")).collect();
+        let answers = run(&["cat-file", "--batch-check"], Some(&check));
+        let absent: Vec<&str> = answers
+            .lines()
+            .zip(&entries)
+            .filter(|(answer, _)| answer.ends_with(" missing"))
+            .map(|(_, (_, path))| *path)
+            .collect();
+        if !absent.is_empty() {
+            let paths: String = absent.iter().map(|p| format!("{p}\0")).collect();
+            run(
+                &["update-index", "--force-remove", "-z", "--stdin"],
+                Some(&paths),
+            );
+        }
+        let tree = run(&["write-tree"], None).trim().to_string();
+        let subject = run(&["log", "-1", "--format=%s", original.as_str()], None);
+        let mut args = vec!["commit-tree", tree.as_str(), "-m", subject.trim()];
+        if let Some(parent) = &parent {
+            args.extend(["-p", parent.as_str()]);
+        }
+        let commit = run(&args, None).trim().to_string();
+        parent = Some(commit.clone());
+        commits.push(commit);
+    }
     repo.move_main(&commits[0]);
     repo.commits = commits;
     Some(repo)
