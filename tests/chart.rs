@@ -185,7 +185,13 @@ async fn watch_namespaces_render_a_role_per_namespace_and_no_cluster_wide_access
     let docs = documents(&template(
         &release,
         &release_ns.name,
-        &[&set, "logFormat=text", "concurrency=2"],
+        &[
+            &set,
+            "logFormat=text",
+            "concurrency=2",
+            "cache.gitHelpers=8",
+            "cache.gitHelperIdleTimeout=10s",
+        ],
     ));
 
     // Only the user-facing aggregated roles and the (cluster-scoped)
@@ -249,6 +255,14 @@ async fn watch_namespaces_render_a_role_per_namespace_and_no_cluster_wide_access
     assert_eq!(
         env_of(container, "PROJECTSYNC_CONCURRENCY").expect("concurrency")["value"].as_str(),
         Some("2")
+    );
+    assert_eq!(
+        env_of(container, "PROJECTSYNC_GIT_HELPERS").expect("helpers")["value"].as_str(),
+        Some("8")
+    );
+    assert_eq!(
+        env_of(container, "PROJECTSYNC_GIT_HELPER_IDLE_TIMEOUT").expect("idle")["value"].as_str(),
+        Some("10s")
     );
     assert_accepted(&docs.iter().collect::<Vec<_>>());
 }
@@ -335,6 +349,10 @@ fn values_that_cannot_work_fail_with_a_message_that_names_the_fix() {
         (
             "sharding.shards=0",
             "sharding.shards must be between 1 and 256",
+        ),
+        (
+            "cache.gitHelpers=0",
+            "cache.gitHelpers must be between 1 and 4096",
         ),
         (
             "serviceAccount.create=false",

@@ -116,8 +116,14 @@ async fn git_runs_take_the_change_set_route_across_restarts_and_fall_back_when_t
     // One change: the change set, and only the new objects on the wire.
     repo.write("d3/f3.txt", "changed\n");
     let second = repo.commit("one change");
+    let requests = daemon.request_count();
     let last = sync_to(&api, &operator, "app", "second", &second).await;
     assert_eq!(route(&last), change_set());
+    // One ls-remote (the head, and the branch names status shows) and one
+    // fetch: no second listing for the names.
+    assert_eq!(daemon.request_count() - requests, 2);
+    let status = api.get("app").await.unwrap().status.unwrap();
+    assert_eq!(status.branches, ["main"]);
     let fetched = last.fetched.expect("fetched");
     assert!(
         (1..=6).contains(&fetched.objects),

@@ -97,6 +97,19 @@ async fn an_unchanged_branch_is_reported_unchanged_from_ls_remote_alone() {
         (source.stats().total(), source.stats().endpoint("ls-remote")),
         (1, 1)
     );
+    // The lookup's listing held every head: a run shows branch names
+    // without a second ls-remote, and the listing is handed over once.
+    let seen: Vec<(String, String)> = source
+        .take_branches_seen()
+        .expect("the lookup listed the heads")
+        .into_iter()
+        .map(|b| (b.name, b.commit_sha))
+        .collect();
+    let mut expected = repo.branches();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert!(source.take_branches_seen().is_none());
+    assert_eq!(source.stats().total(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ use serde_json::json;
 use support::{
     git_server::GitDaemon,
     github::GithubStandIn,
+    operator::{Operator, OperatorConfig, http_get},
     psync::{create, request_sync},
 };
 
@@ -44,7 +45,13 @@ pub struct FleetOptions {
     /// After the poll, change one file of every repository and request a
     /// sync of all: the throughput of changes.
     pub change: bool,
+    /// Replicas sharing the fleet through `--shards` [`SHARDS`] (one
+    /// replica, the default, runs without shards).
+    pub replicas: usize,
 }
+
+/// Shards of a fleet of several replicas.
+pub const SHARDS: usize = 6;
 
 /// Which source the fleet's resources read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +97,10 @@ pub struct Capacity {
     /// resource synced the changed commit.
     pub change_after: Option<Duration>,
     pub latency: Option<Duration>,
+    pub replicas: usize,
+    /// VmRSS of every replica once idle after the first syncs (the first is
+    /// [`Capacity::idle_rss`]).
+    pub replica_rss: Vec<Option<u64>>,
 }
 
 async fn database_bytes(lab: &Lab) -> i64 {
@@ -271,7 +282,14 @@ pub async fn run(count: usize, route: FleetRoute, options: FleetOptions) -> Flee
         }
     }
     let idle = format!("{}s", HELPER_IDLE.as_secs());
-    let lab = Lab::start_with("e2e-fleet", &["--git-helper-idle-timeout", &idle]).await;
+    let replicas = options.replicas.max(1);
+    let shards = SHARDS.to_string();
+    let mut args = vec!["--git-helper-idle-timeout", idle.as_str()];
+    if replicas > 1 {
+        args.extend(["--shards", shards.as_str()]);
+    }
+    let lab = Lab::start_with("e2e-fleet", &args).await;
+    let others = start_replicas(&lab, replicas, &args).await;
     let names: Vec<String> = (0..count).map(|i| format!("r{i:04}")).collect();
     let mut measurements = Vec::new();
     let mut capacity = Capacity {
@@ -291,6 +309,8 @@ pub async fn run(count: usize, route: FleetRoute, options: FleetOptions) -> Flee
         poll_rows: 0,
         change_after: None,
         latency: options.latency,
+        replicas,
+        replica_rss: Vec::new(),
     };
     let empty_db = database_bytes(&lab).await;
     let scenario_first = format!("{count} resources ({}): create, all Ready", route.label());
@@ -372,6 +392,14 @@ pub async fn run(count: usize, route: FleetRoute, options: FleetOptions) -> Flee
             capacity.ready_peak_rss = peak;
             capacity.idle_rss = lab.proc.rss();
             capacity.idle_children = children;
+            capacity.replica_rss = std::iter::once(lab.proc)
+                .chain(
+                    others
+                        .iter()
+                        .map(|o| Proc(o.pid().expect("the replica runs"))),
+                )
+                .map(|p| p.rss())
+                .collect();
         }
     }
     if options.change {
@@ -402,22 +430,77 @@ pub async fn run(count: usize, route: FleetRoute, options: FleetOptions) -> Flee
     }
 }
 
+/// Starts replicas beside the lab's operator (same namespace, database and
+/// flags), and waits until each owns its share of the shards, so the fleet
+/// is created on a balanced install. None for one replica.
+async fn start_replicas(lab: &Lab, replicas: usize, args: &[&str]) -> Vec<Operator> {
+    let identities: Vec<String> = (1..replicas).map(|i| format!("replica-{i}")).collect();
+    let mut others = Vec::new();
+    for identity in &identities {
+        let mut config = OperatorConfig::new(&lab.namespace, &lab.db.url);
+        config.identity = identity;
+        config.extra_args = args.iter().map(|a| a.to_string()).collect();
+        others.push(Operator::start(config).await);
+    }
+    if others.is_empty() {
+        return others;
+    }
+    let probes: Vec<std::net::SocketAddr> = std::iter::once(lab.operator.probe_addr)
+        .chain(others.iter().map(|o| o.probe_addr))
+        .collect();
+    let fair = SHARDS.div_ceil(replicas);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut owned = Vec::new();
+        for probe in &probes {
+            owned.push(owned_shards(*probe).await);
+        }
+        if owned.iter().all(|n| *n <= fair) && owned.iter().sum::<usize>() == SHARDS {
+            return others;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{replicas} replicas did not balance {SHARDS} shards within 120 s: {owned:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How many shards the replica at `probe` says it owns (`/readyz`).
+async fn owned_shards(probe: std::net::SocketAddr) -> usize {
+    let Ok((200, body)) = http_get(probe, "/readyz").await else {
+        return 0;
+    };
+    serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["reconciles"]["owned"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
 /// The capacity table of `BENCH_E2E_FLEET_ONLY` runs.
 pub fn capacity_markdown(rows: &[Capacity]) -> String {
     let mut out = capacity_table(rows);
     let changes: Vec<&Capacity> = rows.iter().filter(|c| c.change_after.is_some()).collect();
     if !changes.is_empty() {
-        out.push_str("\n| route | resources | per-request latency | one-file change of every resource, all synced after | changes per second |\n| --- | ---: | ---: | ---: | ---: |\n");
+        out.push_str("\n| route | resources | replicas | per-request latency | all Ready after | one-file change of every resource, all synced after | changes per second | idle RSS per replica |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
         for c in changes {
             let wall = c.change_after.unwrap_or_default().as_secs_f64();
+            let rss: Vec<String> = c
+                .replica_rss
+                .iter()
+                .map(|b| b.map_or("–".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0)))
+                .collect();
             out.push_str(&format!(
-                "| {} | {} | {} | {:.0} s | {:.1} |\n",
+                "| {} | {} | {} | {} | {:.0} s | {:.0} s | {:.1} | {} |\n",
                 c.route.label(),
                 c.count,
+                c.replicas,
                 c.latency
                     .map_or("none".to_string(), |l| format!("{} ms", l.as_millis())),
+                c.ready_after.as_secs_f64(),
                 wall,
                 c.count as f64 / wall.max(0.001),
+                rss.join(", "),
             ));
         }
     }

@@ -31,6 +31,8 @@ pub const RUN_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 pub struct Lab {
     pub api: Api<ProjectSync>,
+    /// The namespace the resources live in (and the operator watches).
+    pub namespace: String,
     pub db: TestDb,
     pub operator: Operator,
     pub proc: Proc,
@@ -145,6 +147,7 @@ impl Lab {
         let api = Api::namespaced(ns.client.clone(), &ns.name);
         Lab {
             api,
+            namespace: ns.name.clone(),
             db,
             operator,
             proc,

@@ -67,13 +67,20 @@ async fn main() {
     // (`BENCH_E2E_FLEET_ROUTES=github` or `git` for one) and writes
     // `bench-results/fleet-<count>.md`. `BENCH_E2E_FLEET_LATENCY_MS=100`
     // delays every stand-in answer; `BENCH_E2E_FLEET_CHANGE=1` adds a
-    // one-file change of every resource.
+    // one-file change of every resource; `BENCH_E2E_FLEET_REPLICAS=3`
+    // shares it among three replicas with `--shards 6` (and writes
+    // `fleet-<count>-r3.md`).
     if let Some(count) = std::env::var("BENCH_E2E_FLEET_ONLY")
         .ok()
         .and_then(|v| v.parse().ok())
     {
         let routes =
             std::env::var("BENCH_E2E_FLEET_ROUTES").unwrap_or_else(|_| "github,git".into());
+        let replicas: usize = std::env::var("BENCH_E2E_FLEET_REPLICAS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+            .max(1);
         let mut capacity = Vec::new();
         for route in routes.split(',').map(str::trim) {
             let route = match route {
@@ -88,6 +95,7 @@ async fn main() {
                     .and_then(|v| v.parse().ok())
                     .map(std::time::Duration::from_millis),
                 change: std::env::var("BENCH_E2E_FLEET_CHANGE").is_ok_and(|v| v == "1"),
+                replicas,
             };
             let fleet = fleet::run(count, route, options).await;
             eprintln!(
@@ -99,8 +107,15 @@ async fn main() {
             );
             capacity.push(fleet.capacity);
         }
+        let (heading, suffix) = match replicas {
+            1 => ("One replica".to_string(), String::new()),
+            n => (
+                format!("{n} replicas, {} shards", fleet::SHARDS),
+                format!("-r{n}"),
+            ),
+        };
         let text = format!(
-            "## One replica, {count} resources\n\n`BENCH_E2E_FLEET_ONLY={count} cargo bench --bench e2e` on {} cores; {REPOS_NOTE}\n\n{}",
+            "## {heading}, {count} resources\n\n`BENCH_E2E_FLEET_ONLY={count} BENCH_E2E_FLEET_REPLICAS={replicas} cargo bench --bench e2e` on {} cores; {REPOS_NOTE}\n\n{}",
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -108,7 +123,7 @@ async fn main() {
         );
         let dir = measure::results_dir();
         std::fs::create_dir_all(&dir).expect("results directory");
-        let md = dir.join(format!("fleet-{count}.md"));
+        let md = dir.join(format!("fleet-{count}{suffix}.md"));
         std::fs::write(&md, &text).expect("write the fleet results");
         eprintln!("wrote {}", md.display());
         println!("{text}");
@@ -145,7 +160,11 @@ async fn main() {
             },
         ));
     }
-    if let Some(only) = &profile {
+    // `BENCH_E2E_PROFILE=replay`: the real-history replay alone.
+    let replay_only = profile.as_deref() == Some("replay");
+    if replay_only {
+        shapes.clear();
+    } else if let Some(only) = &profile {
         shapes = [("gen-10k", 10_000), ("gen-100k", 100_000)]
             .into_iter()
             .filter(|(name, _)| name == only)
@@ -161,7 +180,7 @@ async fn main() {
             .collect();
         assert!(
             !shapes.is_empty(),
-            "BENCH_E2E_PROFILE must be gen-10k or gen-100k, not {only}"
+            "BENCH_E2E_PROFILE must be gen-10k, gen-100k or replay, not {only}"
         );
     }
     for (name, shape) in shapes {
@@ -185,12 +204,12 @@ async fn main() {
         rows.extend(outcome.measurements);
         copies.extend(outcome.copies);
     }
-    if profile.is_some() {
+    if profile.is_some() && !replay_only {
         println!("{}", markdown("## Profile", &repos, &rows, &[]));
         return;
     }
 
-    match find_real_crate() {
+    match find_real_crate().filter(|_| !replay_only) {
         Some((name, versions)) => {
             let start = Instant::now();
             let (repo, stats) = real_history(&name, &versions);
@@ -253,6 +272,10 @@ async fn main() {
         None => eprintln!(
             "no git history with two commits at BENCH_E2E_REAL_REPO or this checkout: the replay is left out"
         ),
+    }
+    if replay_only {
+        println!("{}", markdown("## Profile", &repos, &rows, &[]));
+        return;
     }
     drop(lab);
 

@@ -12,7 +12,7 @@ use crate::{
     pipeline::{
         Outcome, Pipeline, PipelineError, ProcessingInputs, Reprocess, Step, SyncEvent, SyncRequest,
     },
-    source::{HeadCache, Source, short_sha},
+    source::{BRANCHES_SEEN, HeadCache, Source, short_sha},
     store::{ProjectId, SyncId},
 };
 
@@ -20,7 +20,7 @@ use super::{
     context::Context,
     error::Error,
     limits::RunDeadline,
-    reconcile::{Prepared, publish},
+    reconcile::{Prepared, publish, publish_later},
     status::{self, StatusWriter},
     triggers::{self, Trigger},
     validate::ValidSpec,
@@ -97,6 +97,9 @@ pub(super) async fn run(
 
     match outcome? {
         Outcome::Unchanged { commit, head } => {
+            // Status keeps the names of the last run; what the poll saw is
+            // not held between polls (memory per resource stays small).
+            drop(cached.source.take_branches_seen());
             ctx.remember_source(key, project, head, cached.source.as_ref())
                 .await;
             status::mark_unchanged(status, &commit, generation);
@@ -123,16 +126,20 @@ pub(super) async fn run(
             ctx.remember_source(key, project, head, cached.source.as_ref())
                 .await;
             ctx.set_completed_inputs(key, inputs.clone());
-            let history = ctx.store.history(project, history_limit(obj)).await?;
-            status::mark_synced(status, &record, &history, inputs, generation);
-            status.branches = fetch_branch_names(cached.source.as_ref()).await;
+            // The branch names come from the run's own head lookup where it
+            // listed them (git); otherwise they are listed beside the
+            // history query, not after it.
+            let (history, branches) = tokio::join!(
+                ctx.store.history(project, history_limit(obj)),
+                fetch_branch_names(cached.source.as_ref()),
+            );
+            status::mark_synced(status, &record, &history?, inputs, generation);
+            status.branches = branches;
             ctx.export_source_stats(key, cached.source.as_ref(), source_kind(obj));
             let files = summary.files;
-            publish(
+            publish_later(
                 ctx,
                 obj,
-                EventType::Normal,
-                "Sync",
                 reason::SYNC_SUCCEEDED,
                 format!(
                     "synced commit {}: {} added, {} modified, {} deleted, {} unchanged, {} skipped; {} memory entries",
@@ -144,8 +151,7 @@ pub(super) async fn run(
                     files.skipped,
                     summary.memory_entries
                 ),
-            )
-            .await;
+            );
         }
     }
     Ok(Action::requeue(valid.interval))
@@ -289,10 +295,19 @@ fn build_request(
     }
 }
 
-/// Branch names for status, at most 100; a failure here never fails a run.
+/// Branch names for status, at most [`BRANCHES_SEEN`]: those the run's head
+/// lookup saw, or else a listing; a failure here never fails a run.
 async fn fetch_branch_names(source: &dyn Source) -> Vec<String> {
-    match source.fetch_branches().await {
-        Ok(branches) => branches.into_iter().take(100).map(|b| b.name).collect(),
+    let listed = match source.take_branches_seen() {
+        Some(seen) => Ok(seen),
+        None => source.fetch_branches().await,
+    };
+    match listed {
+        Ok(branches) => branches
+            .into_iter()
+            .take(BRANCHES_SEEN)
+            .map(|b| b.name)
+            .collect(),
         Err(error) => {
             tracing::info!(%error, "could not list branches");
             Vec::new()

@@ -230,6 +230,15 @@ pub trait Source: Send + Sync + fmt::Debug {
         Box::pin(async { Ok(None) })
     }
 
+    /// The branches (at most [`BRANCHES_SEEN`], sorted by name) that the
+    /// last [`Source::fetch_branch_head`] received anyway, taken once: git's
+    /// `ls-remote` brings every head even when asked for one, so a run
+    /// shows branch names in status without a second round trip. `None`
+    /// where the head lookup asks for one branch only (GitHub).
+    fn take_branches_seen(&self) -> Option<Vec<Branch>> {
+        None
+    }
+
     /// Requests made so far, by endpoint and status, and the last rate limit
     /// the provider reported.
     fn stats(&self) -> SourceStats;
@@ -245,6 +254,10 @@ pub trait Source: Send + Sync + fmt::Debug {
         let _ = hints;
     }
 }
+
+/// How many branch names a status shows (and a source keeps from a head
+/// lookup for it).
+pub const BRANCHES_SEEN: usize = 100;
 
 /// The first `len` characters of commit `sha`, as people quote it (status
 /// messages and events use 7, git's default abbreviation; the CLI 12).

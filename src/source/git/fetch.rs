@@ -166,12 +166,11 @@ impl GitRemote {
     }
 
     /// Puts `commit` under [`KEPT_PREFIX`] and drops the oldest kept
-    /// commits beyond [`KEPT_COMMITS`], never `commit` itself.
+    /// commits beyond [`KEPT_COMMITS`], never `commit` itself: one listing
+    /// and one `update-ref --stdin` transaction (a run's fixed cost is
+    /// counted in git processes).
     async fn keep_commit(&self, commit: &str) -> Result<(), GitError> {
         let name = format!("{KEPT_PREFIX}{commit}");
-        self.runner
-            .run("update-ref", &["update-ref", &name, commit], None)
-            .await?;
         let listed = self
             .runner
             .run(
@@ -188,10 +187,9 @@ impl GitRemote {
             .stdout;
         let listed = String::from_utf8_lossy(&listed);
         let stale = build_stale_refs(listed.lines(), &name, KEPT_COMMITS);
-        if stale.is_empty() {
-            return Ok(());
-        }
-        let script: String = stale.iter().map(|r| format!("delete {r}\n")).collect();
+        let script: String = std::iter::once(format!("update {name} {commit}\n"))
+            .chain(stale.iter().map(|r| format!("delete {r}\n")))
+            .collect();
         self.runner
             .run(
                 "update-ref",

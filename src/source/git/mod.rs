@@ -42,8 +42,8 @@ use self::fetch::init_bare;
 use self::remote::split_userinfo;
 use super::stats::StatsRecorder;
 use super::{
-    Branch, Changes, Credentials, HeadCache, HeadLookup, Source, SourceResult, SourceStats, Tree,
-    TreeLimit,
+    BRANCHES_SEEN, Branch, Changes, Credentials, HeadCache, HeadLookup, Source, SourceResult,
+    SourceStats, Tree, TreeLimit,
 };
 use crate::retry::RetryPolicy;
 
@@ -114,6 +114,9 @@ pub struct GitRemote {
     read_lock: Mutex<()>,
     helpers: GitHelpers,
     stats: StatsRecorder,
+    /// The heads the last head lookup listed, for
+    /// [`Source::take_branches_seen`].
+    branches_seen: std::sync::Mutex<Option<Vec<Branch>>>,
 }
 
 impl GitRemote {
@@ -154,6 +157,7 @@ impl GitRemote {
             read_lock: Mutex::new(()),
             helpers: config.helpers.clone(),
             stats: StatsRecorder::with_transfers(),
+            branches_seen: std::sync::Mutex::new(None),
         })
     }
 
@@ -161,10 +165,9 @@ impl GitRemote {
         self.runner.display_url.clone()
     }
 
-    async fn list_heads(&self, pattern: Option<&str>) -> Result<Vec<Branch>, GitError> {
+    async fn list_heads(&self) -> Result<Vec<Branch>, GitError> {
         let url = self.runner.url.clone();
-        let mut args = vec!["ls-remote", "--heads", url.as_str()];
-        args.extend(pattern);
+        let args = ["ls-remote", "--heads", url.as_str()];
         let stdout = self.remote("ls-remote", &args).await?;
         let mut branches = Vec::new();
         for line in stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
@@ -276,21 +279,24 @@ impl GitRemote {
                 branch: branch.to_string(),
             });
         }
-        let pattern = format!("refs/heads/{branch}");
-        let found = self
-            .list_heads(Some(&pattern))
-            .await?
-            .into_iter()
-            .find(|b| b.name == branch);
+        // `ls-remote --heads` receives every head whatever the pattern (git
+        // asks the server for the `refs/heads/` prefix), so one listing
+        // answers both the lookup and the branch names a run shows.
+        let heads = self.list_heads().await?;
+        let found = heads.iter().find(|b| b.name == branch).cloned();
+        let empty = heads.is_empty();
+        *self
+            .branches_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(heads.into_iter().take(BRANCHES_SEEN).collect());
         match found {
             Some(b) if cached.is_some_and(|c| c.sha == b.commit_sha) => Ok(HeadLookup::Unchanged),
             Some(b) => Ok(HeadLookup::Changed {
                 sha: b.commit_sha,
                 etag: None,
             }),
-            None if self.list_heads(None).await?.is_empty() => {
-                Err(GitError::EmptyRepository { url: self.url() })
-            }
+            None if empty => Err(GitError::EmptyRepository { url: self.url() }),
             None => Err(GitError::BranchNotFound {
                 url: self.url(),
                 branch: branch.to_string(),
@@ -305,7 +311,7 @@ impl Source for GitRemote {
     }
 
     fn fetch_branches(&self) -> BoxFuture<'_, SourceResult<Vec<Branch>>> {
-        Box::pin(async move { Ok(self.list_heads(None).await?) })
+        Box::pin(async move { Ok(self.list_heads().await?) })
     }
 
     fn fetch_branch_head<'a>(
@@ -334,6 +340,13 @@ impl Source for GitRemote {
         head: &'a str,
     ) -> BoxFuture<'a, SourceResult<Changes>> {
         Box::pin(async move { Ok(self.fetch_changes_impl(base, head).await?) })
+    }
+
+    fn take_branches_seen(&self) -> Option<Vec<Branch>> {
+        self.branches_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     fn stats(&self) -> SourceStats {
