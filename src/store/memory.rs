@@ -75,6 +75,11 @@ impl Store {
                   JOIN repository_files f ON f.id = u.file_id AND f.introduced_sync_id = $1
                                           -- the run's partition only (0010)
                                           AND f.project_id = (SELECT project_id FROM project_syncs WHERE id = $1)
+                                          -- this batch's rows by primary key: the statistics of
+                                          -- a run's first batches say the table is empty, and a
+                                          -- join planned on them read every row the run had
+                                          -- written so far, once per batch
+                                          AND f.id = ANY($2::int8[])
                  WHERE EXISTS (SELECT 1 FROM project_syncs WHERE id = $1 AND status = 'IN_PROGRESS')
                 "#,
                 sync.0,
