@@ -356,13 +356,7 @@ pub(super) async fn publish(
     reason: &str,
     note: String,
 ) {
-    let event = KubeEvent {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note.chars().take(1000).collect()),
-        action: action.to_string(),
-        secondary: None,
-    };
+    let event = build_event(type_, action, reason, note);
     if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(%error, reason, "could not publish an event");
     }
@@ -374,13 +368,7 @@ pub(super) async fn publish(
 pub(super) fn publish_later(ctx: &Context, obj: &ProjectSync, reason: &'static str, note: String) {
     let recorder = ctx.recorder.clone();
     let reference = obj.object_ref(&());
-    let event = KubeEvent {
-        type_: EventType::Normal,
-        reason: reason.to_string(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Sync".to_string(),
-        secondary: None,
-    };
+    let event = build_event(EventType::Normal, "Sync", reason, note);
     tokio::spawn(
         async move {
             if let Err(error) = recorder.publish(&event, &reference).await {
@@ -389,4 +377,16 @@ pub(super) fn publish_later(ctx: &Context, obj: &ProjectSync, reason: &'static s
         }
         .in_current_span(),
     );
+}
+
+/// An event of this controller; the note is cut to the 1,000 characters an
+/// event shows.
+fn build_event(type_: EventType, action: &str, reason: &str, note: String) -> KubeEvent {
+    KubeEvent {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.to_string(),
+        secondary: None,
+    }
 }
