@@ -237,6 +237,40 @@ async fn file_urls_are_refused_unless_the_operator_allows_them() {
     .await;
 }
 
+/// A server that advertises a flood of branches: 200,000 heads (about 12
+/// MiB of listing, over the operator's 8 MiB) written straight into
+/// `packed-refs`. The lookup reads no more than the limit, stops git, and
+/// stalls with TooManyBranches; the branch listing fails the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_branches_is_cut_at_the_listing_limit_and_stalls() {
+    let repo = TestRepo::with_history("demo");
+    let head = repo.rev_parse("main");
+    let mut packed = String::from("# pack-refs with: peeled fully-peeled sorted \n");
+    let mut names: Vec<String> = (0..200_000)
+        .map(|i| format!("refs/heads/flood/b{i:06}"))
+        .collect();
+    names.push("refs/heads/main".into());
+    names.sort();
+    for name in &names {
+        packed.push_str(&format!("{head} {name}\n"));
+    }
+    std::fs::write(repo.git_dir().join("packed-refs"), packed).unwrap();
+    let _ = std::fs::remove_file(repo.git_dir().join("refs/heads/main"));
+    let daemon = GitDaemon::start(repo.root());
+    let cache = tempfile::tempdir().unwrap();
+    let source = source_for(&daemon.url("demo"), &cache);
+    let error = source.fetch_branch_head("main", None).await.unwrap_err();
+    assert_eq!(
+        (error.reason(), error.retry()),
+        ("TooManyBranches", Retry::Stalled),
+        "{error}"
+    );
+    assert!(error.to_string().contains("8388608 bytes"), "{error}");
+    assert!(source.take_branches_seen().is_none());
+    let error = source.fetch_branches().await.unwrap_err();
+    assert_eq!(error.reason(), "TooManyBranches");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_branches_repositories_and_commits_and_empty_repositories_have_their_own_reasons() {
     let repo = TestRepo::with_history("demo");

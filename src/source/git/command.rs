@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::environment::build_environment;
@@ -56,6 +56,62 @@ impl std::fmt::Debug for GitRunner {
 pub(crate) struct Output {
     pub stdout: Vec<u8>,
 }
+
+/// What [`collect`] read of a command.
+enum Collected {
+    Done(std::process::Output),
+    /// stdout went past its limit; the command is still running.
+    Overflow,
+}
+
+/// Reads the command's stdout (up to `max_stdout` bytes, when given) and
+/// stderr side by side, then waits for it. Past the limit it stops at once,
+/// without waiting for a command blocked on a full pipe.
+async fn collect(
+    child: &mut tokio::process::Child,
+    max_stdout: Option<usize>,
+) -> std::io::Result<Collected> {
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let read_out = async {
+        let mut buf = Vec::new();
+        if let Some(pipe) = out.as_mut() {
+            let cap = max_stdout.map_or(u64::MAX, |m| m as u64 + 1);
+            pipe.take(cap).read_to_end(&mut buf).await?;
+        }
+        match max_stdout {
+            Some(max) if buf.len() > max => Err(std::io::Error::other(Overflow)),
+            _ => Ok(buf),
+        }
+    };
+    let read_err = async {
+        let mut buf = Vec::new();
+        if let Some(pipe) = err.as_mut() {
+            pipe.read_to_end(&mut buf).await?;
+        }
+        Ok(buf)
+    };
+    match tokio::try_join!(read_out, read_err) {
+        Ok((stdout, stderr)) => {
+            let status = child.wait().await?;
+            Ok(Collected::Done(std::process::Output {
+                status,
+                stdout,
+                stderr,
+            }))
+        }
+        Err(error) if error.get_ref().is_some_and(|e| e.is::<Overflow>()) => {
+            Ok(Collected::Overflow)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The marker of an overflowing stdout inside [`collect`] (it ends the
+/// join of both pipes at once).
+#[derive(Debug, thiserror::Error)]
+#[error("stdout past its limit")]
+struct Overflow;
 
 impl GitRunner {
     /// Prepares the environment; writes the askpass script and SSH files
@@ -217,6 +273,20 @@ impl GitRunner {
         self.run_bounded(operation, args, stdin, None).await
     }
 
+    /// [`Self::run`] of a listing from the remote (`ls-remote`): its output
+    /// is read up to `max_stdout` bytes, and a larger one kills the command
+    /// and fails with [`GitError::TooManyBranches`], so a server advertising
+    /// millions of refs costs the operator no more than the limit.
+    pub async fn run_listing(
+        &self,
+        operation: &'static str,
+        args: &[&str],
+        max_stdout: usize,
+    ) -> Result<Output, GitError> {
+        self.run_inner(operation, args, None, None, Some(max_stdout))
+            .await
+    }
+
     /// [`Self::run`], and with `size_limit` the command is killed as soon as
     /// the directory grows past the limit (a fetch larger than the cache).
     pub async fn run_bounded(
@@ -225,6 +295,18 @@ impl GitRunner {
         args: &[&str],
         stdin: Option<&[u8]>,
         size_limit: Option<(&Path, u64)>,
+    ) -> Result<Output, GitError> {
+        self.run_inner(operation, args, stdin, size_limit, None)
+            .await
+    }
+
+    async fn run_inner(
+        &self,
+        operation: &'static str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        size_limit: Option<(&Path, u64)>,
+        max_stdout: Option<usize>,
     ) -> Result<Output, GitError> {
         let mut cmd = self.command();
         // Remote operations name the URL; local ones need no pinning.
@@ -256,8 +338,16 @@ impl GitRunner {
             }
         };
         let output = tokio::select! {
-            result = tokio::time::timeout(self.timeout, child.wait_with_output()) => match result {
-                Ok(result) => result.map_err(io_err)?,
+            result = tokio::time::timeout(self.timeout, collect(&mut child, max_stdout)) => match result {
+                Ok(Ok(Collected::Overflow)) => {
+                    kill_group(group);
+                    return Err(GitError::TooManyBranches {
+                        url: self.display_url.clone(),
+                        limit: max_stdout.unwrap_or_default(),
+                    });
+                }
+                Ok(Ok(Collected::Done(output))) => output,
+                Ok(Err(error)) => return Err(io_err(error)),
                 Err(_) => {
                     kill_group(group);
                     return Err(GitError::Timeout {

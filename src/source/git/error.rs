@@ -50,6 +50,10 @@ pub enum GitError {
         limit: usize,
         set_by: &'static str,
     },
+    #[error(
+        "git {url}: the remote's branch listing is larger than {limit} bytes; the operator reads no more of it"
+    )]
+    TooManyBranches { url: String, limit: usize },
     #[error("git {url}: {what:?} is not a full object id")]
     InvalidObjectId { url: String, what: String },
     #[error("git {url}: remote unreachable: {detail}")]
@@ -125,6 +129,7 @@ impl GitError {
             GitError::NotABlob { .. } => reason::NOT_A_BLOB,
             GitError::BlobTooLarge { .. } => reason::BLOB_TOO_LARGE,
             GitError::TreeTooLarge { .. } => reason::TREE_TOO_LARGE,
+            GitError::TooManyBranches { .. } => reason::TOO_MANY_BRANCHES,
             GitError::InvalidObjectId { .. } => reason::INVALID_OBJECT_ID,
             GitError::Unreachable { .. } => reason::REMOTE_UNREACHABLE,
             GitError::EgressDenied { .. } => reason::EGRESS_DENIED,
@@ -160,6 +165,7 @@ impl GitError {
             | GitError::NotABlob { .. }
             | GitError::BlobTooLarge { .. }
             | GitError::TreeTooLarge { .. }
+            | GitError::TooManyBranches { .. }
             | GitError::InvalidObjectId { .. }
             | GitError::Io { .. }
             | GitError::CacheDirectory { .. }

@@ -16,6 +16,10 @@ use super::error::GitError;
 use super::{GitRemote, cache};
 use crate::source::{Transfer, is_object_id};
 
+/// The most of a remote's branch listing the operator reads: about 100,000
+/// heads (a line is a 40-character id, a tab and `refs/heads/<name>`).
+pub(super) const MAX_LISTING_BYTES: usize = 8 << 20;
+
 /// Where fetched commits are kept reachable.
 pub(super) const KEPT_PREFIX: &str = "refs/projectsync/commits/";
 
@@ -40,7 +44,13 @@ impl GitRemote {
                 .then_some(self.max_cache_bytes)
                 .flatten()
                 .map(|l| (self.cache_dir.as_path(), l));
-            let mut result = self.runner.run_bounded(operation, args, None, limit).await;
+            let mut result = if operation == "ls-remote" {
+                self.runner
+                    .run_listing(operation, args, MAX_LISTING_BYTES)
+                    .await
+            } else {
+                self.runner.run_bounded(operation, args, None, limit).await
+            };
             if let (Ok(_), Some((dir, max))) = (&result, limit) {
                 // A fetch faster than the watch's first look is measured here.
                 let dir = dir.to_path_buf();
