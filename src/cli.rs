@@ -64,6 +64,19 @@ pub enum Command {
     BackfillEmbeddings(BackfillArgs),
     /// Sync one repository into Postgres without a cluster.
     Sync(SyncArgs),
+    /// Carry one `git://` connection for git (run by git itself, as
+    /// `core.gitProxy`; not for users).
+    #[command(hide = true)]
+    GitConnect(GitConnectArgs),
+}
+
+/// Arguments git gives its `core.gitProxy` command.
+#[derive(Debug, Args)]
+pub struct GitConnectArgs {
+    /// The remote's address (an IP address: names are resolved and checked
+    /// by the operator before git runs).
+    pub host: String,
+    pub port: u16,
 }
 
 /// Where the operator may connect on a resource's behalf (GitHub API URLs,

@@ -20,9 +20,24 @@ use projectsync::{
     store::Store,
 };
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Git runs this for every git:// connection: no runtime, no telemetry,
+    // nothing to slow the connection's start.
+    if let Command::GitConnect(args) = &cli.command {
+        return git_connect(args);
+    }
+    if let Ok(program) = std::env::current_exe() {
+        projectsync::source::git::connector::serve_from(program);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+        .block_on(run_command(cli))
+}
+
+async fn run_command(cli: Cli) -> ExitCode {
     // The operator logs its work; user commands keep stderr for progress
     // and errors unless RUST_LOG asks for more.
     let default_level = match cli.command {
@@ -40,12 +55,25 @@ async fn main() -> ExitCode {
         Command::Search(args) => commands::search::run(&args).await,
         Command::BackfillEmbeddings(args) => commands::backfill::run(&args).await,
         Command::Sync(args) => commands::sync::run(&args).await,
+        Command::GitConnect(args) => return git_connect(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", error.render());
             ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// `projectsync git-connect`: one connection, its failure on stderr for git
+/// to pass on.
+fn git_connect(args: &projectsync::cli::GitConnectArgs) -> ExitCode {
+    match projectsync::source::git::connector::relay(&args.host, args.port) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("fatal: {error}");
+            ExitCode::from(commands::EXIT_FAILURE)
         }
     }
 }

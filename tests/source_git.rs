@@ -318,6 +318,97 @@ async fn missing_branches_repositories_and_commits_and_empty_repositories_have_t
     );
 }
 
+/// A connector that records the address git gave it, then carries the
+/// connection with the operator's own `git-connect`.
+fn recording_connector(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join("connections");
+    let script = dir.join("connector");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s %s\\n' \"$2\" \"$3\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            support::projectsync_binary().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_daemon_connections_are_carried_by_the_operators_connector() {
+    let repo = TestRepo::with_history("demo");
+    let daemon = GitDaemon::start(repo.root());
+    let cache = tempfile::tempdir().unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    let (connector, log) = recording_connector(tools.path());
+    let mut config = GitConfig::new(daemon.url("demo"), cache.path().join("cache"));
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
+    config.timeout = Duration::from_secs(60);
+    config.connector = Some(connector);
+    let source = GitRemote::new(config).expect("git source");
+    assert_source_matches_git(&source, &repo, &repo.commits).await;
+    // Every request was one connection of the connector, to the address
+    // the egress policy checked.
+    let port = daemon
+        .url("demo")
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let connections: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        connections.len() as u64,
+        source.stats().total(),
+        "{connections:?}"
+    );
+    assert!(
+        connections
+            .iter()
+            .all(|c| *c == format!("127.0.0.1 {port}")),
+        "{connections:?}"
+    );
+    // A refused connection is reported by the connector and read as a
+    // transient failure, as git's own would be.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (connector, _) = recording_connector(tools.path());
+    let mut config = GitConfig::new(
+        format!("git://127.0.0.1:{closed}/demo"),
+        cache.path().join("closed"),
+    );
+    config.egress = projectsync::egress::EgressPolicy::allow_loopback();
+    config.retry = RetryPolicy {
+        attempts: 1,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(10),
+    };
+    config.connector = Some(connector);
+    let err = GitRemote::new(config)
+        .unwrap()
+        .fetch_branches()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.reason(), err.retry()),
+        ("RemoteUnreachable", Retry::Transient),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Connection refused"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_remote_is_a_transient_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -37,6 +37,8 @@ pub(crate) struct GitRunner {
     transport: Transport,
     proxy: Option<ProxySettings>,
     egress: EgressPolicy,
+    /// The `core.gitProxy` script of `git://` remotes ([`super::connector`]).
+    connector: Option<PathBuf>,
     /// Counts the commands running (`projectsync_child_processes`).
     commands_gauge: Option<prometheus::IntGauge>,
 }
@@ -137,8 +139,33 @@ impl GitRunner {
                 .filter(|_| matches!(transport, Transport::Https | Transport::Http))
                 .cloned(),
             egress: EgressPolicy::default(),
+            connector: None,
             commands_gauge: None,
         })
+    }
+
+    /// Connects `git://` remotes through `program` (the operator's binary,
+    /// whose `git-connect` subcommand is [`super::connector`]); writes the
+    /// script git runs into `state_dir`. Other transports set their own
+    /// socket options (curl and ssh), so they are left alone.
+    pub fn with_connector(
+        mut self,
+        program: Option<&Path>,
+        state_dir: &Path,
+    ) -> Result<Self, GitError> {
+        if let Some(program) = program
+            && self.transport == Transport::Git
+        {
+            let script =
+                super::connector::write_proxy_script(state_dir, program).map_err(|source| {
+                    GitError::CacheDirectory {
+                        path: state_dir.display().to_string(),
+                        source,
+                    }
+                })?;
+            self.connector = Some(script);
+        }
+        Ok(self)
     }
 
     /// The egress policy remote operations are checked against (the
@@ -313,6 +340,10 @@ impl GitRunner {
         if args.contains(&self.url.as_str()) {
             for option in self.build_pinned_options().await? {
                 cmd.arg("-c").arg(option);
+            }
+            if let Some(script) = &self.connector {
+                cmd.arg("-c")
+                    .arg(format!("core.gitProxy={}", script.display()));
             }
         }
         cmd.args(args);

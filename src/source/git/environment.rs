@@ -139,7 +139,7 @@ fn write_private(path: &Path, content: &[u8]) -> std::io::Result<()> {
     write_file(path, &content, 0o600)
 }
 
-fn write_file(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+pub(super) fn write_file(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);

@@ -245,12 +245,20 @@ pub(crate) fn build_error_from_stderr(
     }
 }
 
+/// What git adds after every failed connection through a command (ssh, the
+/// `git://` connector): it would push the cause out of [`summarise`]'s lines.
+const BOILERPLATE: [&str; 3] = [
+    "fatal: Could not read from remote repository.",
+    "Please make sure you have the correct access rights",
+    "and the repository exists.",
+];
+
 /// The last meaningful lines of stderr, bounded.
 fn summarise(stderr: &str) -> String {
     let lines: Vec<&str> = stderr
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && !BOILERPLATE.contains(l))
         .collect();
     let text = lines[lines.len().saturating_sub(3)..].join("; ");
     text.chars().take(300).collect()

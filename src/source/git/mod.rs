@@ -18,6 +18,7 @@ mod batch;
 pub mod cache;
 mod changes;
 mod command;
+pub mod connector;
 mod environment;
 mod error;
 mod fetch;
@@ -77,6 +78,10 @@ pub struct GitConfig {
     /// Where blob reads take their `cat-file` helper: the operator shares
     /// one pool among all sources; the default is a pool of this source's.
     pub helpers: GitHelpers,
+    /// The operator's own binary, which makes `git://` connections for git
+    /// ([`connector`]); `None` lets git connect by itself. By default the
+    /// running binary, when it is `projectsync` ([`connector::program`]).
+    pub connector: Option<PathBuf>,
 }
 
 impl GitConfig {
@@ -94,6 +99,7 @@ impl GitConfig {
             tree_limit: TreeLimit::default(),
             egress: crate::egress::EgressPolicy::default(),
             helpers: GitHelpers::default(),
+            connector: connector::program(),
         }
     }
 }
@@ -132,15 +138,17 @@ impl GitRemote {
             (Some(url_credentials), Credentials::Anonymous) => url_credentials,
             _ => config.credentials.clone(),
         };
+        let state_dir = config.cache_dir.join("state");
         let runner = GitRunner::new(
             &url,
             transport,
             git_dir.clone(),
-            &config.cache_dir.join("state"),
+            &state_dir,
             &credentials,
             config.proxy.as_ref(),
             config.timeout,
         )?
+        .with_connector(config.connector.as_deref(), &state_dir)?
         .with_egress(config.egress.clone())
         .with_commands_gauge(config.helpers.settings().commands_gauge.clone());
         if !git_dir.join("HEAD").exists() {
