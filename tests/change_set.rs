@@ -133,7 +133,6 @@ impl Lane {
                 previous_max_file_size: Some(1 << 20),
                 reprocess: Reprocess::Nothing,
             },
-            history_limit: 50,
         };
         let mut steps = Box::pin(pipeline.run(request));
         while let Some(step) = steps.next().await {

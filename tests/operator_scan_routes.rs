@@ -106,7 +106,12 @@ async fn git_runs_take_the_change_set_route_across_restarts_and_fall_back_when_t
     create(
         &api,
         "app",
-        json!({ "source": { "git": { "url": daemon.url("app") } }, "branch": "main", "interval": "1h" }),
+        json!({
+            "source": { "git": { "url": daemon.url("app") } },
+            "branch": "main",
+            "interval": "1h",
+            "historyLimit": 2,
+        }),
     )
     .await;
     let last = last_sync(&api, &operator, "app", &first).await;
@@ -170,6 +175,30 @@ async fn git_runs_take_the_change_set_route_across_restarts_and_fall_back_when_t
         active_files(&db, &project).await,
         git_tree(&repo, &unrelated)
     );
+
+    // Retention follows the status write (it no longer holds it up): of
+    // the five runs, the last two keep their pictures.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let pruned: Vec<(i32, bool)> = sqlx::query_as(
+            "SELECT s.chain_seq, s.content_pruned_at IS NOT NULL FROM project_syncs s
+               JOIN projects p ON p.id = s.project_id
+              WHERE p.key = $1 AND s.status = 'COMPLETED' ORDER BY s.chain_seq",
+        )
+        .bind(&project)
+        .fetch_all(&db.pool)
+        .await
+        .expect("read the runs");
+        let kept: Vec<bool> = pruned.iter().map(|(_, p)| !p).collect();
+        if kept == [false, false, false, true, true] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not keep exactly the last two runs: {pruned:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

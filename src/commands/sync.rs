@@ -104,11 +104,10 @@ pub async fn run(args: &SyncArgs) -> Result<(), CommandError> {
                 Reprocess::Nothing
             },
         },
-        history_limit: args.history_limit.max(1),
     };
     let pipeline = Pipeline {
         source,
-        store,
+        store: store.clone(),
         chunker: ChunkerConfig::default(),
         embedder,
         // Only the project's own embeddings, from the same endpoint.
@@ -131,14 +130,25 @@ pub async fn run(args: &SyncArgs) -> Result<(), CommandError> {
             commit,
             summary: None,
         },
-        Outcome::Completed { summary, .. } => SyncReport {
-            project: key,
-            repository,
-            branch: args.branch.clone(),
-            outcome: "completed",
-            commit: summary.commit.clone(),
-            summary: Some(summary),
-        },
+        Outcome::Completed {
+            summary, record, ..
+        } => {
+            crate::pipeline::finalize::apply_retention(
+                &store,
+                project,
+                record.id,
+                args.history_limit,
+            )
+            .await;
+            SyncReport {
+                project: key,
+                repository,
+                branch: args.branch.clone(),
+                outcome: "completed",
+                commit: summary.commit.clone(),
+                summary: Some(summary),
+            }
+        }
     };
     emit(args.output.format, &report, build_summary)
 }

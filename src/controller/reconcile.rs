@@ -126,6 +126,8 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
     let mut status = obj.status.clone().unwrap_or_default();
     status.repository = Some(describe_repository(&obj.spec.source));
     let request = triggers::new_request(&obj).map(str::to_string);
+    // Set by a completed run; applied once its status is written.
+    let mut retention = None;
     let reindex = triggers::new_reindex(&obj).map(str::to_string);
 
     let result = match triggers::decide(&obj) {
@@ -150,13 +152,18 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
             if !ctx.shards.may_start(&obj) {
                 return Ok(Action::await_change());
             }
-            check(&obj, &ctx, &key, trigger, &mut status, &mut writer).await
+            check(
+                &obj,
+                &ctx,
+                &key,
+                trigger,
+                &mut status,
+                &mut writer,
+                &mut retention,
+            )
+            .await
         }
     };
-    // Only a git source's reconcile can have grown the cache.
-    if obj.spec.source.git.is_some() {
-        git_cache::enforce_limit(&ctx).await;
-    }
     // Handled once, whether the run succeeded or not (as a request is): a
     // failed reindex is asked for again with a new value.
     if request.is_some() {
@@ -169,7 +176,9 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
         Ok(action) => {
             ctx.record_success(&key);
             ctx.export_status(&key, &status, obj.spec.suspend);
-            writer.write(&status).await.map_err(|source| Error::Kube {
+            let written = writer.write(&status).await;
+            after_status(&ctx, &obj, retention).await;
+            written.map_err(|source| Error::Kube {
                 action: "write status",
                 source,
             })?;
@@ -192,6 +201,7 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
             if let Err(write_error) = writer.write(&status).await {
                 tracing::warn!(%write_error, "could not write the failure to status");
             }
+            after_status(&ctx, &obj, retention).await;
             publish(
                 &ctx,
                 &obj,
@@ -203,6 +213,19 @@ async fn apply(obj: Arc<ProjectSync>, ctx: Arc<Context>) -> Result<Action, Error
             .await;
             Err(error)
         }
+    }
+}
+
+/// The housekeeping of a reconcile, after its status is written so that a
+/// run is reported without waiting for it: retention of a completed run's
+/// project, and the git caches' size limit (only a git source's reconcile
+/// can have grown its cache).
+async fn after_status(ctx: &Context, obj: &ProjectSync, retention: Option<sync::Retention>) {
+    if let Some(retention) = retention {
+        retention.apply(&ctx.store).await;
+    }
+    if obj.spec.source.git.is_some() {
+        git_cache::enforce_limit(ctx).await;
     }
 }
 
@@ -230,10 +253,16 @@ async fn check(
     trigger: Trigger,
     status: &mut ProjectSyncStatus,
     writer: &mut StatusWriter,
+    retention: &mut Option<sync::Retention>,
 ) -> Result<Action, Failed> {
     let prepared = prepare(ctx, obj, key).await?;
     let project = prepared.project;
-    sync::run(ctx, obj, key, &trigger, &prepared, status, writer)
+    let report = sync::Report {
+        status,
+        writer,
+        retention,
+    };
+    sync::run(ctx, obj, key, &trigger, &prepared, report)
         .await
         .map_err(|error| Failed {
             error,

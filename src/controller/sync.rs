@@ -34,9 +34,13 @@ pub(super) async fn run(
     key: &str,
     trigger: &Trigger,
     prepared: &Prepared,
-    status: &mut ProjectSyncStatus,
-    writer: &mut StatusWriter,
+    report: Report<'_>,
 ) -> Result<Action, Error> {
+    let Report {
+        status,
+        writer,
+        retention,
+    } = report;
     let Prepared {
         valid,
         cached,
@@ -126,6 +130,11 @@ pub(super) async fn run(
             ctx.remember_source(key, project, head, cached.source.as_ref())
                 .await;
             ctx.set_completed_inputs(key, inputs.clone());
+            *retention = Some(Retention {
+                project,
+                sync: record.id,
+                keep: history_limit(obj),
+            });
             // The branch names come from the run's own head lookup where it
             // listed them (git); otherwise they are listed beside the
             // history query, not after it.
@@ -155,6 +164,27 @@ pub(super) async fn run(
         }
     }
     Ok(Action::requeue(valid.interval))
+}
+
+/// Where a check reports: the status (written as the run goes), and the
+/// retention a completed run leaves to apply after the final status write.
+pub(super) struct Report<'a> {
+    pub status: &'a mut ProjectSyncStatus,
+    pub writer: &'a mut StatusWriter,
+    pub retention: &'a mut Option<Retention>,
+}
+
+/// Retention owed by a completed run.
+pub(super) struct Retention {
+    project: ProjectId,
+    sync: SyncId,
+    keep: u32,
+}
+
+impl Retention {
+    pub async fn apply(self, store: &crate::store::Store) {
+        crate::pipeline::finalize::apply_retention(store, self.project, self.sync, self.keep).await;
+    }
 }
 
 /// Runs the pipeline, feeding each event to the hub, the metrics, the status
@@ -291,7 +321,6 @@ fn build_request(
             previous_max_file_size: previous.and_then(|p| u64::try_from(p.max_file_size).ok()),
             reprocess,
         },
-        history_limit: history_limit(obj),
     }
 }
 

@@ -1,6 +1,9 @@
 //! Stage finalize: completes the run (supersede and mark COMPLETED in one
-//! store transaction), then prunes history beyond the retention bound.
-//! [`build_completion`] is pure; [`finalize`] does I/O against the store.
+//! store transaction). Retention ([`apply_retention`]) is the caller's next
+//! step, once the run is reported: it is housekeeping, about six round
+//! trips even when there is nothing to prune, and the operator's status
+//! write no longer waits for it. [`build_completion`] is pure; [`finalize`]
+//! and [`apply_retention`] do I/O against the store.
 
 use crate::{
     run::{GitTransfer, Stage, StageDurations},
@@ -38,21 +41,25 @@ pub fn build_completion(
     }
 }
 
-/// Completes `sync` and applies retention (`keep` completed runs).
+/// Completes `sync`.
 pub async fn finalize(
     store: &Store,
-    project: ProjectId,
     sync: SyncId,
     completion: Completion,
-    keep: u32,
 ) -> Result<SyncRecord, PipelineError> {
-    let record = store
+    store
         .complete_sync(sync, completion)
         .await
-        .map_err(|e| PipelineError::new(Stage::Finalize, Some(sync), e))?;
-    // The run is complete and visible; a retention failure must not undo
-    // that. It is retried after the next run.
-    match store.prune_history(project, keep).await {
+        .map_err(|e| PipelineError::new(Stage::Finalize, Some(sync), e))
+}
+
+/// Applies retention after `sync` of `project` completed: keeps `keep`
+/// completed runs' pictures and drops failed runs' rows. The run is complete
+/// and visible, so a failure here is only logged; it is retried after the
+/// next run.
+#[tracing::instrument(skip(store))]
+pub async fn apply_retention(store: &Store, project: ProjectId, sync: SyncId, keep: u32) {
+    match store.prune_history(project, keep.max(1)).await {
         Ok(report) if report.files_deleted + report.memory_entries_deleted > 0 => tracing::info!(
             syncs = report.syncs_pruned,
             files = report.files_deleted,
@@ -64,5 +71,4 @@ pub async fn finalize(
             tracing::warn!(%error, %sync, "pruning history failed; retrying after the next run")
         }
     }
-    Ok(record)
 }

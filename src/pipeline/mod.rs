@@ -88,8 +88,6 @@ pub struct SyncRequest {
     /// Run even when the commit is already synced (the inputs changed).
     pub force: bool,
     pub inputs: ProcessingInputs,
-    /// Completed runs whose rows retention keeps.
-    pub history_limit: u32,
 }
 
 /// Everything a run talks to.
@@ -261,8 +259,7 @@ impl Pipeline {
             bytes: t.bytes,
         });
         let completion = build_completion(plan, &totals, stages.durations, api_calls, transfer);
-        let (project, keep) = (request.project, request.history_limit);
-        let finalized = finalize(&self.store, project, run.sync, completion, keep);
+        let finalized = finalize(&self.store, run.sync, completion);
         let record = stages.run(Stage::Finalize, Some(&run), finalized).await?;
 
         let requests = self.source.stats().since(&stats_before).total();

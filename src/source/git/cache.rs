@@ -9,6 +9,11 @@
 //! whole cache or none and refetches. Only directories shaped like a cache
 //! (`<name>/repo.git`) are measured or removed, so a cache root shared with
 //! other files loses nothing else.
+//!
+//! Sizes are remembered between checks: a cache is walked again only after
+//! a run held it (a lease taken or given back forgets its size), so the
+//! check after each run costs one walk of that run's cache, not of all of
+//! them (with thousands of resources that walk was per reconcile).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -26,6 +31,8 @@ pub struct GitCache {
     root: PathBuf,
     max_bytes: u64,
     usage: Mutex<HashMap<String, Usage>>,
+    /// Bytes of each cache as last measured, while no run changed it.
+    sizes: Mutex<HashMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +74,8 @@ impl Drop for CacheLease {
                 u.last_used = SystemTime::now();
             }
         });
+        // Measured while the run held it, it may have grown since.
+        self.cache.forget_size(&self.name);
     }
 }
 
@@ -76,7 +85,19 @@ impl GitCache {
             root: root.into(),
             max_bytes,
             usage: Mutex::default(),
+            sizes: Mutex::default(),
         })
+    }
+
+    fn with_sizes<T>(&self, f: impl FnOnce(&mut HashMap<String, u64>) -> T) -> T {
+        f(&mut self
+            .sizes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    fn forget_size(&self, name: &str) {
+        self.with_sizes(|sizes| sizes.remove(name));
     }
 
     /// The limit on the total size of all caches, in bytes.
@@ -105,6 +126,7 @@ impl GitCache {
             u.leases += 1;
             u.last_used = SystemTime::now();
         });
+        self.forget_size(name);
         CacheLease {
             cache: self.clone(),
             name: name.to_string(),
@@ -201,12 +223,21 @@ impl GitCache {
             let modified = std::fs::metadata(path.join("repo.git"))
                 .and_then(|m| m.modified())
                 .unwrap_or(SystemTime::UNIX_EPOCH);
-            caches.push((name, dir_size(&path), modified));
+            let bytes = match self.with_sizes(|sizes| sizes.get(&name).copied()) {
+                Some(bytes) => bytes,
+                None => {
+                    let bytes = dir_size(&path);
+                    self.with_sizes(|sizes| sizes.insert(name.clone(), bytes));
+                    bytes
+                }
+            };
+            caches.push((name, bytes, modified));
         }
         Ok(caches)
     }
 
     fn move_aside(&self, name: &str) -> std::io::Result<PathBuf> {
+        self.forget_size(name);
         let trash = self.root.join(format!(
             "{EVICTING}{name}-{}",
             uuid::Uuid::new_v4().simple()
@@ -344,6 +375,25 @@ mod tests {
         assert!(root.path().join("a/repo.git").exists());
         assert!(!root.path().join("b").exists());
         assert!(root.path().join("not-a-cache").exists());
+    }
+
+    #[test]
+    fn a_cache_is_measured_again_only_after_a_run_held_it() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = GitCache::new(root.path(), u64::MAX);
+        fake_cache(root.path(), "a", 1000);
+        fake_cache(root.path(), "b", 100);
+        assert_eq!(cache.enforce_limit().unwrap().bytes, 1100);
+        // Grown behind the registry's back: the remembered sizes stand.
+        std::fs::write(root.path().join("a/repo.git/more"), vec![0u8; 500]).unwrap();
+        std::fs::write(root.path().join("b/repo.git/more"), vec![0u8; 50]).unwrap();
+        assert_eq!(cache.enforce_limit().unwrap().bytes, 1100);
+        // A run held `a` (and a check while it ran measured it midway).
+        let lease = cache.lease("a");
+        assert_eq!(cache.enforce_limit().unwrap().bytes, 1600);
+        std::fs::write(root.path().join("a/repo.git/fetched"), vec![0u8; 200]).unwrap();
+        drop(lease);
+        assert_eq!(cache.enforce_limit().unwrap().bytes, 1800);
     }
 
     #[test]
