@@ -169,7 +169,7 @@ pub struct ScanSummary {
 pub struct FetchedObjects {
     /// Git objects received (commits, trees, blobs).
     pub objects: i64,
-    /// Bytes they take in the cache (packed, as `git count-objects` says).
+    /// Bytes they take in the cache (the packs and loose objects added).
     pub bytes: i64,
 }
 

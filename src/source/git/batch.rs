@@ -1,8 +1,11 @@
 //! A long-lived `git cat-file --batch-command` for one cache repository
-//! (I/O): blobs are read without a process per object, and `info` gives a
-//! blob's size before `contents` reads it, so an oversized blob is never
-//! loaded. The operator keeps these in [`super::pool`], a few dozen for
-//! all resources.
+//! (I/O): objects are read, and asked about, without a process per
+//! question, and `info` gives an object's size before `contents` reads it,
+//! so an oversized one is never loaded. Besides blobs, a run asks it
+//! whether a commit is cached, for a commit's header and for the sizes of
+//! the blobs a change set names: each of those was a git process of its
+//! own, a few milliseconds apiece on every run. The operator keeps these in
+//! [`super::pool`], a few dozen for all resources.
 
 use std::io;
 use std::process::Stdio;
@@ -17,12 +20,18 @@ use super::error::GitError;
 use super::pool::Helper;
 
 /// What reading one object gave.
-pub(crate) enum BlobRead {
-    Blob(Bytes),
+pub(crate) enum ObjectRead {
+    Object(Bytes),
     Missing,
-    NotABlob(String),
+    /// The object is of this other type.
+    WrongKind(String),
     TooLarge(u64),
 }
+
+/// Questions asked at once by [`CatFile::infos`]: their answers (about 60
+/// bytes each) fit in a pipe's buffer, so git never waits for the reader
+/// while the writer is still writing.
+const INFO_BATCH: usize = 500;
 
 #[derive(Debug)]
 pub(crate) struct CatFile {
@@ -50,29 +59,46 @@ impl CatFile {
         })
     }
 
-    /// Reads blob `sha` if it is at most `max_size` bytes. An `Err` means
+    /// The type and size of object `name` (any name git resolves: an id,
+    /// `<id>^{commit}`, a ref), or `None` when there is none. An `Err` means
     /// the protocol stream is broken and the process must be replaced.
-    pub async fn read_blob(&mut self, sha: &str, max_size: u64) -> io::Result<BlobRead> {
-        self.stdin
-            .write_all(format!("info {sha}\n").as_bytes())
-            .await?;
-        self.stdin.flush().await?;
-        let header = self.read_header().await?;
-        let Some((kind, size)) = header else {
-            return Ok(BlobRead::Missing);
+    pub async fn info(&mut self, name: &str) -> io::Result<Option<(String, u64)>> {
+        Ok(self.infos(&[name]).await?.pop().flatten())
+    }
+
+    /// [`Self::info`] of every name, in order, [`INFO_BATCH`] per write.
+    pub async fn infos(&mut self, names: &[&str]) -> io::Result<Vec<Option<(String, u64)>>> {
+        let mut answers = Vec::with_capacity(names.len());
+        for batch in names.chunks(INFO_BATCH) {
+            let questions: String = batch.iter().map(|n| format!("info {n}\n")).collect();
+            self.stdin.write_all(questions.as_bytes()).await?;
+            self.stdin.flush().await?;
+            for _ in batch {
+                answers.push(self.read_header().await?);
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Reads object `name` if it is of type `kind` and at most `max_size`
+    /// bytes. An `Err` means the protocol stream is broken and the process
+    /// must be replaced.
+    pub async fn read(&mut self, name: &str, kind: &str, max_size: u64) -> io::Result<ObjectRead> {
+        let Some((found, size)) = self.info(name).await? else {
+            return Ok(ObjectRead::Missing);
         };
-        if kind != "blob" {
-            return Ok(BlobRead::NotABlob(kind));
+        if found != kind {
+            return Ok(ObjectRead::WrongKind(found));
         }
         if size > max_size {
-            return Ok(BlobRead::TooLarge(size));
+            return Ok(ObjectRead::TooLarge(size));
         }
         self.stdin
-            .write_all(format!("contents {sha}\n").as_bytes())
+            .write_all(format!("contents {name}\n").as_bytes())
             .await?;
         self.stdin.flush().await?;
         match self.read_header().await? {
-            Some((kind, n)) if kind == "blob" && n == size => {}
+            Some((again, n)) if again == kind && n == size => {}
             _ => return Err(io::Error::other("object changed between info and contents")),
         }
         let len = usize::try_from(size).map_err(io::Error::other)?;
@@ -81,7 +107,7 @@ impl CatFile {
         if content.pop() != Some(b'\n') {
             return Err(io::Error::other("contents not terminated by a newline"));
         }
-        Ok(BlobRead::Blob(Bytes::from(content)))
+        Ok(ObjectRead::Object(Bytes::from(content)))
     }
 
     /// `<sha> <type> <size>` or `<sha> missing`.

@@ -1,12 +1,13 @@
 //! The change set between two cached commits (I/O: local git only): one
-//! `git diff-tree -r -t` for what changed, one `git cat-file --batch-check`
-//! for the sizes of the new blobs, and a relatedness check that looks only
+//! `git diff-tree -r -t` for what changed, the sizes of the new blobs from
+//! the cache's `cat-file` helper, and a relatedness check that looks only
 //! at directories the diff touched; never a listing of the whole tree. The
 //! parsing and the building of the [`ChangeSet`] are pure.
 
 use std::collections::{HashMap, HashSet};
 
 use super::GitRemote;
+use super::batch::ObjectRead;
 use super::error::GitError;
 use super::listing::split_at_tab;
 use crate::api::conditions::reason;
@@ -16,8 +17,8 @@ use crate::source::{Change, ChangeKind, ChangeSet, Changes, is_object_id};
 
 impl GitRemote {
     /// The change set from `base` to `head`: one `git diff-tree` between
-    /// the two cached commits and one `git cat-file --batch-check` for the
-    /// sizes of the new blobs; never a listing of the whole tree. Unavailable
+    /// the two cached commits and the sizes of the new blobs from the
+    /// `cat-file` helper; never a listing of the whole tree. Unavailable
     /// when `base` is not in the cache (evicted, or lost with the pod) or
     /// when the two commits share neither history nor content.
     pub(super) async fn fetch_changes_impl(
@@ -73,37 +74,32 @@ impl GitRemote {
             .iter()
             .filter(|r| r.status != b'D' && has_blob(r.new_mode))
             .map(|r| r.new_sha.as_str())
+            // Each becomes a line to the helper: only ids, never a command.
+            .filter(|sha| is_object_id(sha))
             .collect();
         let sizes = self.fetch_blob_sizes(&new_blobs).await?;
         Ok(Changes::Complete(build_change_set(&records, &sizes)))
     }
 
-    /// Sizes of `shas` from one `git cat-file --batch-check`.
+    /// Sizes of the blobs `shas`, asked of the cache's `cat-file` helper.
     async fn fetch_blob_sizes(&self, shas: &[&str]) -> Result<HashMap<String, u64>, GitError> {
         if shas.is_empty() {
             return Ok(HashMap::new());
         }
-        let input: String = shas.iter().map(|s| format!("{s}\n")).collect();
-        let out = self
-            .runner
-            .run(
-                "cat-file",
-                &["cat-file", "--batch-check"],
-                Some(input.as_bytes()),
-            )
-            .await?
-            .stdout;
-        let mut sizes = HashMap::with_capacity(shas.len());
-        for line in String::from_utf8_lossy(&out).lines() {
-            let mut fields = line.split(' ');
-            if let (Some(sha), Some("blob"), Some(size)) =
-                (fields.next(), fields.next(), fields.next())
-                && let Ok(size) = size.parse()
-            {
-                sizes.insert(sha.to_string(), size);
-            }
-        }
-        Ok(sizes)
+        let answers = self
+            .with_helper(|mut cat| async move {
+                let answers = cat.infos(shas).await;
+                (cat, answers)
+            })
+            .await?;
+        Ok(shas
+            .iter()
+            .zip(answers)
+            .filter_map(|(sha, answer)| match answer {
+                Some((kind, size)) if kind == "blob" => Some((sha.to_string(), size)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Whether `head` is related to `base`: a descendant or ancestor as far
@@ -117,16 +113,20 @@ impl GitRemote {
         head: &str,
         records: &[DiffRecord],
     ) -> Result<bool, GitError> {
+        // A commit's header is a few hundred bytes; one far larger is read
+        // no further (and the checks below decide).
         let commit = self
-            .runner
-            .run("cat-file", &["cat-file", "commit", head], None)
-            .await?
-            .stdout;
+            .with_helper(|mut cat| async move {
+                let read = cat.read(head, "commit", MAX_COMMIT_BYTES).await;
+                (cat, read)
+            })
+            .await?;
         let parent = format!("parent {base}");
-        if String::from_utf8_lossy(&commit)
-            .lines()
-            .take_while(|l| !l.is_empty())
-            .any(|l| l == parent)
+        if let ObjectRead::Object(commit) = commit
+            && String::from_utf8_lossy(&commit)
+                .lines()
+                .take_while(|l| !l.is_empty())
+                .any(|l| l == parent)
         {
             return Ok(true);
         }
@@ -167,6 +167,9 @@ impl GitRemote {
         Ok(false)
     }
 }
+
+/// The largest commit object whose parents the relatedness check reads.
+const MAX_COMMIT_BYTES: u64 = 1 << 20;
 
 /// The git mode of a directory, as `diff-tree -t` and `ls-tree` show it.
 const TREE_MODE: u32 = 0o040000;

@@ -9,11 +9,11 @@
 //! so the next fetch offers them to the server as `have`s and receives only
 //! the objects the cache lacks, and the base of the next scan stays in the
 //! cache for `git diff-tree`, across restarts too. What each fetch added is
-//! measured with `git count-objects` and counted in the source's stats.
+//! counted from the object directory ([`objects`]) in the source's stats.
 
 use super::command::GitRunner;
 use super::error::GitError;
-use super::{GitRemote, cache};
+use super::{GitRemote, cache, objects};
 use crate::source::{Transfer, is_object_id};
 
 /// The most of a remote's branch listing the operator reads: about 100,000
@@ -94,12 +94,29 @@ impl GitRemote {
         }
     }
 
+    /// Whether `commit` is in the cache, asked of the `cat-file` helper
+    /// (which sees packs a fetch added since it started: git looks again
+    /// when an object is not where it looked). A helper that cannot answer
+    /// counts as absent: the commit is then fetched.
     pub(super) async fn has_commit(&self, commit: &str) -> bool {
-        let spec = format!("{commit}^{{commit}}");
-        self.runner
-            .run("cat-file", &["cat-file", "-e", &spec], None)
+        self.resolves(&format!("{commit}^{{commit}}")).await
+    }
+
+    /// Whether git resolves `name` in the cache.
+    async fn resolves(&self, name: &str) -> bool {
+        match self
+            .with_helper(|mut cat| async move {
+                let found = cat.info(name).await;
+                (cat, found)
+            })
             .await
-            .is_ok()
+        {
+            Ok(found) => found.is_some(),
+            Err(error) => {
+                tracing::debug!(url = %self.runner.display_url, %error, "could not ask the cache");
+                false
+            }
+        }
     }
 
     /// Makes `commit` present in the cache: a shallow fetch of exactly that
@@ -164,23 +181,27 @@ impl GitRemote {
 }
 
 impl GitRemote {
-    /// Objects and bytes in the cache, loose and packed; `None` when git
-    /// cannot say (the transfer then goes uncounted, the fetch is fine).
+    /// Objects and bytes in the cache, loose and packed, counted from the
+    /// object directory; `None` when it cannot be read (the transfer then
+    /// goes uncounted, the fetch is fine).
     async fn object_counts(&self) -> Option<Transfer> {
-        let out = self
-            .runner
-            .run("count-objects", &["count-objects", "-v"], None)
+        let objects = self.runner.git_dir.join("objects");
+        tokio::task::spawn_blocking(move || objects::count(&objects))
             .await
-            .ok()?;
-        parse_count_objects(&out.stdout)
+            .ok()?
+            .ok()
     }
 
     /// Puts `commit` under [`KEPT_PREFIX`] and drops the oldest kept
     /// commits beyond [`KEPT_COMMITS`], never `commit` itself: one listing
     /// and one `update-ref --stdin` transaction (a run's fixed cost is
-    /// counted in git processes).
+    /// counted in git processes). Nothing to do when it is kept already
+    /// (an unchanged or repeated commit): the kept set stays as it is.
     async fn keep_commit(&self, commit: &str) -> Result<(), GitError> {
         let name = format!("{KEPT_PREFIX}{commit}");
+        if self.resolves(&name).await {
+            return Ok(());
+        }
         let listed = self
             .runner
             .run(
@@ -224,27 +245,6 @@ fn build_stale_refs<'a>(
         .collect()
 }
 
-/// Objects (`count` + `in-pack`) and bytes (`size` + `size-pack`, reported
-/// in KiB) from `git count-objects -v`.
-fn parse_count_objects(out: &[u8]) -> Option<Transfer> {
-    let text = std::str::from_utf8(out).ok()?;
-    let mut transfer = Transfer::default();
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once(": ") else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<u64>() else {
-            continue;
-        };
-        match key {
-            "count" | "in-pack" => transfer.objects += value,
-            "size" | "size-pack" => transfer.bytes += value * 1024,
-            _ => {}
-        }
-    }
-    Some(transfer)
-}
-
 /// `git init --bare` of the cache repository (synchronous, local).
 pub(super) fn init_bare(runner: &GitRunner) -> Result<(), GitError> {
     let mut cmd = runner.command().into_std();
@@ -266,18 +266,6 @@ pub(super) fn init_bare(runner: &GitRunner) -> Result<(), GitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn count_objects_adds_loose_and_packed() {
-        let out = b"count: 3\nsize: 2\nin-pack: 100\npacks: 1\nsize-pack: 40\nprune-packable: 0\ngarbage: 0\nsize-garbage: 0\n";
-        assert_eq!(
-            parse_count_objects(out),
-            Some(Transfer {
-                objects: 103,
-                bytes: 42 * 1024
-            })
-        );
-    }
 
     #[test]
     fn the_current_commit_and_the_newest_others_are_kept() {

@@ -23,6 +23,7 @@ mod environment;
 mod error;
 mod fetch;
 mod listing;
+mod objects;
 pub mod pool;
 mod remote;
 
@@ -37,7 +38,7 @@ pub use error::GitError;
 pub use pool::{GitHelpers, PoolSettings};
 pub use remote::{Transport, classify_url, is_valid_branch_name, redact_url};
 
-use self::batch::{BlobRead, CatFile};
+use self::batch::{CatFile, ObjectRead};
 use self::command::GitRunner;
 use self::fetch::init_bare;
 use self::remote::split_userinfo;
@@ -115,8 +116,8 @@ pub struct GitRemote {
     tree_limit: TreeLimit,
     /// Serialises fetches into the cache (shallow file, pack writes).
     fetch_lock: Mutex<()>,
-    /// Serialises blob reads: a source uses one helper at a time, so one
-    /// resource cannot take the whole pool.
+    /// Serialises questions to `cat-file` helpers: a source uses one
+    /// helper at a time, so one resource cannot take the whole pool.
     read_lock: Mutex<()>,
     helpers: GitHelpers,
     stats: StatsRecorder,
@@ -210,14 +211,41 @@ impl GitRemote {
                 what: sha.to_string(),
             });
         }
-        let _turn = self.read_lock.lock().await;
+        let answer = self
+            .with_helper(|mut cat| async move {
+                let read = cat.read(sha, "blob", max_size).await;
+                (cat, read)
+            })
+            .await?;
         let (url, sha) = (self.url(), sha.to_string());
+        match answer {
+            ObjectRead::Object(bytes) => Ok(bytes),
+            ObjectRead::Missing => Err(GitError::ObjectNotFound { url, sha }),
+            ObjectRead::WrongKind(kind) => Err(GitError::NotABlob { url, sha, kind }),
+            ObjectRead::TooLarge(size) => Err(GitError::BlobTooLarge {
+                url,
+                sha,
+                size,
+                max: max_size,
+            }),
+        }
+    }
+
+    /// Asks this cache's `cat-file` helper, taken from the operator's pool
+    /// for the time of `ask`, within the source's timeout.
+    ///
+    /// The helper is out of the pool while it answers: a question cut off
+    /// (the run aborted, its fetches with it) leaves a half-read answer in
+    /// the pipe, so that helper is dropped (and killed), never given back,
+    /// and the next question gets another. A stream found broken (the
+    /// process died) is replaced once.
+    async fn with_helper<T, F, Fut>(&self, mut ask: F) -> Result<T, GitError>
+    where
+        F: FnMut(CatFile) -> Fut,
+        Fut: Future<Output = (CatFile, std::io::Result<T>)>,
+    {
+        let _turn = self.read_lock.lock().await;
         let timeout = self.runner.timeout;
-        // The helper is out of the pool while it answers: a read cut off
-        // (the run aborted, its fetches with it) leaves a half-read answer
-        // in the pipe, so that helper is dropped (and killed), never given
-        // back, and the next read gets another. A stream found broken (the
-        // process died) is replaced once.
         let mut replaced = false;
         loop {
             let checkout = self
@@ -232,47 +260,34 @@ impl GitRemote {
                 Ok(Err(error)) => return Err(error),
                 Err(busy) => {
                     return Err(GitError::HelpersBusy {
-                        url,
+                        url: self.url(),
                         max_helpers: busy.max_helpers,
                         seconds: timeout.as_secs(),
                     });
                 }
             };
-            let read =
-                tokio::time::timeout(timeout, leased.helper().read_blob(&sha, max_size)).await;
-            let answer = match read {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(_)) if !replaced => {
-                    replaced = true;
-                    continue;
+            match tokio::time::timeout(timeout, ask(leased.take())).await {
+                Ok((helper, Ok(answer))) => {
+                    leased.put(helper);
+                    leased.give_back();
+                    return Ok(answer);
                 }
-                Ok(Err(source)) => {
+                Ok((_broken, Err(_))) if !replaced => replaced = true,
+                Ok((_broken, Err(source))) => {
                     return Err(GitError::Io {
-                        url,
+                        url: self.url(),
                         operation: "cat-file",
                         source,
                     });
                 }
                 Err(_) => {
                     return Err(GitError::Timeout {
-                        url,
+                        url: self.url(),
                         operation: "cat-file",
                         seconds: timeout.as_secs(),
                     });
                 }
-            };
-            leased.give_back();
-            return match answer {
-                BlobRead::Blob(bytes) => Ok(bytes),
-                BlobRead::Missing => Err(GitError::ObjectNotFound { url, sha }),
-                BlobRead::NotABlob(kind) => Err(GitError::NotABlob { url, sha, kind }),
-                BlobRead::TooLarge(size) => Err(GitError::BlobTooLarge {
-                    url,
-                    sha,
-                    size,
-                    max: max_size,
-                }),
-            };
+            }
         }
     }
 

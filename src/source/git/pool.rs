@@ -135,10 +135,25 @@ pub(crate) struct Leased<H> {
 }
 
 impl<H> Leased<H> {
+    #[cfg(test)]
     pub fn helper(&mut self) -> &mut H {
         self.helper
             .as_mut()
             .expect("a lease holds its helper until given back")
+    }
+
+    /// Takes the helper out, for a task that owns it while it answers (and
+    /// drops it, killing it, when cut off); the lease keeps the helper's
+    /// place in the pool meanwhile.
+    pub fn take(&mut self) -> H {
+        self.helper
+            .take()
+            .expect("a lease holds its helper until given back")
+    }
+
+    /// Puts back a helper [`Leased::take`] took out.
+    pub fn put(&mut self, helper: H) {
+        self.helper = Some(helper);
     }
 
     /// Returns the helper to the pool for the next read of its directory.
