@@ -1,7 +1,25 @@
 //! Logging and tracing set-up: human-readable or JSON lines on stderr,
 //! filtered by `RUST_LOG` (default `info`). Called once from `main`.
+//!
+//! `PROJECTSYNC_LOG_SPANS=close` also logs every span as it closes, with
+//! the time it was busy and idle: where a reconcile's milliseconds went
+//! (per stage, per source request, per store call), read off the log of a
+//! running operator without a profiler.
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, fmt, fmt::format::FmtSpan, prelude::*};
+
+/// The variable that turns on span-close lines.
+pub const SPANS_VARIABLE: &str = "PROJECTSYNC_LOG_SPANS";
+
+/// The span events `PROJECTSYNC_LOG_SPANS` asks for: `close` (with
+/// durations), `full` (open, enter, exit and close), anything else none.
+fn span_events() -> FmtSpan {
+    match std::env::var(SPANS_VARIABLE).as_deref() {
+        Ok("close") => FmtSpan::CLOSE,
+        Ok("full") => FmtSpan::FULL,
+        _ => FmtSpan::NONE,
+    }
+}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -27,13 +45,18 @@ pub fn init_with_default(format: LogFormat, default: &str) {
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_span_events(span_events())
+                    .with_writer(std::io::stderr),
+            )
             .init(),
         LogFormat::Json => registry
             .with(
                 fmt::layer()
                     .json()
                     .with_current_span(true)
+                    .with_span_events(span_events())
                     .with_writer(std::io::stderr),
             )
             .init(),

@@ -48,6 +48,7 @@ impl StatusWriter {
     }
 
     /// Writes `status` (the whole status: fields left out are removed).
+    #[tracing::instrument(level = "debug", name = "write_status", skip_all)]
     pub async fn write(&mut self, status: &ProjectSyncStatus) -> Result<(), kube::Error> {
         let patch = serde_json::json!({
             "apiVersion": "projectsync.dev/v1alpha1",

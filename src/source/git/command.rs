@@ -327,6 +327,7 @@ impl GitRunner {
             .await
     }
 
+    #[tracing::instrument(level = "debug", name = "git", skip_all, fields(operation = operation))]
     async fn run_inner(
         &self,
         operation: &'static str,

@@ -239,6 +239,7 @@ impl GitRemote {
     /// the pipe, so that helper is dropped (and killed), never given back,
     /// and the next question gets another. A stream found broken (the
     /// process died) is replaced once.
+    #[tracing::instrument(level = "debug", name = "cat_file", skip_all)]
     async fn with_helper<T, F, Fut>(&self, mut ask: F) -> Result<T, GitError>
     where
         F: FnMut(CatFile) -> Fut,

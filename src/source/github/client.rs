@@ -100,7 +100,8 @@ impl Client {
 
     /// Sends `req` with `method` and an optional `Authorization` header
     /// (added to octocrab's own, which is none for apps), retrying transient
-    /// failures.
+    /// failures. A debug span per request (never its headers).
+    #[tracing::instrument(level = "debug", name = "github", skip_all, fields(endpoint = req.endpoint))]
     pub async fn send(
         &self,
         method: Method,
